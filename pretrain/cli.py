@@ -1,0 +1,53 @@
+"""`lw` — the LearnedWorld command line.
+
+Every subcommand is a Hydra-configured program: `lw <command> key=value ...`.
+Subcommands are imported lazily so that `lw --help` is instant and a broken
+optional stage never breaks the others.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+
+# subcommand -> ("module:function", one-line help). Each function takes the list of
+# Hydra overrides (strings like "task=reacher") and returns an exit code or None.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "collect": ("pretrain.data.collect:main", "collect MuJoCo episodes into checksummed shards"),
+    "train-encoder": ("pretrain.train_encoder:main", "pretrain the offline ('own') MAE representation encoder"),
+    "train-rae": ("pretrain.train_rae:main", "train the RAE pixel decoder on a frozen encoder"),
+    "encode-dataset": ("pretrain.data.latent_cache:main", "cache the frozen encoder's latents beside each shard"),
+    "model-info": ("pretrain.model_info:main", "print parameter counts (total / active) of the model sizes"),
+    "pretrain": ("pretrain.train:main", "pretrain the unified Transfusion MoE model"),
+    "scaling": ("pretrain.scaling:main", "IsoFLOP sweeps and power-law fits"),
+    "analyze-experts": ("pretrain.analyze_experts:main", "text-vs-vision routing specialisation per expert"),
+    "eval-prediction": ("pretrain.eval_prediction:main", "imagined vs MuJoCo rollouts: PSNR/SSIM per horizon step"),
+    "plan": ("planners.evaluate:plan_main", "plan one episode in a model and execute it in MuJoCo"),
+    "benchmark": ("planners.evaluate:main", "planning benchmark: learned vs oracle vs random, scored in MuJoCo"),
+    "demo": ("pretrain.demo:main", "the whole chain end to end on reacher, with a report"),
+}
+
+
+def _usage() -> str:
+    width = max(len(c) for c in COMMANDS)
+    lines = ["usage: lw <command> [key=value ...]", "", "commands:"]
+    lines += [f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items()]
+    lines += ["", "Each command takes Hydra overrides; `lw <command> --cfg` prints its resolved config."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(_usage())
+        return 0
+    name, overrides = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"lw: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    module_name, func_name = COMMANDS[name][0].split(":")
+    func = getattr(importlib.import_module(module_name), func_name)
+    return int(func(overrides) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,69 @@
+"""Typed, strict Hydra configs.
+
+Every program has a dataclass schema. `compose` reads `pretrain/conf/<name>.yaml`
+(with its defaults list / config groups), applies CLI overrides, and merges the
+result into the schema in struct mode: an unknown key fails with its name, a value
+of the wrong type fails with the field. The result is a plain dataclass instance.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any, TypeVar
+
+from omegaconf import OmegaConf
+
+CONF_DIR = Path(__file__).parent / "conf"
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def compose(schema: type[T], name: str, overrides: list[str] | None = None) -> T:
+    """Load config `name` from pretrain/conf, apply `overrides`, validate against `schema`."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+
+    overrides = list(overrides or [])
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            raw = hydra_compose(config_name=name, overrides=overrides)
+    except Exception as e:  # hydra's own errors already name the bad override
+        raise ConfigError(f"bad config or override for '{name}': {e}") from e
+    finally:
+        GlobalHydra.instance().clear()
+    base = OmegaConf.structured(schema)
+    OmegaConf.set_struct(base, True)
+    try:
+        merged = OmegaConf.merge(base, raw)
+    except ConfigKeyError as e:
+        raise ConfigError(f"unknown config key for '{name}': {e.full_key!s} "
+                          f"(valid keys: {', '.join(f.name for f in dataclasses.fields(schema))})") from e
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"invalid config for '{name}': {e}") from e
+    return OmegaConf.to_object(merged)
+
+
+def to_dict(cfg: Any) -> dict:
+    return dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else dict(cfg)
+
+
+def save_resolved(cfg: Any, run_dir: str | Path) -> Path:
+    """Write the resolved config as YAML (and JSON) into the run folder."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    d = to_dict(cfg)
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(d)))
+    (run_dir / "config.json").write_text(json.dumps(d, indent=2))
+    return run_dir / "config.yaml"
+
+
+def wants_print(overrides: list[str]) -> tuple[bool, list[str]]:
+    """`lw <cmd> --cfg` prints the resolved config instead of running."""
+    return ("--cfg" in overrides), [o for o in overrides if o != "--cfg"]
