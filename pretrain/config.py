@@ -22,29 +22,45 @@ class ConfigError(ValueError):
     pass
 
 
+def _split_overrides(overrides: list[str]) -> tuple[list[str], list[str]]:
+    """Config-group choices (`model=small`, a folder in conf/) go to Hydra; values go to the schema."""
+    groups, values = [], []
+    for o in overrides:
+        if "=" not in o:
+            raise ConfigError(f"override {o!r} is not of the form key=value")
+        key = o.split("=", 1)[0].lstrip("+~")
+        (groups if (CONF_DIR / key).is_dir() else values).append(o.lstrip("+"))
+    return groups, values
+
+
 def compose(schema: type[T], name: str, overrides: list[str] | None = None) -> T:
-    """Load config `name` from pretrain/conf, apply `overrides`, validate against `schema`."""
+    """Load config `name` from pretrain/conf, apply `overrides`, validate against `schema`.
+
+    Group choices (e.g. `experiment=tiny_cpu`) are resolved by Hydra's defaults list;
+    value overrides (`optim.lr=1e-3`) are merged into the schema, so every schema field can
+    be overridden even when no YAML mentions it, and a misspelt key fails with its name.
+    """
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
-    overrides = list(overrides or [])
+    groups, values = _split_overrides(list(overrides or []))
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            raw = hydra_compose(config_name=name, overrides=overrides)
-    except Exception as e:  # hydra's own errors already name the bad override
+            raw = hydra_compose(config_name=name, overrides=groups)
+    except Exception as e:  # hydra's own errors already name the bad config or choice
         raise ConfigError(f"bad config or override for '{name}': {e}") from e
     finally:
         GlobalHydra.instance().clear()
     base = OmegaConf.structured(schema)
     OmegaConf.set_struct(base, True)
     try:
-        merged = OmegaConf.merge(base, raw)
+        merged = OmegaConf.merge(base, raw, OmegaConf.from_dotlist(values))
     except ConfigKeyError as e:
         raise ConfigError(f"unknown config key for '{name}': {e.full_key!s} "
-                          f"(valid keys: {', '.join(f.name for f in dataclasses.fields(schema))})") from e
+                          f"(valid top-level keys: {', '.join(f.name for f in dataclasses.fields(schema))})") from e
     except OmegaConfBaseException as e:
         raise ConfigError(f"invalid config for '{name}': {e}") from e
     return OmegaConf.to_object(merged)
