@@ -1,0 +1,141 @@
+"""One process or many: process group, device, FSDP2 sharding and cross-rank reductions.
+
+`torchrun --nproc_per_node=N -m pretrain.train ...` sets RANK/WORLD_SIZE/LOCAL_RANK; then
+`init_distributed` starts NCCL (CUDA) or gloo (CPU) and builds a 1-D device mesh, and
+`parallelize(model, mesh)` applies FSDP2 (`fully_shard`) to a finished model: every
+transformer block, then the root. Without those variables it is a plain single process
+and every helper here is a no-op, so the training loop has one code path.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+
+
+@dataclass
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+    mesh: object | None = None    # torch.distributed.device_mesh.DeviceMesh when world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """'auto' -> cuda:<local_rank> if CUDA is available else cpu; 'cuda' -> cuda:<local_rank>."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError("device='cuda' but CUDA is not available; expected device='cpu' or 'auto'")
+        return torch.device("cuda", local_rank)
+    try:
+        return torch.device(name)
+    except RuntimeError as e:
+        raise ValueError(f"device={name!r} is not a torch device; expected 'auto', 'cpu', 'cuda' or 'cuda:N'") from e
+
+
+def init_distributed(device: str = "auto") -> DistInfo:
+    """Start the process group when launched by torchrun (WORLD_SIZE > 1)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    dev = resolve_device(device, local_rank)
+    if world <= 1:
+        return DistInfo(device=dev)
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+    from torch.distributed.device_mesh import init_device_mesh
+    mesh = init_device_mesh(dev.type, (world,), mesh_dim_names=("dp",))
+    return DistInfo(rank=dist.get_rank(), world_size=world, local_rank=local_rank, device=dev, mesh=mesh)
+
+
+def destroy() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def _block_lists(model: nn.Module) -> list[nn.ModuleList]:
+    """Outermost ModuleLists holding parameters: the transformer's stack of blocks."""
+    found: list[nn.ModuleList] = []
+
+    def visit(m: nn.Module) -> None:
+        for child in m.children():
+            if isinstance(child, nn.ModuleList) and any(True for _ in child.parameters()):
+                found.append(child)  # do not descend: experts inside a block stay with the block
+            else:
+                visit(child)
+    visit(model)
+    return found
+
+
+def parallelize(model: nn.Module, mesh, param_dtype: torch.dtype | None = None,
+                reshard_after_forward: bool = True) -> nn.Module:
+    """Apply FSDP2 to a finished model: each block of its outermost ModuleLists, then the root.
+
+    `param_dtype` (e.g. bf16) turns on FSDP's mixed precision (fp32 master weights and
+    gradient reduction); None keeps fp32 parameters (use autocast instead).
+    """
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+    if mesh is None:
+        return model
+    mp = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32) if param_dtype else None
+    kw = {"mesh": mesh, **({"mp_policy": mp} if mp else {})}
+    blocks = [b for lst in _block_lists(model) for b in lst]
+    for block in blocks:
+        fully_shard(block, reshard_after_forward=reshard_after_forward, **kw)
+    fully_shard(model, **kw)
+    return model
+
+
+def all_reduce_mean(values: dict[str, float], device: torch.device) -> dict[str, float]:
+    """Mean of scalar metrics over ranks (identity in one process)."""
+    if not dist.is_initialized() or not values:
+        return values
+    keys = sorted(values)
+    t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    t /= dist.get_world_size()
+    return dict(zip(keys, t.tolist()))
+
+
+def all_reduce_sum_(t: torch.Tensor) -> torch.Tensor:
+    if dist.is_initialized():
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
+
+
+def broadcast_object(obj, src: int = 0):
+    if not dist.is_initialized():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+def full_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """An unsharded CPU state dict (collective under FSDP: every rank must call it)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+    if not dist.is_initialized():
+        return {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def full_tensor(t: torch.Tensor) -> torch.Tensor:
+    """Gather a DTensor (FSDP shard) into a plain tensor; plain tensors pass through."""
+    return t.full_tensor() if hasattr(t, "full_tensor") else t
