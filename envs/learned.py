@@ -1,0 +1,512 @@
+"""LearnedWorld-v0: a pretrained world model as a Gymnasium simulator.
+
+`LearnedWorldEnv` (one episode) and `LearnedWorldVectorEnv` (B episodes stepped in one
+batched model call) share `_Imagination`, which holds the model, the ground-truth task
+and the state of B imagined episodes (context latents, context actions, goal latents).
+
+- reset starts from real frames: the ground-truth MuJoCo task is reset with the seed and
+  `context_frames` real frames are rendered (zero actions between them), then encoded by
+  the RAE; or the caller passes frames/latents in `options`. The goal image comes from
+  the same task (or `options`), encoded to a goal latent.
+- step(action) predicts the next latent frame with the Transfusion (few Euler steps,
+  `denoise_steps`), sliding the context window. Reward = -MSE(latent, goal latent);
+  terminated when that distance <= goal_threshold; truncated at max_episode_steps.
+- Sampling noise comes from a torch.Generator seeded from the env's np_random at reset:
+  same seed + same actions -> same observations.
+
+Legend: B batch (envs), Tc context frames, N tokens per frame, C latent channels,
+A action dim, H horizon.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium import spaces
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+
+from worldmodel.world import LatentWorld
+
+OBS_MODES = ("pixels", "latent", "both")
+DEFAULT_GOAL_THRESHOLD = 0.05  # latent MSE; normalised latents have unit per-channel variance
+SEED_MAX = 2**31 - 1
+
+
+def load_world(model: str | Path | LatentWorld | None, device: str | torch.device | None = None) -> LatentWorld:
+    """A LatentWorld from a model folder (or an already loaded one, shared between envs)."""
+    if isinstance(model, LatentWorld):
+        return model
+    if model is None:
+        raise ValueError("LearnedWorld-v0 needs model=<folder written by `lw pretrain`> "
+                         "(a Transfusion save_pretrained folder with the RAE in rae/), got model=None")
+    if not isinstance(model, (str, Path)):
+        raise ValueError(f"model={model!r} ({type(model).__name__}), expected a model folder path or a LatentWorld")
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return LatentWorld.from_pretrained(model, device=device)
+
+
+def check_actions(actions: Any, space: spaces.Box, batch: int | None = None) -> np.ndarray:
+    """Validate actions against a Box (shape, real float dtype, finite, bounds) -> float32 array."""
+    shape = space.shape if batch is None else (batch, *space.shape)
+    if isinstance(actions, torch.Tensor):
+        actions = actions.detach().cpu().numpy()
+    a = np.asarray(actions)
+    if a.shape != shape:
+        raise ValueError(f"action has shape {a.shape}, expected {shape}")
+    if not np.issubdtype(a.dtype, np.floating):
+        raise ValueError(f"action has dtype {a.dtype}, expected a float dtype (float32)")
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"action {a.tolist()} has non-finite values, expected finite values "
+                         f"in [{space.low.tolist()}, {space.high.tolist()}]")
+    tol = 1e-6 * np.maximum(1.0, np.abs(space.high))
+    if np.any(a < space.low - tol) or np.any(a > space.high + tol):
+        raise ValueError(f"action {np.round(a, 4).tolist()} is out of bounds, expected values in "
+                         f"[{space.low.tolist()}, {space.high.tolist()}]")
+    return np.clip(a, space.low, space.high).astype(np.float32)
+
+
+def _batch_option(options: dict, key: str, n: int, single: bool) -> Any:
+    """An option for n envs: the single env passes one item, the vector env a batch of n."""
+    if key not in options or options[key] is None:
+        return None
+    v = options[key]
+    if single:
+        return [v]
+    if len(v) != n:
+        raise ValueError(f"options[{key!r}] has {len(v)} entries, expected one per reset env ({n})")
+    return list(v)
+
+
+class _Imagination:
+    """The model, the ground-truth task, the spaces and the state of B imagined episodes."""
+
+    def __init__(self, n: int, model, task: str | None, obs: str, denoise_steps: int | None,
+                 context_frames: int | None, device, max_episode_steps: int | None,
+                 goal_threshold: float | None, cfg_scale: float):
+        if obs not in OBS_MODES:
+            raise ValueError(f"obs={obs!r}, expected one of {OBS_MODES}")
+        if denoise_steps is not None and int(denoise_steps) < 1:
+            raise ValueError(f"denoise_steps={denoise_steps}, expected an int >= 1 (or None: the model default)")
+        self.world = load_world(model, device)
+        w = self.world
+        task = task or w.extras.get("task")
+        if not task:
+            raise ValueError("task=None and the model folder names no task; pass task=<name> "
+                             "(e.g. 'reacher') to choose the ground-truth task")
+        from envs.mujoco_tasks import make_task  # MuJoCo starts only when an env is made
+
+        self.task_name = str(task)
+        self.task = make_task(self.task_name, image_size=w.image_size)
+        space = self.task.action_space
+        if space.shape != (w.action_dim,):
+            raise ValueError(f"task {self.task_name!r} has actions of shape {space.shape}, but the model "
+                             f"was trained with action_dim={w.action_dim}")
+        self.n = n
+        self.obs_mode = obs
+        self.steps = int(denoise_steps) if denoise_steps is not None else w.extras.get("denoise_steps")
+        self.tc = int(context_frames) if context_frames is not None else w.context_frames
+        if self.tc < 1:
+            raise ValueError(f"context_frames={context_frames}, expected >= 1")
+        spec = getattr(self.task, "spec_", None)
+        self.max_steps = int(max_episode_steps if max_episode_steps is not None
+                             else getattr(spec, "episode_steps", 50))
+        if self.max_steps < 1:
+            raise ValueError(f"max_episode_steps={max_episode_steps}, expected >= 1")
+        self.goal_threshold = float(goal_threshold if goal_threshold is not None
+                                    else w.extras.get("goal_threshold", DEFAULT_GOAL_THRESHOLD))
+        self.cfg_scale = float(cfg_scale)
+        self.action_space = spaces.Box(space.low.astype(np.float32), space.high.astype(np.float32), dtype=np.float32)
+        s, (N, C) = w.image_size, w.latent_shape
+        pix = spaces.Box(0, 255, (s, s, 3), np.uint8)
+        lat = spaces.Box(-np.inf, np.inf, (N, C), np.float32)
+        self.observation_space = {"pixels": pix, "latent": lat,
+                                  "both": spaces.Dict({"pixels": pix, "latent": lat})}[obs]
+        self.render_fps = int(round(1.0 / max(getattr(self.task, "dt", 0.1), 1e-3)))
+        # state of the B episodes (filled at reset)
+        dev, A = w.device, w.action_dim
+        self.ctx = torch.zeros(n, self.tc, N, C, device=dev)            # (B,Tc,N,C) context latents
+        self.ctx_actions = torch.zeros(n, self.tc - 1, A, device=dev)   # (B,Tc-1,A) actions between them
+        self.goal = torch.zeros(n, N, C, device=dev)                    # (B,N,C) goal latents
+        self.t = np.zeros(n, np.int64)                                  # steps taken this episode
+        self.latent_np = np.zeros((n, N, C), np.float32)                # current latent, numpy
+        self.dist = np.zeros(n, np.float64)                             # current latent distance to goal
+        self.frames: np.ndarray | None = None                           # decoded current frames (cache)
+        self.command: str | None = None                                 # language command (text models)
+        self.generator = torch.Generator(device=dev)                    # env stepping noise
+        self.plan_generator = torch.Generator(device=dev)               # rollout() noise (kept apart)
+        self.started = False
+
+    # -- reset ---------------------------------------------------------------------
+    def real_context(self, seed: int, goal_state=None) -> tuple[np.ndarray, np.ndarray, dict]:
+        """Reset MuJoCo with `seed`; Tc real frames (zero actions between them) and the goal image."""
+        opts = {"goal_state": goal_state} if goal_state is not None else None
+        frame, info = self.task.reset(seed=int(seed), options=opts)
+        frames = [frame]
+        zero = np.zeros(self.action_space.shape, np.float32)
+        for _ in range(self.tc - 1):
+            frames.append(self.task.step(zero)[0])
+        return np.stack(frames), np.asarray(self.task.goal_image), info
+
+    def _fit_context(self, z: torch.Tensor, a: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Context (T,N,C) + actions (T-1,A) -> exactly Tc frames: keep the last Tc, or pad at the
+        front by repeating the first frame with zero actions (the system at rest)."""
+        T, A = z.shape[0], self.world.action_dim
+        if a is None:
+            a = torch.zeros(T - 1, A, device=z.device)
+        if tuple(a.shape) != (T - 1, A):
+            raise ValueError(f"options['actions'] has shape {tuple(a.shape)}, expected (Tc-1, A) = ({T - 1}, {A})")
+        if T >= self.tc:
+            return z[T - self.tc:], a[T - self.tc:] if self.tc > 1 else a[:0]
+        pad = self.tc - T
+        z = torch.cat([z[:1].expand(pad, *z.shape[1:]), z])
+        a = torch.cat([torch.zeros(pad, A, device=z.device), a])
+        return z, a
+
+    def start(self, idx: np.ndarray, seeds: Sequence[int], options: dict | None, single: bool) -> list[dict]:
+        """(Re)start episodes `idx` (seeds: one task seed each). Returns one info dict per env."""
+        options = dict(options or {})
+        known = {"frames", "latents", "actions", "goal_image", "goal_latent", "goal_state", "command", "reset_mask"}
+        unknown = set(options) - known
+        if unknown:
+            raise ValueError(f"unknown reset options {sorted(unknown)}, expected some of {sorted(known)}")
+        w, n = self.world, len(idx)
+        frames = _batch_option(options, "frames", n, single)
+        latents = _batch_option(options, "latents", n, single)
+        actions = _batch_option(options, "actions", n, single)
+        goal_imgs = _batch_option(options, "goal_image", n, single)
+        goal_lat = _batch_option(options, "goal_latent", n, single)
+        goal_states = _batch_option(options, "goal_state", n, single)
+        if frames is not None and latents is not None:
+            raise ValueError("options hold both 'frames' and 'latents'; pass one context")
+        if "command" in options:
+            self.set_command(options["command"])
+        # Real frames from MuJoCo where the caller did not give a context or a goal.
+        infos: list[dict] = []
+        ctx_frames, goal_frames = [], []
+        for k in range(n):
+            need_ctx = frames is None and latents is None
+            need_goal = goal_imgs is None and goal_lat is None
+            info = {"task_seed": int(seeds[k])}
+            if need_ctx or need_goal:
+                f, g, tinfo = self.real_context(seeds[k], goal_states[k] if goal_states else None)
+                info["state"] = np.asarray(tinfo.get("state", self.task.get_state()), np.float64)
+                info["goal_state"] = np.asarray(self.task.goal_state, np.float64)
+                if need_ctx:
+                    ctx_frames.append(f)
+                if need_goal:
+                    goal_frames.append(g)
+            infos.append(info)
+        if frames is not None:
+            ctx_frames = [np.asarray(f) for f in frames]
+        if goal_imgs is not None:
+            goal_frames = [np.asarray(g) for g in goal_imgs]
+        # One RAE call for every frame that needs encoding.
+        to_encode = [f for f in ctx_frames] + ([np.stack(goal_frames)] if goal_frames else [])
+        for f in ctx_frames:
+            if f.ndim != 4:
+                raise ValueError(f"options['frames'] entry has shape {f.shape}, expected (Tc, H, W, 3) uint8")
+        enc = w.encode_frames(np.concatenate(to_encode)) if to_encode else None
+        off = 0
+        dev = w.device
+        for k, i in enumerate(idx):
+            if latents is not None:
+                z = torch.as_tensor(np.asarray(latents[k]) if not isinstance(latents[k], torch.Tensor)
+                                    else latents[k], dtype=torch.float32, device=dev)
+                if z.ndim != 3 or tuple(z.shape[1:]) != w.latent_shape:
+                    raise ValueError(f"options['latents'] entry has shape {tuple(z.shape)}, "
+                                     f"expected (Tc, {w.tokens}, {w.latent_dim})")
+            else:
+                T = len(ctx_frames[k])
+                z, off = enc[off:off + T], off + T
+            a = None
+            if actions is not None:
+                a = torch.as_tensor(np.asarray(actions[k], np.float32), device=dev)
+            self.ctx[i], self.ctx_actions[i] = self._fit_context(z, a)
+        if goal_frames:
+            self.goal[idx] = enc[off:off + n]
+        else:
+            g = torch.stack([torch.as_tensor(np.asarray(x), dtype=torch.float32) for x in goal_lat]).to(dev)
+            if tuple(g.shape[1:]) != w.latent_shape:
+                raise ValueError(f"options['goal_latent'] has shape {tuple(g.shape[1:])}, "
+                                 f"expected {w.latent_shape}")
+            self.goal[idx] = g
+        self.t[idx] = 0
+        self._update(idx, self.ctx[idx, -1])
+        self.started = True
+        return infos
+
+    # -- stepping ------------------------------------------------------------------
+    def set_command(self, text: str | None) -> None:
+        if text is not None and (not isinstance(text, str) or not text.strip()):
+            raise ValueError(f"command={text!r}, expected a short non-empty English string (or None)")
+        self.command = text
+
+    @torch.no_grad()
+    def advance(self, idx: np.ndarray, actions: np.ndarray) -> None:
+        """Predict the next frame of episodes `idx` under `actions` (len(idx), A): one model call."""
+        w, dev = self.world, self.world.device
+        a = torch.as_tensor(actions, dtype=torch.float32, device=dev)
+        z = w.rollout(self.ctx[idx], self.ctx_actions[idx], a[:, None], steps=self.steps,
+                      text=self.command, cfg_scale=self.cfg_scale, generator=self.generator)[:, 0]  # (b,N,C)
+        # Slide the context window: drop the oldest frame (and the action after it).
+        self.ctx[idx] = torch.cat([self.ctx[idx, 1:], z[:, None]], 1)
+        if self.tc > 1:
+            self.ctx_actions[idx] = torch.cat([self.ctx_actions[idx, 1:], a[:, None]], 1)
+        self.t[idx] += 1
+        self._update(idx, z)
+
+    def _update(self, idx: np.ndarray, z: torch.Tensor) -> None:
+        self.latent_np[idx] = z.float().cpu().numpy()
+        self.dist[idx] = LatentWorld.latent_cost(z, self.goal[idx]).double().cpu().numpy()
+        self.frames = None  # decoded lazily
+
+    def current_frames(self) -> np.ndarray:
+        """(B,H,W,3) uint8: the RAE decoding of the current latents (cached per step)."""
+        if self.frames is None:
+            self.frames = self.world.decode(torch.as_tensor(self.latent_np, device=self.world.device))
+        return self.frames
+
+    def observe(self) -> Any:
+        """Batched observation of all B envs."""
+        if self.obs_mode == "latent":
+            return self.latent_np.copy()
+        if self.obs_mode == "pixels":
+            return self.current_frames().copy()
+        return {"pixels": self.current_frames().copy(), "latent": self.latent_np.copy()}
+
+    def step_results(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        reward = -self.dist
+        terminated = self.dist <= self.goal_threshold
+        truncated = self.t >= self.max_steps
+        return reward, terminated, truncated
+
+    # -- imagination for planners ---------------------------------------------------
+    def context(self, i: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.started:
+            raise gym.error.ResetNeeded("call reset() before using the env's context")
+        if i is None:
+            return self.ctx.clone(), self.ctx_actions.clone()
+        return self.ctx[i].clone(), self.ctx_actions[i].clone()
+
+    @torch.no_grad()
+    def rollout(self, context, actions, pixels: bool = False, text: str | None = None, steps: int | None = None):
+        """Imagine H steps for B action sequences from `context` (None: this env's current one).
+
+        context: None, or (latents (Tc,N,C) | (B,Tc,N,C), actions (Tc-1,A) | (B,Tc-1,A)).
+        actions (B,H,A) -> latents (B,H,N,C) (+ uint8 pixels (B,H,H_img,W_img,3)).
+        """
+        w = self.world
+        act = torch.as_tensor(np.asarray(actions) if not isinstance(actions, torch.Tensor) else actions,
+                              dtype=torch.float32, device=w.device)
+        if act.ndim != 3 or act.shape[2] != w.action_dim:
+            raise ValueError(f"actions have shape {tuple(act.shape)}, expected (B, H, {w.action_dim})")
+        B = act.shape[0]
+        if context is None:
+            if self.n != 1:
+                raise ValueError("context=None is only defined for a single env; pass (latents, actions)")
+            z, za = self.context(0)
+        else:
+            z, za = context
+        z = torch.as_tensor(z, dtype=torch.float32, device=w.device)
+        za = torch.as_tensor(za, dtype=torch.float32, device=w.device)
+        if z.ndim == 3:
+            z, za = z.expand(B, *z.shape), za.expand(B, *za.shape)
+        return w.rollout(z, za, act, steps=steps if steps is not None else self.steps, pixels=pixels,
+                         text=text if text is not None else self.command, cfg_scale=self.cfg_scale,
+                         generator=self.plan_generator)
+
+
+class LearnedWorldEnv(gym.Env):
+    """One imagined episode. See the module docstring; kwargs as in `LearnedWorldVectorEnv`."""
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
+
+    def __init__(self, model: str | Path | LatentWorld | None = None, task: str | None = None,
+                 render_mode: str | None = None, obs: str = "pixels", denoise_steps: int | None = None,
+                 context_frames: int | None = None, device: str | None = None,
+                 max_episode_steps: int | None = None, goal_threshold: float | None = None,
+                 cfg_scale: float = 1.0):
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode={render_mode!r}, expected one of {self.metadata['render_modes']} or None")
+        self.render_mode = render_mode
+        self.core = _Imagination(1, model, task, obs, denoise_steps, context_frames, device,
+                                 max_episode_steps, goal_threshold, cfg_scale)
+        self.world = self.core.world
+        self.observation_space = self.core.observation_space
+        self.action_space = self.core.action_space
+        self.metadata = {**self.metadata, "render_fps": self.core.render_fps}
+
+    def _obs(self):
+        o = self.core.observe()
+        return {k: v[0] for k, v in o.items()} if isinstance(o, dict) else o[0]
+
+    def _info(self) -> dict:
+        c = self.core
+        return {"latent": c.latent_np[0].copy(), "latent_distance": float(c.dist[0]), "step": int(c.t[0])}
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        task_seed = int(seed) if seed is not None else int(self.np_random.integers(SEED_MAX))
+        self.core.generator.manual_seed(int(self.np_random.integers(SEED_MAX)))
+        self.core.plan_generator.manual_seed(int(self.np_random.integers(SEED_MAX)))
+        extra = self.core.start(np.array([0]), [task_seed], options, single=True)[0]
+        return self._obs(), {**self._info(), **extra}
+
+    def step(self, action):
+        if not self.core.started:
+            raise gym.error.ResetNeeded("call reset() before step()")
+        a = check_actions(action, self.action_space)
+        self.core.advance(np.array([0]), a[None])
+        r, term, trunc = self.core.step_results()
+        return self._obs(), float(r[0]), bool(term[0]), bool(trunc[0]), self._info()
+
+    def render(self):
+        if self.render_mode is None:
+            gym.logger.warn("render() called with render_mode=None; make the env with render_mode='rgb_array'")
+            return None
+        if not self.core.started:
+            raise gym.error.ResetNeeded("call reset() before render()")
+        return self.core.current_frames()[0].copy()
+
+    # -- language and imagination ---------------------------------------------------
+    def set_command(self, text: str | None) -> None:
+        """Condition the following steps (and rollouts) on a language command (text-action models)."""
+        self.core.set_command(text)
+
+    def context(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Current (context latents (Tc,N,C), context actions (Tc-1,A)) — a planner's start state."""
+        return self.core.context(0)
+
+    @property
+    def goal_latent(self) -> torch.Tensor:
+        return self.core.goal[0].clone()
+
+    def rollout(self, context, actions, pixels: bool = False, text: str | None = None, steps: int | None = None):
+        """Batched imagination (see `_Imagination.rollout`); does not change the env's state."""
+        return self.core.rollout(context, actions, pixels=pixels, text=text, steps=steps)
+
+    def close(self):
+        self.core.task.close()
+        super().close()
+
+
+class LearnedWorldVectorEnv(VectorEnv):
+    """`num_envs` imagined episodes stepped in ONE batched model call per step.
+
+    Autoreset: NEXT_STEP (Gymnasium's default) — the step after an episode ends resets that
+    env (its action is ignored) while the others advance.
+
+    Kwargs: model (folder or LatentWorld), task (default: the model folder's task),
+    render_mode ("rgb_array"), obs ("pixels" | "latent" | "both"), denoise_steps (Euler
+    steps per frame; None: the model's default), context_frames (None: the model's),
+    device, max_episode_steps (None: the task's episode length), goal_threshold (latent
+    MSE for termination), cfg_scale.
+    """
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 10, "autoreset_mode": AutoresetMode.NEXT_STEP}
+
+    def __init__(self, num_envs: int = 1, model: str | Path | LatentWorld | None = None, task: str | None = None,
+                 render_mode: str | None = None, obs: str = "pixels", denoise_steps: int | None = None,
+                 context_frames: int | None = None, device: str | None = None,
+                 max_episode_steps: int | None = None, goal_threshold: float | None = None,
+                 cfg_scale: float = 1.0):
+        if int(num_envs) < 1:
+            raise ValueError(f"num_envs={num_envs}, expected >= 1")
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode={render_mode!r}, expected one of {self.metadata['render_modes']} or None")
+        self.num_envs = int(num_envs)
+        self.render_mode = render_mode
+        self.core = _Imagination(self.num_envs, model, task, obs, denoise_steps, context_frames, device,
+                                 max_episode_steps, goal_threshold, cfg_scale)
+        self.world = self.core.world
+        self.single_observation_space = self.core.observation_space
+        self.single_action_space = self.core.action_space
+        self.observation_space = batch_space(self.single_observation_space, self.num_envs)
+        self.action_space = batch_space(self.single_action_space, self.num_envs)
+        self.metadata = {**self.metadata, "render_fps": self.core.render_fps}
+        self._autoreset = np.zeros(self.num_envs, bool)
+
+    def _seeds(self, seed: int | Sequence[int] | None, n: int) -> list[int]:
+        if seed is None:
+            return [int(s) for s in self.np_random.integers(SEED_MAX, size=n)]
+        if isinstance(seed, (int, np.integer)):
+            return [int(seed) + i for i in range(n)]
+        seeds = [int(s) for s in seed]
+        if len(seeds) != n:
+            raise ValueError(f"seed has {len(seeds)} entries, expected one per env ({n})")
+        return seeds
+
+    def _infos(self, idx: np.ndarray | None = None, extra: list[dict] | None = None) -> dict:
+        c, n = self.core, self.num_envs
+        mask = np.ones(n, bool)
+        info = {"latent": c.latent_np.copy(), "_latent": mask.copy(),
+                "latent_distance": c.dist.copy(), "_latent_distance": mask.copy(),
+                "step": c.t.copy(), "_step": mask.copy()}
+        for k, i in enumerate(idx if idx is not None else []):
+            info = self._add_info(info, extra[k], int(i))
+        return info
+
+    def reset(self, *, seed: int | Sequence[int] | None = None, options: dict | None = None):
+        if isinstance(seed, (int, np.integer)):
+            super().reset(seed=int(seed))
+        elif seed is not None:
+            self._np_random = np.random.default_rng([int(s) for s in seed])
+            self._np_random_seed = -1
+        options = dict(options or {})
+        mask = options.get("reset_mask")
+        idx = np.arange(self.num_envs) if mask is None else np.flatnonzero(np.asarray(mask, bool))
+        if mask is not None and np.asarray(mask).shape != (self.num_envs,):
+            raise ValueError(f"options['reset_mask'] has shape {np.asarray(mask).shape}, expected ({self.num_envs},)")
+        seeds = self._seeds(seed, self.num_envs)
+        seeds = [seeds[i] for i in idx]
+        if mask is None:
+            self.core.generator.manual_seed(int(self.np_random.integers(SEED_MAX)))
+            self.core.plan_generator.manual_seed(int(self.np_random.integers(SEED_MAX)))
+        extra = self.core.start(idx, seeds, options, single=False)
+        self._autoreset[idx] = False
+        return self.core.observe(), self._infos(idx, extra)
+
+    def step(self, actions):
+        c = self.core
+        if not c.started:
+            raise gym.error.ResetNeeded("call reset() before step()")
+        a = check_actions(actions, self.single_action_space, batch=self.num_envs)
+        done = np.flatnonzero(self._autoreset)
+        live = np.flatnonzero(~self._autoreset)
+        extra: list[dict] = []
+        if len(done):
+            extra = c.start(done, self._seeds(None, len(done)), None, single=False)
+        if len(live):
+            c.advance(live, a[live])
+        reward, terminated, truncated = c.step_results()
+        reward[done], terminated[done], truncated[done] = 0.0, False, False
+        self._autoreset = terminated | truncated
+        return c.observe(), reward.astype(np.float64), terminated, truncated, self._infos(done, extra)
+
+    def render(self):
+        if self.render_mode is None:
+            gym.logger.warn("render() called with render_mode=None; make the env with render_mode='rgb_array'")
+            return None
+        return tuple(self.core.current_frames().copy())
+
+    def set_command(self, text: str | None) -> None:
+        self.core.set_command(text)
+
+    def context(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(context latents (B,Tc,N,C), context actions (B,Tc-1,A)) of all envs."""
+        return self.core.context()
+
+    @property
+    def goal_latent(self) -> torch.Tensor:
+        return self.core.goal.clone()
+
+    def rollout(self, context, actions, pixels: bool = False, text: str | None = None, steps: int | None = None):
+        return self.core.rollout(context, actions, pixels=pixels, text=text, steps=steps)
+
+    def close_extras(self, **kwargs):
+        self.core.task.close()

@@ -1,0 +1,194 @@
+"""`lw eval-prediction`: imagined vs MuJoCo rollouts, scored per horizon step.
+
+    lw eval-prediction model=runs/tiny_cpu/model task=reacher episodes=32 horizon=10
+
+Held-out episodes (seeds `seed + i`, default 1_000_000 + i: disjoint from collection's
+0..) are driven by a data policy (default uniform in the action box). For each, the
+first `context_frames` real frames are encoded; the model then rolls out the recorded
+actions open loop for `horizon` steps. Per horizon step and averaged over episodes:
+PSNR and SSIM of the decoded frames against the true MuJoCo frames, and latent MSE
+against the RAE encoding of the true frames; the same for the copy-last-frame baseline
+(the last real context frame) and for the RAE round trip decode(encode(true)), which is
+the pixel ceiling of any latent model. Writes `prediction.md`, `prediction.json` and
+`prediction.png` to `out` (default: <model>/eval_prediction).
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pretrain.config import compose, save_resolved, to_dict, wants_print
+
+
+@dataclass
+class EvalPredictionConfig:
+    model: str = ""                 # world-model folder written by `lw pretrain` (required)
+    task: str | None = None         # ground-truth task; None: the model folder's task
+    episodes: int = 16              # held-out episodes
+    horizon: int = 10               # imagined steps per episode
+    context_frames: int | None = None  # real frames given to the model; None: the model's
+    denoise_steps: int | None = None   # Euler steps per frame; None: the model's default
+    policy: str = "uniform"         # data policy driving the episodes (pretrain.data.policies)
+    hold: int = 1                   # env steps each policy decision is held (as in `lw collect`)
+    seed: int = 1_000_000           # episode i uses seed + i (collection uses 0, 1, ...)
+    sample_seed: int = 0            # seed of the sampling noise
+    batch: int = 64                 # episodes per batched model call
+    device: str | None = None       # None: cuda if available, else cpu
+    out: str | None = None          # output folder; None: <model>/eval_prediction
+
+
+def record_episodes(task, n: int, steps: int, seed: int, policy: str, hold: int):
+    """n ground-truth episodes of `steps` actions: frames (n,steps+1,H,W,3) uint8, actions (n,steps,A)."""
+    from pretrain.data.policies import make_policy
+
+    frames, actions = [], []
+    for i in range(n):
+        rng = np.random.default_rng(seed + i)
+        frame, info = task.reset(seed=seed + i)
+        pol = make_policy(policy, task, rng, hold)
+        fs, acts, state = [frame], [], info.get("state")
+        for _ in range(steps):
+            a = np.asarray(pol(state), np.float32)
+            frame, _, _, _, info = task.step(a)
+            fs.append(frame)
+            acts.append(a)
+            state = info.get("state")
+        frames.append(np.stack(fs))
+        actions.append(np.stack(acts))
+    return np.stack(frames), np.stack(actions)
+
+
+@torch.no_grad()
+def evaluate(world, frames: np.ndarray, actions: np.ndarray, tc: int, horizon: int,
+             steps: int | None, generator: torch.Generator, batch: int = 64) -> dict[str, np.ndarray]:
+    """Per-episode, per-step metrics (E, H) for the model, copy-last and the RAE round trip."""
+    from pretrain.image_metrics import psnr, ssim
+
+    E, T1 = frames.shape[:2]
+    if T1 < tc + horizon:
+        raise ValueError(f"episodes have {T1} frames, expected at least context_frames + horizon = {tc + horizon}")
+    dev = world.device
+    out = {f"{who}_{m}": np.zeros((E, horizon)) for who in ("model", "copy_last", "rae")
+           for m in ("psnr", "ssim", "latent_mse")}
+    for s in range(0, E, batch):
+        fr, ac = frames[s:s + batch], actions[s:s + batch]
+        b = len(fr)
+        H_img = fr.shape[2]
+        z = world.encode_frames(fr[:, :tc + horizon].reshape(-1, *fr.shape[2:]))
+        z = z.reshape(b, tc + horizon, *z.shape[1:])            # (b,Tc+H,N,C)
+        ctx, z_true = z[:, :tc], z[:, tc:]
+        z_pred = world.rollout(ctx, ac[:, :tc - 1], ac[:, tc - 1:tc - 1 + horizon], steps=steps,
+                               generator=generator)            # (b,H,N,C)
+        true = torch.as_tensor(fr[:, tc:tc + horizon], device=dev).permute(0, 1, 4, 2, 3).float() / 255
+        last = torch.as_tensor(fr[:, tc - 1], device=dev).permute(0, 3, 1, 2).float() / 255
+        preds = {"model": world.decode_float(z_pred), "copy_last": last[:, None].expand_as(true),
+                 "rae": world.decode_float(z_true)}              # (b,H,3,H_img,W_img)
+        lats = {"model": z_pred, "copy_last": ctx[:, -1:].expand_as(z_true), "rae": z_true}
+        for who, p in preds.items():
+            flat_p, flat_t = p.reshape(-1, 3, H_img, H_img), true.reshape(-1, 3, H_img, H_img)
+            out[f"{who}_psnr"][s:s + b] = psnr(flat_p, flat_t, reduction="none").reshape(b, horizon).cpu().numpy()
+            out[f"{who}_ssim"][s:s + b] = ssim(flat_p, flat_t, reduction="none").reshape(b, horizon).cpu().numpy()
+            mse = (lats[who] - z_true).pow(2).flatten(2).mean(2)  # (b,H)
+            out[f"{who}_latent_mse"][s:s + b] = mse.cpu().numpy()
+    return out
+
+
+def summarise(per_episode: dict[str, np.ndarray]) -> dict[str, list[float]]:
+    """Mean over episodes per horizon step (and the standard error, `<key>_se`)."""
+    res = {}
+    for k, v in per_episode.items():
+        res[k] = v.mean(0).tolist()
+        res[f"{k}_se"] = (v.std(0, ddof=1) / np.sqrt(len(v))).tolist() if len(v) > 1 else [0.0] * v.shape[1]
+    return res
+
+
+def markdown_table(res: dict[str, list[float]], horizon: int) -> str:
+    cols = [("model_psnr", "PSNR model"), ("copy_last_psnr", "PSNR copy-last"), ("rae_psnr", "PSNR RAE"),
+            ("model_ssim", "SSIM model"), ("copy_last_ssim", "SSIM copy-last"), ("rae_ssim", "SSIM RAE"),
+            ("model_latent_mse", "latent MSE model"), ("copy_last_latent_mse", "latent MSE copy-last")]
+    lines = ["| step | " + " | ".join(n for _, n in cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for h in range(horizon):
+        cells = [f"{res[k][h]:.2f}" if "psnr" in k else f"{res[k][h]:.3f}" for k, _ in cols]
+        lines.append(f"| {h + 1} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot(res: dict[str, list[float]], horizon: int, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x = np.arange(1, horizon + 1)
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    for ax, metric, label in zip(axes, ("psnr", "ssim", "latent_mse"), ("PSNR (dB)", "SSIM", "latent MSE")):
+        for who, style in (("model", "o-"), ("copy_last", "s--"), ("rae", ":")):
+            if who == "rae" and metric == "latent_mse":
+                continue  # zero by definition
+            y, se = np.array(res[f"{who}_{metric}"]), np.array(res[f"{who}_{metric}_se"])
+            ax.plot(x, y, style, label=who.replace("_", "-"))
+            ax.fill_between(x, y - se, y + se, alpha=0.2)
+        ax.set_xlabel("horizon step")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main(overrides: list[str]) -> int:
+    show, overrides = wants_print(overrides)
+    cfg = compose(EvalPredictionConfig, "eval_prediction", overrides)
+    if show:
+        print(json.dumps(to_dict(cfg), indent=2))
+        return 0
+    if not cfg.model:
+        raise ValueError("model is required: lw eval-prediction model=<folder written by `lw pretrain`>")
+    if cfg.episodes < 1 or cfg.horizon < 1:
+        raise ValueError(f"episodes={cfg.episodes}, horizon={cfg.horizon}, expected both >= 1")
+    from envs.mujoco_tasks import make_task
+    from worldmodel.world import LatentWorld
+
+    device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    world = LatentWorld.from_pretrained(cfg.model, device=device)
+    task_name = cfg.task or world.extras.get("task")
+    if not task_name:
+        raise ValueError("task=None and the model folder names no task; pass task=<name>")
+    tc = int(cfg.context_frames or world.context_frames)
+    steps = cfg.denoise_steps if cfg.denoise_steps is not None else world.extras.get("denoise_steps")
+    out = Path(cfg.out or Path(cfg.model) / "eval_prediction")
+    save_resolved(cfg, out)
+    n_steps = tc - 1 + cfg.horizon
+    print(f"eval-prediction: {cfg.episodes} held-out {task_name} episodes (seeds {cfg.seed}..), "
+          f"{tc} context frames, horizon {cfg.horizon}, policy {cfg.policy}, device {device}")
+    task = make_task(task_name, image_size=world.image_size, max_steps=max(n_steps, 1))
+    t0 = time.perf_counter()
+    frames, actions = record_episodes(task, cfg.episodes, n_steps, cfg.seed, cfg.policy, cfg.hold)
+    task.close()
+    t1 = time.perf_counter()
+    gen = torch.Generator(device=world.device).manual_seed(cfg.sample_seed)
+    per_ep = evaluate(world, frames, actions, tc, cfg.horizon, steps, gen, cfg.batch)
+    t2 = time.perf_counter()
+    res = summarise(per_ep)
+    table = markdown_table(res, cfg.horizon)
+    head = (f"# Prediction: {cfg.model} on {task_name}\n\n{cfg.episodes} held-out episodes (seeds "
+            f"{cfg.seed}..{cfg.seed + cfg.episodes - 1}, policy {cfg.policy}), {tc} real context frames, "
+            f"open-loop horizon {cfg.horizon}, denoise steps {steps or 'model default'}. "
+            f"Means over episodes; RAE = decode(encode(true frame)), the pixel ceiling.\n\n")
+    (out / "prediction.md").write_text(head + table + "\n")
+    payload = {"config": to_dict(cfg), "task": task_name, "context_frames": tc,
+               "seconds": {"ground_truth": t1 - t0, "model": t2 - t1}, "per_step": res}
+    (out / "prediction.json").write_text(json.dumps(payload, indent=2))
+    plot(res, cfg.horizon, out / "prediction.png", f"{Path(cfg.model).name} on {task_name}: "
+         f"{cfg.episodes} episodes, {tc} context frames")
+    print(table)
+    print(f"wrote {out / 'prediction.md'}, prediction.json, prediction.png "
+          f"(ground truth {t1 - t0:.1f}s, model {t2 - t1:.1f}s)")
+    return 0

@@ -1,0 +1,191 @@
+"""LatentWorld: a pretrained Transfusion + its RAE as a batched latent simulator.
+
+This is the one primitive that the Gymnasium env (`envs.learned`), the planners
+(`planners.learned`), the prediction evaluator and the benchmarks share:
+
+    world = LatentWorld.from_pretrained("runs/tiny_cpu/model", device="cpu")
+    z_ctx = world.encode_frames(frames)                      # uint8 (B*Tc,H,W,3) -> (B*Tc,N,C)
+    z = world.rollout(z_ctx.view(B, Tc, N, C), ctx_actions, actions)   # (B,H,N,C)
+    cost = world.latent_cost(z, goal_latents)                # (B,) MSE of the last frame
+
+Pure model code: it imports only `worldmodel` and torch/numpy, and takes its device
+from the loaded weights (no device strings here).
+
+Legend: B batch, Tc context frames, H horizon, A action dim, N tokens per frame,
+C latent channels.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from . import hub
+
+# Extra fields the trainer writes into a world-model folder's config.json.
+EXTRA_KEYS = ("task", "action_scale", "image_size", "context_frames")
+
+
+def _as_tensor(x: np.ndarray | Tensor, device: torch.device, dtype: torch.dtype | None = None) -> Tensor:
+    t = x if isinstance(x, Tensor) else torch.from_numpy(np.ascontiguousarray(x))
+    return t.to(device=device, dtype=dtype if dtype is not None else t.dtype)
+
+
+class LatentWorld:
+    """A world model in RAE latent space: encode frames, roll out actions, decode.
+
+    `model` is a `worldmodel.transfusion.Transfusion` (anything with
+    `predict_next_frames`), `rae` a `worldmodel.rae.RAE`. `extras` holds the model
+    folder's extra fields (task, action_scale, image_size, context_frames).
+    """
+
+    def __init__(self, model: Any, rae: Any, extras: dict[str, Any] | None = None):
+        self.model = model.eval()
+        self.rae = rae.eval()
+        self.extras = dict(extras or {})
+        self.n_calls = 0  # predict_next_frames calls made through rollout (batching is visible in tests/benches)
+
+    # -- loading -------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu") -> "LatentWorld":
+        """Load a world-model folder: Transfusion at `path`, its RAE at `path/rae`."""
+        path = Path(path)
+        meta = hub.read_config(path)  # names the missing folder / config.json
+        if meta.get("kind") != "transfusion":
+            raise ValueError(f"{str(path)!r} holds a {meta.get('kind')!r} model, expected a 'transfusion' "
+                             f"world-model folder (exported by `lw pretrain`)")
+        rae_dir = path / "rae"
+        if not (rae_dir / hub.CONFIG_NAME).is_file():
+            raise FileNotFoundError(f"{str(rae_dir)!r} is missing; a world-model folder keeps the RAE it was "
+                                    f"trained on in its 'rae/' subfolder")
+        from .rae import RAE
+        from .transfusion import Transfusion
+
+        model = Transfusion.from_pretrained(path, device=device)
+        rae = RAE.from_pretrained(rae_dir, device=device)
+        extras = {k: v for k, v in meta.items() if k not in ("kind", "config")}
+        return cls(model, rae, extras)
+
+    # -- properties ----------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def image_size(self) -> int:
+        return int(self.rae.image_size)
+
+    @property
+    def tokens(self) -> int:
+        gh, gw = self.rae.grid
+        return int(gh * gw)
+
+    @property
+    def latent_dim(self) -> int:
+        return int(self.rae.latent_dim)
+
+    @property
+    def latent_shape(self) -> tuple[int, int]:
+        return (self.tokens, self.latent_dim)
+
+    @property
+    def action_dim(self) -> int:
+        return int(self.model.cfg.action_dim)
+
+    @property
+    def context_frames(self) -> int:
+        """Context length the model was trained with (extras), else 2."""
+        return int(self.extras.get("context_frames") or 2)
+
+    @property
+    def uses_text_actions(self) -> bool:
+        return getattr(self.model.cfg, "action_encoding", "embed") == "text"
+
+    # -- pixels <-> latents --------------------------------------------------------
+    @torch.no_grad()
+    def encode_frames(self, frames: np.ndarray | Tensor) -> Tensor:
+        """uint8 frames (B, H, W, 3) (numpy or torch) -> normalised latents (B, N, C)."""
+        s = self.image_size
+        if frames.dtype not in (np.uint8, torch.uint8):
+            raise ValueError(f"frames have dtype {frames.dtype}, expected uint8 (B, H, W, 3) images")
+        if frames.ndim != 4 or tuple(frames.shape[1:]) != (s, s, 3):
+            raise ValueError(f"frames have shape {tuple(frames.shape)}, expected (B, {s}, {s}, 3)")
+        x = _as_tensor(frames, self.device).permute(0, 3, 1, 2).float().div_(255.0)  # (B,3,H,W) in [0,1]
+        return self.rae.encode(x)
+
+    @torch.no_grad()
+    def decode_float(self, latents: Tensor) -> Tensor:
+        """Latents (..., N, C) -> float images (..., 3, H, W) in [0, 1]."""
+        lead = latents.shape[:-2]
+        x = self.rae.decode(latents.reshape(-1, *latents.shape[-2:]))
+        return x.clamp(0, 1).reshape(*lead, *x.shape[1:])
+
+    @torch.no_grad()
+    def decode(self, latents: Tensor) -> np.ndarray:
+        """Latents (..., N, C) -> uint8 frames (..., H, W, 3) as numpy (the gym convention)."""
+        x = self.decode_float(latents)
+        x = x.movedim(-3, -1).mul(255.0).round().to(torch.uint8)
+        return x.cpu().numpy()
+
+    # -- dynamics ------------------------------------------------------------------
+    def _check_rollout(self, context: Tensor, context_actions: Tensor, actions: Tensor) -> None:
+        N, C = self.latent_shape
+        A = self.action_dim
+        if context.ndim != 4 or tuple(context.shape[2:]) != (N, C):
+            raise ValueError(f"context latents have shape {tuple(context.shape)}, expected (B, Tc, {N}, {C})")
+        B, Tc = context.shape[:2]
+        if tuple(context_actions.shape) != (B, Tc - 1, A):
+            raise ValueError(f"context actions have shape {tuple(context_actions.shape)}, "
+                             f"expected (B, Tc-1, A) = ({B}, {Tc - 1}, {A})")
+        if actions.ndim != 3 or actions.shape[0] != B or actions.shape[2] != A:
+            raise ValueError(f"actions have shape {tuple(actions.shape)}, expected (B, H, A) = ({B}, H, {A})")
+
+    def rollout(self, context_latents: np.ndarray | Tensor, context_actions: np.ndarray | Tensor,
+                actions: np.ndarray | Tensor, steps: int | None = None, pixels: bool = False,
+                text: str | Sequence[str] | None = None, cfg_scale: float = 1.0,
+                generator: torch.Generator | None = None) -> Tensor | tuple[Tensor, np.ndarray]:
+        """Imagine H frames for a batch of action sequences in one batched model call.
+
+        context_latents (B,Tc,N,C), context_actions (B,Tc-1,A) (the actions between the
+        context frames), actions (B,H,A) (the first one acts on the last context frame)
+        -> latents (B,H,N,C); with pixels=True also uint8 frames (B,H,H_img,W_img,3).
+        `steps`: Euler denoising steps per frame (None: the model's default). `text`: a
+        language command conditioning every frame (text-action models). Differentiable in
+        `actions` unless called under torch.no_grad (gradient planners rely on it).
+        """
+        dev = self.device
+        ctx = _as_tensor(context_latents, dev, torch.float32)
+        ctx_a = _as_tensor(context_actions, dev, torch.float32)
+        act = _as_tensor(actions, dev, torch.float32)
+        self._check_rollout(ctx, ctx_a, act)
+        kw = {}
+        if text is not None:
+            kw["text"] = text
+        self.n_calls += 1
+        z = self.model.predict_next_frames(ctx, ctx_a, act, steps=steps, cfg_scale=cfg_scale,
+                                           generator=generator, **kw)  # (B,H,N,C)
+        if not pixels:
+            return z
+        return z, self.decode(z)
+
+    @staticmethod
+    def latent_cost(latents: Tensor, goal_latents: Tensor) -> Tensor:
+        """(B,) mean squared error between predicted and goal latents (lower is better).
+
+        latents (B,N,C), or (B,H,N,C) (a rollout: the last frame is scored); goal_latents
+        (N,C) or (B,N,C). Differentiable.
+        """
+        if latents.ndim == 4:
+            latents = latents[:, -1]
+        if latents.ndim != 3:
+            raise ValueError(f"latents have shape {tuple(latents.shape)}, expected (B, N, C) or (B, H, N, C)")
+        goal = _as_tensor(goal_latents, latents.device, latents.dtype)
+        if goal.ndim == 2:
+            goal = goal.unsqueeze(0)
+        if goal.shape[-2:] != latents.shape[-2:] or goal.shape[0] not in (1, latents.shape[0]):
+            raise ValueError(f"goal latents have shape {tuple(goal.shape)}, expected (N, C) or (B, N, C) "
+                             f"matching latents {tuple(latents.shape)}")
+        return (latents - goal).pow(2).flatten(1).mean(1)
