@@ -1,0 +1,378 @@
+"""The pretraining data mixture: four sources packed into fixed-length rows by token ratios.
+
+Sources (document kinds of `worldmodel.sequence`):
+  TEXT          byte-level text from local corpora (default: the stdlib's pydoc topics),
+                streamed in chunks of at most `text_tokens` tokens
+  IMAGE_TEXT    one frame and its caption, both directions: caption -> frame (flow loss on
+                the frame) or frame -> caption (text loss on the caption)
+  VIDEO         `video_frames` consecutive frames, actions dropped
+  ACTION_VIDEO  `context_frames` clean frames, then `predict_frames` frames, each preceded by
+                the action that led to it: f0 a0 f1 a1 f2 ... (loss on the predicted frames)
+
+Ratios are in *tokens*: the next document comes from the source furthest below its share
+of the tokens emitted so far (a deterministic smooth weighted round robin), so the ratios
+hold up to about one document, whatever the document lengths. Rows are packed greedily:
+after the first document, a row is extended only by sources still below their share whose
+document fits (text is cut to fit, at least `min_fill_tokens`), else padded. Documents never
+straddle rows, and the attention mask of `worldmodel.sequence` keeps packed documents apart.
+
+Data position: everything random comes from one numpy PCG64 generator; with the text
+cursor, the per-source token counters and the document carried over to the next row, it
+makes `state_dict()`, from which `load_state_dict` continues with identical batches.
+"""
+from __future__ import annotations
+
+import copy
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+
+from worldmodel.sequence import ACTION_VIDEO, IMAGE_TEXT, TEXT, VIDEO, Action, Document, Frame, Text
+from worldmodel.tokenizer import ByteTokenizer
+
+SOURCE_NAMES = {TEXT: "text", IMAGE_TEXT: "image_text", VIDEO: "video", ACTION_VIDEO: "action_video"}
+SPLITS = ("train", "val")
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "data/reacher"   # episode dataset root (shards + cached RAE latents)
+    encoder_id: str = ""            # latent cache key in the manifest; "" = the RAE's encoder_id
+    text_sources: list[str] = field(default_factory=lambda: ["pydoc"])  # see pretrain/data/text.py
+    seq_len: int = 256              # tokens per packed row
+    # token shares of the four sources (normalised to sum 1; 0 drops a source). Paper default
+    # is ~0.50 / 0.225 / 0.25 / 0.025; see conf/data/*.yaml for ours and why.
+    text: float = 0.15
+    image_text: float = 0.10
+    video: float = 0.15
+    action_video: float = 0.60
+    context_frames: int = 2         # action video: clean conditioning frames (no loss)
+    predict_frames: int = 2         # action video: frames predicted from context + actions (loss)
+    video_frames: int = 4           # plain video: frames per window (loss on all)
+    caption_to_frame: float = 0.5   # image-text: P(caption -> frame); else frame -> caption
+    text_tokens: int = 0            # max tokens per text document chunk; 0 = seq_len
+    min_fill_tokens: int = 16       # fill a row's tail with text when at least this many remain
+    holdout: float = 0.05           # share of episodes / text documents held out (split="val")
+    seed: int = 0                   # seeds the mixture's generator and the text order
+
+    def weights(self) -> dict[int, float]:
+        w = {TEXT: self.text, IMAGE_TEXT: self.image_text, VIDEO: self.video, ACTION_VIDEO: self.action_video}
+        bad = {SOURCE_NAMES[k]: v for k, v in w.items() if v < 0}
+        if bad or sum(w.values()) <= 0:
+            raise ValueError(f"data mixture weights {({SOURCE_NAMES[k]: v for k, v in w.items()})} "
+                             f"must be >= 0 with a positive sum")
+        total = sum(w.values())
+        return {k: v / total for k, v in w.items()}
+
+
+# ---------------------------------------------------------------- episode data in memory
+@dataclass
+class EpisodeData:
+    """Cached latents, actions and captions of a set of equal-length episodes."""
+    latents: np.ndarray             # (E, T+1, N, C) float (normalised RAE latents; may be a memmap)
+    actions: np.ndarray             # (E, T, A) float32
+    captions: np.ndarray            # (E, T+1) str
+
+    def __post_init__(self) -> None:
+        e, t1 = self.latents.shape[:2]
+        if self.latents.ndim != 4:
+            raise ValueError(f"latents have shape {self.latents.shape}, expected (E, T+1, N, C)")
+        if self.actions.shape[:2] != (e, t1 - 1):
+            raise ValueError(f"actions have shape {self.actions.shape}, expected ({e}, {t1 - 1}, A)")
+        if self.captions.shape != (e, t1):
+            raise ValueError(f"captions have shape {self.captions.shape}, expected ({e}, {t1})")
+
+
+def holdout_mask(n: int, holdout: float) -> np.ndarray:
+    """True for the held-out items of 0..n-1: every round(1/holdout)-th, so both splits span the data."""
+    if holdout <= 0:
+        return np.zeros(n, dtype=bool)
+    if holdout >= 1:
+        raise ValueError(f"holdout={holdout}, expected a value in [0, 1)")
+    every = max(2, int(round(1 / holdout)))
+    return (np.arange(n) % every) == every - 1
+
+
+def load_episodes(root: str | Path, encoder_id: str, split: str = "train",
+                  holdout: float = 0.05) -> list[EpisodeData]:
+    """Read the shards' actions/captions and memory-map their cached latents (verified)."""
+    from pretrain.data.shards import Dataset
+    if split not in SPLITS:
+        raise ValueError(f"split={split!r}, expected one of {SPLITS}")
+    ds = Dataset(root)
+    if not ds.has_latents(encoder_id):
+        have = sorted({k for s in ds.shards for k in s.get("latents", {})})
+        raise ValueError(f"dataset {str(root)!r} has no cached latents for encoder {encoder_id!r} "
+                         f"in every shard (has {have}); run `lw encode-dataset`")
+    keep = holdout_mask(len(ds), holdout)
+    if split == "train":
+        keep = ~keep
+    out = []
+    for i, entry in enumerate(ds.shards):
+        arrays = ds.load_shard(i)
+        first = entry["first_episode"]
+        sel = np.flatnonzero(keep[first:first + entry["n_episodes"]])
+        if len(sel) == 0:
+            continue
+        lat = ds.load_latents(i, encoder_id, mmap=True)
+        out.append(EpisodeData(latents=lat[sel] if len(sel) < len(lat) else lat,
+                               actions=arrays["actions"][sel].copy(), captions=arrays["captions"][sel].copy()))
+    if not out:
+        raise ValueError(f"split {split!r} of {str(root)!r} holds no episodes (holdout={holdout})")
+    return out
+
+
+class WindowIndex:
+    """Uniform sampling of (episode, start) windows of `frames` frames over EpisodeData parts."""
+
+    def __init__(self, parts: list[EpisodeData], frames: int):
+        self.parts, self.frames = parts, frames
+        counts = []
+        for p in parts:
+            e, t1 = p.latents.shape[:2]
+            counts.append(e * max(0, t1 - frames + 1))
+        self.cum = np.cumsum([0] + counts)
+        if self.cum[-1] == 0:
+            longest = max(p.latents.shape[1] for p in parts)
+            raise ValueError(f"windows of {frames} frames do not fit episodes of {longest} frames; "
+                             f"lower the window length")
+
+    def sample(self, rng: np.random.Generator) -> tuple[EpisodeData, int, int]:
+        k = int(rng.integers(self.cum[-1]))
+        i = int(np.searchsorted(self.cum, k, side="right") - 1)
+        part, k = self.parts[i], k - int(self.cum[i])
+        per_ep = part.latents.shape[1] - self.frames + 1
+        return part, k // per_ep, k % per_ep  # part, episode, start
+
+
+def _latent(part: EpisodeData, e: int, t: int) -> torch.Tensor:
+    return torch.from_numpy(np.array(part.latents[e, t], dtype=np.float32))  # (N, C), copied from the memmap
+
+
+# ---------------------------------------------------------------- sources
+class TextStream:
+    """Byte-token chunks of a stream of documents, with an exact, restorable cursor."""
+
+    def __init__(self, sources: list[str], seed: int, split: str = "train", holdout: float = 0.05):
+        self.sources, self.seed, self.split, self.holdout = list(sources), seed, split, holdout
+        self.tok = ByteTokenizer()
+        self.epoch, self.doc_index, self.offset = 0, 0, 0  # cursor: epoch, document in epoch, token in doc
+        self._it: Iterator[str] | None = None
+        self._ids: list[int] | None = None
+
+    def _keep(self, text: str) -> bool:
+        if self.holdout <= 0:
+            return self.split == "train"
+        every = max(2, int(round(1 / self.holdout)))
+        held = zlib.crc32(text.encode("utf-8")) % every == 0  # stable across orders and runs
+        return held == (self.split == "val")
+
+    def _open(self) -> None:
+        from pretrain.data.text import text_documents
+        self._it = (d for d in text_documents(self.sources, seed=self.seed + self.epoch) if self._keep(d))
+        for _ in range(self.doc_index):  # replay to the saved cursor (strings only, no tokenising)
+            next(self._it)
+        self._ids = None
+
+    def _current(self) -> list[int]:
+        if self._it is None:
+            self._open()
+        while self._ids is None:
+            doc = next(self._it, None)
+            if doc is None:  # epoch done: reshuffle with the next seed
+                if self.doc_index == 0:
+                    raise ValueError(f"text sources {self.sources} hold no {self.split!r} documents")
+                self.epoch, self.doc_index, self.offset = self.epoch + 1, 0, 0
+                self._open()
+                continue
+            self._ids = self.tok.encode(doc, bos=True, eos=True)
+        return self._ids
+
+    def next_ids(self, max_tokens: int) -> list[int]:
+        ids = self._current()
+        chunk = ids[self.offset:self.offset + max_tokens]
+        self.offset += len(chunk)
+        if self.offset >= len(ids):
+            self.doc_index, self.offset, self._ids = self.doc_index + 1, 0, None
+        return chunk
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "doc_index": self.doc_index, "offset": self.offset}
+
+    def load_state_dict(self, s: dict) -> None:
+        self.epoch, self.doc_index, self.offset = s["epoch"], s["doc_index"], s["offset"]
+        self._it = None
+        self._ids = None
+        if self.offset:
+            self._open()
+            self._current()
+
+
+class EpisodeSources:
+    """Image-text, video and action-video documents sampled uniformly from episode windows."""
+
+    def __init__(self, parts: list[EpisodeData], cfg: DataConfig, caption_tokens: int):
+        self.cfg, self.tok = cfg, ByteTokenizer()
+        self.caption_tokens = caption_tokens  # captions are cut to this many tokens
+        self.frames = WindowIndex(parts, 1)
+        self.video = WindowIndex(parts, cfg.video_frames) if cfg.video > 0 else None
+        self.act = WindowIndex(parts, cfg.context_frames + cfg.predict_frames) if cfg.action_video > 0 else None
+
+    def image_text(self, rng: np.random.Generator) -> Document:
+        part, e, t = self.frames.sample(rng)
+        caption = self.tok.encode(str(part.captions[e, t]), bos=True, eos=True)[:self.caption_tokens]
+        if rng.random() < self.cfg.caption_to_frame:
+            segs = [Text(caption, loss=False), Frame(_latent(part, e, t), loss=True)]
+        else:
+            segs = [Frame(_latent(part, e, t), loss=False), Text(caption, loss=True)]
+        return Document(segs, IMAGE_TEXT)
+
+    def video_doc(self, rng: np.random.Generator) -> Document:
+        part, e, s = self.video.sample(rng)
+        return Document([Frame(_latent(part, e, s + i), loss=True) for i in range(self.cfg.video_frames)], VIDEO)
+
+    def action_video(self, rng: np.random.Generator) -> Document:
+        part, e, s = self.act.sample(rng)
+        c = self.cfg.context_frames
+        segs = [Frame(_latent(part, e, s), loss=c <= 0)]
+        for i in range(1, c + self.cfg.predict_frames):
+            segs.append(Action(torch.from_numpy(np.array(part.actions[e, s + i - 1], dtype=np.float32))))
+            segs.append(Frame(_latent(part, e, s + i), loss=i >= c))
+        return Document(segs, ACTION_VIDEO)
+
+
+# ---------------------------------------------------------------- the mixture
+class Mixture:
+    """Packs documents of the configured sources into rows of `seq_len` tokens.
+
+    `length(doc) -> int` is the token length of a document in the model's sequence layout
+    (`worldmodel.sequence.document_length(doc, model_cfg)`).
+    """
+
+    def __init__(self, cfg: DataConfig, length: Callable[[Document], int],
+                 episodes: list[EpisodeData] | None = None, split: str = "train"):
+        self.cfg, self.length = cfg, length
+        self.weights = {k: w for k, w in cfg.weights().items() if w > 0}
+        if cfg.seq_len < 8:
+            raise ValueError(f"data.seq_len={cfg.seq_len}, expected >= 8")
+        if cfg.context_frames < 1 or cfg.predict_frames < 1 or cfg.video_frames < 1:
+            raise ValueError(f"context_frames={cfg.context_frames}, predict_frames={cfg.predict_frames}, "
+                             f"video_frames={cfg.video_frames}; expected all >= 1")
+        if not 0.0 <= cfg.caption_to_frame <= 1.0:
+            raise ValueError(f"data.caption_to_frame={cfg.caption_to_frame}, expected a probability in [0, 1]")
+        self._text_overhead = length(Document([Text([0], loss=True)], TEXT)) - 1  # layout tokens of a text doc
+        self.text_max = min(cfg.text_tokens or cfg.seq_len, cfg.seq_len - self._text_overhead)
+        self.text = TextStream(cfg.text_sources, cfg.seed, split, cfg.holdout) if TEXT in self.weights else None
+        self.episodes = None
+        if set(self.weights) - {TEXT}:
+            if not episodes:
+                raise ValueError(f"weights {({SOURCE_NAMES[k]: w for k, w in self.weights.items()})} "
+                                 f"need episode data, but none was given")
+            self.episodes = EpisodeSources(episodes, cfg, caption_tokens=cfg.seq_len // 2)
+        self.rng = np.random.Generator(np.random.PCG64(cfg.seed))
+        self.tokens = {k: 0 for k in self.weights}   # tokens emitted per source
+        self.pending: Document | None = None         # the document that opens the next row
+        self.rows = 0
+        self._check_lengths()
+
+    def _check_lengths(self) -> None:
+        """Every fixed-shape document must fit one row; say which and by how much if not."""
+        state = self.state_dict()
+        self.fixed: dict[int, int] = {}  # token length of the fixed-shape sources
+        for k in self.weights:
+            if k == TEXT:
+                continue
+            n = self.length(self._sample(k))
+            if k == IMAGE_TEXT:  # caption lengths vary: bound by the longest caption allowed
+                n = n - max(len(s.ids) for s in self._sample(k).segments if isinstance(s, Text)) \
+                    + self.episodes.caption_tokens
+            else:
+                self.fixed[k] = n
+            if n > self.cfg.seq_len:
+                raise ValueError(f"a {SOURCE_NAMES[k]} document has {n} tokens, more than "
+                                 f"data.seq_len={self.cfg.seq_len}; raise seq_len or shorten the window")
+        self.load_state_dict(state)  # the probes must not move the data position
+
+    def _sample(self, k: int, max_tokens: int | None = None) -> Document:
+        if k == TEXT:
+            ids = self.text.next_ids(max_tokens or self.text_max)
+            return Document([Text(ids, loss=True)], TEXT)
+        if k == IMAGE_TEXT:
+            return self.episodes.image_text(self.rng)
+        if k == VIDEO:
+            return self.episodes.video_doc(self.rng)
+        return self.episodes.action_video(self.rng)
+
+    def _by_deficit(self) -> list[tuple[int, float]]:
+        """Sources with their token deficit (target share of all tokens minus own), largest first."""
+        total = sum(self.tokens.values())
+        deficits = [(k, self.weights[k] * total - self.tokens[k]) for k in self.weights]
+        return sorted(deficits, key=lambda kd: -kd[1])  # stable: ties keep config order
+
+    def _next_doc(self, room: int, first: bool) -> Document | None:
+        """The next document for a row with `room` tokens left, or None to close the row.
+
+        The most under-served source that fits goes next. A started row is only extended by
+        sources below their share (deficit > 0), so filling never skews the ratios: when none
+        fits, the row is padded instead.
+        """
+        for k, deficit in self._by_deficit():
+            if not first and deficit <= 0:
+                return None
+            if k == TEXT:
+                if room - self._text_overhead >= (1 if first else max(1, self.cfg.min_fill_tokens)):
+                    return self._sample(TEXT, min(self.text_max, room - self._text_overhead))
+                continue
+            if self.fixed.get(k, 0) > room or (k == IMAGE_TEXT and self.pending is not None):
+                continue
+            doc = self._sample(k)
+            if self.length(doc) <= room:
+                return doc
+            self.pending = doc  # a variable-length document that did not fit opens the next row
+        return None
+
+    def next_row(self) -> list[Document]:
+        row, used = [], 0
+        if self.pending is not None:
+            doc, self.pending = self.pending, None
+            row.append(doc)
+            used = self.length(doc)
+            self.tokens[doc.source] += used
+        while used < self.cfg.seq_len:
+            doc = self._next_doc(self.cfg.seq_len - used, first=not row)
+            if doc is None:
+                break
+            n = self.length(doc)
+            row.append(doc)
+            used += n
+            self.tokens[doc.source] += n
+        self.rows += 1
+        return row
+
+    def next_rows(self, n: int) -> list[list[Document]]:
+        return [self.next_row() for _ in range(n)]
+
+    def token_shares(self) -> dict[str, float]:
+        total = max(1, sum(self.tokens.values()))
+        return {SOURCE_NAMES[k]: v / total for k, v in self.tokens.items()}
+
+    # -- data position
+    def state_dict(self) -> dict:
+        return {"rng": copy.deepcopy(self.rng.bit_generator.state), "tokens": dict(self.tokens),
+                "pending": copy.deepcopy(self.pending), "rows": self.rows,
+                "text": self.text.state_dict() if self.text is not None else None}
+
+    def load_state_dict(self, s: dict) -> None:
+        if set(s["tokens"]) != set(self.tokens):
+            raise ValueError(f"data state has sources {sorted(s['tokens'])}, this mixture has "
+                             f"{sorted(self.tokens)}: the data config changed since the checkpoint")
+        self.rng.bit_generator.state = copy.deepcopy(s["rng"])
+        self.tokens = dict(s["tokens"])
+        self.pending = copy.deepcopy(s["pending"])
+        self.rows = s["rows"]
+        if self.text is not None:
+            self.text.load_state_dict(s["text"])
