@@ -1,0 +1,389 @@
+"""The unified Transfusion world model: text next-token + rectified flow on RAE latents + actions.
+
+One transformer (`worldmodel.transformer`) over one packed stream (`worldmodel.sequence`):
+  * text / special tokens  -> token embedding;                       head: linear D -> vocab
+  * frame latent tokens    -> linear C -> D  + timestep embedding(t); head: linear D -> C
+  * actions                -> text tokens, or (embed) an MLP A -> D, one token per step
+Clean frames carry t = 1 (or 1 - sigma with context noise); a frame target's noisy copy
+carries its sampled t. The flow math (t sampling, noising, x/v targets, Euler sampler)
+lives in `worldmodel.flow.RectifiedFlow`.
+
+Loss = text_weight * L_text + flow_weight * L_flow + MoE aux loss, with
+  * one t per frame (per frame_id), logit-normal with the resolution shift;
+  * condition dropout (CFG): with prob cond_dropout a frame target's noisy copy may not
+    attend to its conditioning (the caption / action tokens right before the frame). We
+    mask rather than substitute a learned null token: the clean stream is untouched (later
+    tokens and the text loss still see the condition), and at sampling time the
+    unconditional branch is the same mask over the *same* KV cache - no second context pass;
+  * context noise: clean context frames get sigma ~ U(0, context_noise) of noise in
+    training with t = 1 - sigma as their timestep, so rollouts may condition on their own
+    (imperfect) predictions; `predict_next_frames(context_noise=...)` picks the level
+    (default 0 = clean, inside the training range).
+
+Generation uses a KV cache: the context goes through the model once; each Euler step runs
+only the new frame's N noisy tokens against the cache; the clean predicted frame is then
+appended to the cache (SequenceBuilder gives the same layout as training).
+
+Shape legend: B batch, L tokens, N tokens per frame, C latent channels, A action dim,
+Tc context frames, H horizon, V vocabulary, D model dim.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from worldmodel import hub
+from worldmodel.config import ModelConfig
+from worldmodel.flow import RectifiedFlow
+from worldmodel.layers import KVCache
+from worldmodel.moe import active_params, moe_aux_loss, moe_stats
+from worldmodel.sequence import (ACTION_VIDEO, MOD_ACTION, MOD_VISION, SOURCE_NAMES, TEXT, PackedBatch,
+                                 SequenceBuilder, flex_block_mask, mask_from_vectors, sdpa_mask)
+from worldmodel.tokenizer import ByteTokenizer
+from worldmodel.transformer import Transformer
+
+KIND = "transfusion"
+
+
+class TimestepEmbedder(nn.Module):
+    """DiT: sinusoidal features of 1000*t -> MLP -> D."""
+
+    def __init__(self, d_model: int, freq_dim: int = 256):
+        super().__init__()
+        self.freq_dim = freq_dim
+        self.mlp = nn.Sequential(nn.Linear(freq_dim, d_model), nn.SiLU(), nn.Linear(d_model, d_model))
+
+    def forward(self, t: Tensor) -> Tensor:
+        half = self.freq_dim // 2
+        freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+        ang = 1000.0 * t.float()[..., None] * freqs                     # (..., half)
+        emb = torch.cat([ang.cos(), ang.sin()], dim=-1)
+        return self.mlp(emb.to(self.mlp[0].weight.dtype))
+
+
+@dataclass
+class Outputs:
+    hidden: Tensor   # (B, L, D) final normalised hidden states
+    logits: Tensor   # (B, L, V) next-token logits
+    flow: Tensor     # (B, L, C) flow head (x or v prediction; meaningful at noisy frame tokens)
+
+
+@dataclass
+class _Keys:
+    """The mask vectors of the tokens held in a KV cache (what `mask_from_vectors` reads)."""
+    index: Tensor
+    doc_id: Tensor
+    frame_id: Tensor
+    is_noisy: Tensor
+    cond_of: Tensor
+
+    @classmethod
+    def of(cls, b) -> _Keys:
+        return cls(**{f.name: getattr(b, f.name) for f in fields(cls)})
+
+    def cat(self, b) -> _Keys:
+        return _Keys(**{f.name: torch.cat([getattr(self, f.name), getattr(b, f.name)], 1) for f in fields(self)})
+
+
+class _Stream:
+    """A KV-cached stream: the cache and the mask vectors of the cached tokens."""
+
+    def __init__(self, n_layers: int):
+        self.cache = KVCache(n_layers)
+        self.keys: _Keys | None = None
+
+    def keys_with(self, chunk: PackedBatch) -> _Keys:
+        return _Keys.of(chunk) if self.keys is None else self.keys.cat(chunk)
+
+
+class Transfusion(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        D, C = cfg.d_model, cfg.latent_dim
+        self.tok_emb = nn.Embedding(cfg.vocab_size, D)
+        self.latent_in = nn.Linear(C, D)
+        self.time_emb = TimestepEmbedder(D)
+        self.action_in = (nn.Sequential(nn.Linear(cfg.action_dim, D), nn.SiLU(), nn.Linear(D, D))
+                          if cfg.action_encoding == "embed" else None)
+        self.trunk = Transformer(cfg)
+        self.text_head = nn.Linear(D, cfg.vocab_size, bias=False)
+        self.flow_head = nn.Linear(D, C)
+        self.flow = RectifiedFlow(cfg.flow, cfg.frame_tokens, C)
+        self.tokenizer = ByteTokenizer()
+        self.extra: dict[str, Any] = {}   # extra config.json fields of a loaded folder (task spec, ...)
+        self.init_weights()
+
+    # -- init / info ----------------------------------------------------------------------
+    @torch.no_grad()
+    def init_weights(self) -> None:
+        std = self.cfg.init_std
+        for m in [self.tok_emb, self.latent_in, self.text_head, self.flow_head,
+                  *self.time_emb.mlp, *(self.action_in or [])]:
+            if isinstance(m, (nn.Linear, nn.Embedding)):
+                nn.init.trunc_normal_(m.weight, std=std, a=-3 * std, b=3 * std)
+                if getattr(m, "bias", None) is not None:
+                    nn.init.zeros_(m.bias)
+        self.trunk.init_weights()
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def num_active_params(self) -> int:
+        """Parameters used per token (one top-k expert set + shared expert, attention, embeddings)."""
+        return active_params(self)
+
+    @property
+    def device(self) -> torch.device:
+        return self.tok_emb.weight.device
+
+    # -- the network ----------------------------------------------------------------------
+    def _embed(self, b: PackedBatch, z: Tensor, t: Tensor) -> Tensor:
+        """Inputs of every token (B, L, D): token embedding, latent projection + t, or action MLP."""
+        h = self.tok_emb(b.tokens)
+        h_frame = self.latent_in(z.to(h.dtype)) + self.time_emb(t)
+        h = torch.where((b.modality == MOD_VISION)[..., None], h_frame.to(h.dtype), h)
+        if self.action_in is not None:
+            h_act = self.action_in((b.actions / self.cfg.action_scale).to(h.dtype))
+            h = torch.where((b.modality == MOD_ACTION)[..., None], h_act, h)
+        return h
+
+    def _run(self, b: PackedBatch, z: Tensor, t: Tensor, mask, stream: _Stream | None = None,
+             commit: bool = False) -> Tensor:
+        total = b.seq_len + (stream.cache.length if stream is not None else 0)
+        if total > self.cfg.max_seq_len:
+            raise ValueError(f"stream of {total} tokens is longer than max_seq_len={self.cfg.max_seq_len}")
+        x = self._embed(b, z, t)
+        moe_mod = (b.modality == MOD_VISION).long()     # MoE: frame tokens vision, all others text
+        return self.trunk(x, (b.pos_seq, b.pos_row, b.pos_col), moe_mod, mask,
+                          stream.cache if stream is not None else None, commit)
+
+    def _full_mask(self, b: PackedBatch, drop: Tensor | None):
+        backend = self.cfg.attn_backend
+        if backend == "auto":
+            backend = "flex" if b.tokens.is_cuda else "sdpa"
+        return flex_block_mask(b, drop) if backend == "flex" else sdpa_mask(b, drop)
+
+    def forward(self, batch: PackedBatch, z: Tensor | None = None, t: Tensor | None = None,
+                drop: Tensor | None = None) -> Outputs:
+        """Full-sequence forward. z (B, L, C): latent inputs of frame tokens (default: the clean
+        batch.latents); t (B, L): their times (default 1); drop (B, L) bool: query tokens whose
+        conditioning is hidden (CFG dropout)."""
+        z = batch.latents if z is None else z
+        t = torch.ones(batch.tokens.shape, device=z.device) if t is None else t
+        h = self._run(batch, z, t, self._full_mask(batch, drop))
+        return Outputs(h, self.text_head(h), self.flow_head(h))
+
+    # -- training loss --------------------------------------------------------------------
+    def loss(self, batch: PackedBatch, generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, Any]]:
+        """Sample one t per frame and the noise, run the model, return (loss, metrics).
+
+        metrics (python floats): loss, loss_text, loss_flow, moe_aux, loss_text/<source>,
+        loss_flow/<source>, loss/<source> for the sources present, moe/* routing stats.
+        Condition dropout and context noise apply in training mode only.
+        """
+        cfg, dev = self.cfg, batch.tokens.device
+        B, L = batch.tokens.shape
+        x = batch.latents
+        frame = batch.modality == MOD_VISION
+        noisy = batch.is_noisy
+        n_frames = int(batch.frame_id.max().clamp_min(0)) + 1           # frames per row (upper bound)
+        fid = batch.frame_id.clamp_min(0)
+        t_noisy = self.flow.sample_t(B * n_frames, device=dev, generator=generator).view(B, n_frames).gather(1, fid)
+        t_clean = torch.ones_like(t_noisy)
+        drop = None
+        if self.training and cfg.context_noise > 0:
+            sigma = torch.rand(B, n_frames, device=dev, generator=generator) * cfg.context_noise
+            t_clean = 1.0 - sigma.gather(1, fid)
+        if self.training and cfg.cond_dropout > 0:
+            dropped = torch.rand(B, n_frames, device=dev, generator=generator) < cfg.cond_dropout
+            drop = dropped.gather(1, fid) & noisy
+        t = torch.where(noisy, t_noisy, torch.where(frame, t_clean, torch.ones_like(t_clean)))
+        eps = torch.randn(x.shape, device=dev, generator=generator, dtype=x.dtype)
+        z = torch.where(frame[..., None], self.flow.interpolate(x, eps, t), x)
+
+        h = self._run(batch, z, t, self._full_mask(batch, drop))
+        logits = self.text_head(h)
+        ce = F.cross_entropy(logits.float().flatten(0, 1), batch.text_targets.flatten(),
+                             reduction="none").view(B, L)
+        fl = self.flow.loss(self.flow_head(h), x, eps).mean(-1)        # (B, L) per-token MSE
+        w_text, w_flow = batch.text_loss.float(), noisy.float()
+        loss_text = (ce * w_text).sum() / w_text.sum().clamp_min(1.0)
+        loss_flow = (fl * w_flow).sum() / w_flow.sum().clamp_min(1.0)
+        aux = moe_aux_loss(self)
+        loss = cfg.text_weight * loss_text + cfg.flow_weight * loss_flow + aux
+        return loss, self._metrics(batch, loss, loss_text, loss_flow, aux, ce, w_text, fl, w_flow)
+
+    @torch.no_grad()
+    def _metrics(self, batch, loss, loss_text, loss_flow, aux, ce, w_text, fl, w_flow) -> dict[str, Any]:
+        S = len(SOURCE_NAMES)
+        src = batch.source.clamp_min(0).flatten()
+
+        def per_source(v, w):
+            return torch.zeros(S, device=v.device).index_add_(0, src, (v * w).flatten().float())
+
+        stacked = torch.cat([torch.stack([loss, loss_text, loss_flow, aux]).float(),
+                             per_source(ce, w_text), per_source(torch.ones_like(ce), w_text),
+                             per_source(fl, w_flow), per_source(torch.ones_like(fl), w_flow)])
+        vals = stacked.tolist()                                             # one host sync
+        m: dict[str, Any] = dict(zip(("loss", "loss_text", "loss_flow", "moe_aux"), vals[:4]))
+        st, ct, sf, cf = (vals[4 + i * S: 4 + (i + 1) * S] for i in range(4))
+        for s, name in enumerate(SOURCE_NAMES):
+            parts = []
+            if ct[s] > 0:
+                m[f"loss_text/{name}"] = st[s] / ct[s]
+                parts.append(self.cfg.text_weight * m[f"loss_text/{name}"])
+            if cf[s] > 0:
+                m[f"loss_flow/{name}"] = sf[s] / cf[s]
+                parts.append(self.cfg.flow_weight * m[f"loss_flow/{name}"])
+            if parts:
+                m[f"loss/{name}"] = sum(parts)
+        m["text_tokens"] = sum(ct)
+        m["flow_tokens"] = sum(cf)
+        m.update({k: v for k, v in moe_stats(self).items() if k.startswith("moe/")})
+        return m
+
+    # -- KV-cached stream -------------------------------------------------------------------
+    def _commit(self, stream: _Stream, chunk: PackedBatch, t_clean: float = 1.0) -> Tensor:
+        """Run a chunk of clean tokens against the cache and append it; returns its hidden states."""
+        keys = stream.keys_with(chunk)
+        t = torch.full(chunk.tokens.shape, t_clean, device=chunk.tokens.device)
+        h = self._run(chunk, chunk.latents, t, mask_from_vectors(chunk, keys), stream, commit=True)
+        stream.keys = keys
+        return h
+
+    def _noised(self, lat: Tensor, sigma: float, generator: torch.Generator | None) -> Tensor:
+        if sigma <= 0:
+            return lat
+        eps = torch.randn(lat.shape, device=lat.device, generator=generator, dtype=lat.dtype)
+        return self.flow.interpolate(lat, eps, torch.full(lat.shape[:1], 1.0 - sigma, device=lat.device))
+
+    def _sample_frame(self, stream: _Stream, q: PackedBatch, steps: int | None, cfg_scale: float,
+                      generator: torch.Generator | None) -> Tensor:
+        """Euler-sample the noisy frame chunk q (B, N) against the cache -> clean latents (B, N, C)."""
+        keys = stream.keys_with(q)
+        mask = mask_from_vectors(q, keys)
+        B, N = q.tokens.shape
+
+        def run(mask_):
+            def predict(z, t):
+                h = self._run(q, z, t[:, None].expand(B, N), mask_, stream, commit=False)
+                return self.flow_head(h)
+            return predict
+
+        uncond = run(mask_from_vectors(q, keys, q.is_noisy)) if cfg_scale != 1.0 else None
+        noise = torch.randn(q.latents.shape, device=q.latents.device, generator=generator, dtype=q.latents.dtype)
+        return self.flow.sample(run(mask), noise, steps, cfg_scale, uncond)
+
+    def _check_rollout(self, context: Tensor, context_actions: Tensor, actions: Tensor,
+                       text: list[str] | None) -> None:
+        cfg = self.cfg
+        N, C, A = cfg.frame_tokens, cfg.latent_dim, cfg.action_dim
+        if context.dim() != 4 or context.shape[2:] != (N, C) or context.shape[1] < 1:
+            raise ValueError(f"context has shape {tuple(context.shape)}, expected (B, Tc>=1, {N}, {C})")
+        B, Tc = context.shape[:2]
+        if context_actions.shape != (B, Tc - 1, A):
+            raise ValueError(f"context_actions has shape {tuple(context_actions.shape)}, expected ({B}, {Tc - 1}, {A})")
+        if actions.dim() != 3 or actions.shape[0] != B or actions.shape[2] != A:
+            raise ValueError(f"actions has shape {tuple(actions.shape)}, expected ({B}, H, {A})")
+        if cfg.action_encoding == "text" and torch.is_grad_enabled() and actions.requires_grad:
+            raise ValueError("action_encoding='text' writes actions as tokens, which carry no gradient; "
+                             "expected action_encoding='embed' for gradient-based planning")
+        if text is not None:
+            if cfg.action_encoding != "text":
+                raise ValueError(f"a text command needs action_encoding='text', got {cfg.action_encoding!r}")
+            if len(text) != B:
+                raise ValueError(f"text has {len(text)} commands, expected one per row ({B})")
+
+    def predict_next_frames(self, context: Tensor, context_actions: Tensor, actions: Tensor,
+                            steps: int | None = None, cfg_scale: float = 1.0,
+                            generator: torch.Generator | None = None, text: list[str] | None = None,
+                            context_noise: float = 0.0) -> Tensor:
+        """Roll the world forward: (B, Tc, N, C) context, (B, Tc-1, A) its actions, (B, H, A)
+        actions -> (B, H, N, C) predicted latent frames.
+
+        Builds [text][frame0][act0][frame1]...[frame_{Tc-1}], then per step appends the action,
+        Euler-samples the next frame (its noisy copy at the next position, `steps` steps, CFG
+        when cfg_scale != 1) and appends the clean prediction to the KV cache. Differentiable
+        unless called under no_grad. context_noise: sigma added to every context frame (given
+        and predicted), with t = 1 - sigma, as in training.
+        """
+        self._check_rollout(context, context_actions, actions, text)
+        B, Tc = context.shape[:2]
+        sb = SequenceBuilder(self.cfg, B, device=self.device, dtype=context.dtype)
+        sb.new_document(ACTION_VIDEO)
+        if text is not None:
+            sb.text([self.tokenizer.encode(s) for s in text], loss=False)
+        for i in range(Tc):
+            sb.frame(self._noised(context[:, i].to(self.device), context_noise, generator), loss=False)
+            if i < Tc - 1:
+                sb.action(context_actions[:, i].to(self.device))
+        stream, out = _Stream(self.cfg.n_layers), []
+        for h in range(actions.shape[1]):
+            sb.action(actions[:, h].to(self.device))
+            sb.begin_frame()
+            self._commit(stream, sb.take(), 1.0 - context_noise)   # context / last frame + action + <boi>
+            sb.frame_tokens(torch.zeros_like(context[:, 0]).to(self.device), noisy=True)
+            x = self._sample_frame(stream, sb.take(), steps, cfg_scale, generator)
+            out.append(x)
+            sb.frame_tokens(self._noised(x, context_noise, generator), noisy=False)
+            sb.end_frame()
+        return torch.stack(out, 1)
+
+    # -- text --------------------------------------------------------------------------------
+    @staticmethod
+    def _sample_token(logits: Tensor, temperature: float, top_p: float, generator) -> Tensor:
+        """(B, V) -> (B,) ids: greedy at temperature 0, else nucleus sampling."""
+        if temperature <= 0:
+            return logits.argmax(-1)
+        probs = torch.softmax(logits.float() / temperature, -1)
+        if top_p < 1.0:
+            p_sorted, order = probs.sort(-1, descending=True)
+            keep = p_sorted.cumsum(-1) - p_sorted < top_p          # always keeps the top token
+            p_sorted = p_sorted * keep
+            probs = torch.zeros_like(probs).scatter_(-1, order, p_sorted)
+        return torch.multinomial(probs / probs.sum(-1, keepdim=True), 1, generator=generator)[:, 0]
+
+    @torch.no_grad()
+    def generate_text(self, prefix_ids: list[int] | Tensor, max_new: int = 64, temperature: float = 1.0,
+                      top_p: float = 1.0, generator: torch.Generator | None = None) -> list[int] | Tensor:
+        """Sample text after a prefix with a KV cache. A list prefix returns a list of new ids
+        (cut at <eos>); a (B, T) tensor returns (B, max_new) new ids."""
+        as_list = not isinstance(prefix_ids, Tensor)
+        ids = torch.tensor([list(prefix_ids)], dtype=torch.long) if as_list else prefix_ids
+        if ids.dim() != 2 or ids.shape[1] < 1:
+            raise ValueError(f"prefix_ids has shape {tuple(ids.shape)}, expected (B, T>=1) or a non-empty list")
+        sb = SequenceBuilder(self.cfg, ids.shape[0], device=self.device)
+        sb.new_document(TEXT)
+        sb.text(ids.to(self.device), loss=False)
+        stream, new = _Stream(self.cfg.n_layers), []
+        h = self._commit(stream, sb.take())
+        for i in range(max_new):
+            nxt = self._sample_token(self.text_head(h[:, -1]), temperature, top_p, generator)
+            new.append(nxt)
+            if i < max_new - 1:
+                sb.text(nxt[:, None], loss=False)
+                h = self._commit(stream, sb.take())
+        out = torch.stack(new, 1) if new else torch.zeros(ids.shape[0], 0, dtype=torch.long, device=self.device)
+        if not as_list:
+            return out
+        seq = out[0].tolist()
+        return seq[:seq.index(self.tokenizer.eos_id)] if self.tokenizer.eos_id in seq else seq
+
+    # -- save / load -------------------------------------------------------------------------
+    def save_pretrained(self, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
+        return hub.save_pretrained(path, KIND, self.cfg.to_dict(), self.state_dict(), extra=extra)
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu") -> Transfusion:
+        meta = hub.read_config(path, KIND)
+        model = cls(ModelConfig.from_dict(meta["config"]))
+        model.load_state_dict(hub.load_state_dict(path), strict=True)
+        model.extra = {k: v for k, v in meta.items() if k not in ("kind", "config")}
+        return model.to(device).eval()
