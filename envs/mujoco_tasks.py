@@ -1,0 +1,44 @@
+"""Ground-truth goal-conditioned MuJoCo tasks with pixel observations (docs/INTERFACES.md).
+
+    from envs.mujoco_tasks import TASKS, make_task
+    task = make_task("reacher", image_size=64)
+    frame, info = task.reset(seed=0)          # frame (64, 64, 3) uint8; info["state"], ["goal_state"], ...
+    frame, reward, terminated, truncated, info = task.step(task.action_space.sample())
+    task.goal_image                            # (64, 64, 3) uint8: the goal, as the only goal signal
+    copy = make_task("reacher"); copy.set_state(task.get_state())   # steps exactly like `task`
+
+Tasks: `reacher` (Reacher-v5), `pusher` (Pusher-v5), `point_maze` (our MJCF). `render=False`
+builds a task without a renderer (frames are None): for planners that score true states.
+
+MuJoCo is imported here, not in `envs/__init__.py`; the headless GL backend (MUJOCO_GL) is
+chosen first, since MuJoCo reads it at import.
+"""
+from __future__ import annotations
+
+from envs.rendering import select_gl_backend
+
+select_gl_backend(strict=False)  # before the first `import mujoco`; errors surface when rendering
+
+from envs.tasks.base import GoalPixelTask, TaskSpec, check_action  # noqa: E402
+from envs.tasks.point_maze import PointMazeTask  # noqa: E402
+from envs.tasks.pusher import PusherTask  # noqa: E402
+from envs.tasks.reacher import ReacherTask  # noqa: E402
+
+TASK_CLASSES: dict[str, type[GoalPixelTask]] = {
+    "reacher": ReacherTask,
+    "pusher": PusherTask,
+    "point_maze": PointMazeTask,
+}
+TASKS: dict[str, TaskSpec] = {name: cls.spec_ for name, cls in TASK_CLASSES.items()}
+
+
+def make_task(name: str, *, image_size: int = 64, max_steps: int | None = None, render: bool = True,
+              **kw) -> GoalPixelTask:
+    """Build a task by name. Extra keywords: show_goal (draw the goal marker, for debugging),
+    terminate_on_success, render_mode. `make_task(name, **task.task_kwargs)` rebuilds a task."""
+    if name not in TASK_CLASSES:
+        raise ValueError(f"unknown task {name!r}, expected one of {sorted(TASK_CLASSES)}")
+    return TASK_CLASSES[name](image_size=image_size, max_steps=max_steps, render=render, **kw)
+
+
+__all__ = ["TASKS", "TASK_CLASSES", "TaskSpec", "GoalPixelTask", "make_task", "check_action"]

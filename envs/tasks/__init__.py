@@ -1,0 +1,1 @@
+"""The ground-truth MuJoCo tasks, one module each; use them through `envs.mujoco_tasks`."""

@@ -1,0 +1,312 @@
+"""The shared machinery of the ground-truth tasks: spec, action checks, state copies, frames.
+
+A task is a real MuJoCo model stepped with `mujoco.mj_step` and seen through one fixed
+camera. Every task keeps its goal in its own joints (as Reacher-v5's target and
+Pusher-v5's goal already are) and hides the goal marker in the pixels: the goal reaches a
+policy or a world model only through the goal image.
+
+State vectors (float64):
+    state      (S,)  = qpos, qvel                                 # `info["state"]`, S = spec.state_dim
+    goal_state (S,)  = a state of the same layout that shows the goal reached
+    get_state()      = state, goal_state, [elapsed decisions], qacc_warmstart   # spec.full_state_dim
+The warm start of the constraint solver is part of the copy so that a copy steps bit-exactly
+like the original (the solver starts from it; with contacts the result differs in the last
+bits without it).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import gymnasium as gym
+import mujoco
+import numpy as np
+
+from envs.rendering import FrameRenderer, free_camera
+
+ACTION_TOLERANCE = 1e-5  # actions this far outside the box are clipped, not rejected (float32 noise)
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """What a task is; plain data (saved into dataset manifests)."""
+
+    name: str                  # key of envs.mujoco_tasks.TASKS
+    description: str           # one line for humans
+    action_dim: int            # A
+    action_scale: float        # actions live in [-action_scale, action_scale]^A
+    action_repeat: int         # base-env steps each decision is held for (Reacher-v5 steps for reacher)
+    frame_skip: int            # MuJoCo steps per base-env step (the source Gymnasium env's frame_skip)
+    sim_timestep: float        # seconds per MuJoCo step
+    episode_steps: int         # decisions per episode (default truncation)
+    success_threshold: float   # metres: success when distance(state, goal_state) <= this
+    state_dim: int             # S = nq + nv
+    full_state_dim: int        # length of get_state(): 2 * S + 1 + nv
+    camera: tuple[float, ...]  # (distance, elevation, azimuth, lookat x, y, z) of the free camera
+
+    @property
+    def decision_seconds(self) -> float:
+        """Simulated time one decision lasts."""
+        return self.sim_timestep * self.frame_skip * self.action_repeat
+
+    def caption(self, state: np.ndarray) -> str:
+        """Short English sentences describing a true state (or a full get_state() vector)."""
+        from envs.mujoco_tasks import TASK_CLASSES
+
+        return TASK_CLASSES[self.name].caption_of(state)
+
+
+def check_action(action: Any, space: gym.spaces.Box) -> np.ndarray:
+    """`action` as a float64 array inside `space`, or a ValueError that says what is wrong."""
+    if isinstance(action, (str, bytes)):
+        raise ValueError(f"action {action!r} is a string, expected a float array of shape {space.shape}")
+    raw = np.asarray(action)
+    if raw.dtype.kind not in "fiu":
+        try:
+            if raw.dtype.kind in "bcUSV":
+                raise TypeError
+            raw = raw.astype(np.float64)
+        except (TypeError, ValueError):
+            raise ValueError(f"action {action!r} has dtype {raw.dtype}, expected real numbers "
+                             f"castable to float32, shape {space.shape}") from None
+    if raw.shape != space.shape:
+        raise ValueError(f"action has shape {raw.shape}, expected {space.shape}")
+    a = raw.astype(np.float64)
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"action {a.tolist()} has NaN or inf entries, expected finite values")
+    low, high = space.low.astype(np.float64), space.high.astype(np.float64)
+    if np.any(a < low - ACTION_TOLERANCE) or np.any(a > high + ACTION_TOLERANCE):
+        raise ValueError(f"action {a.tolist()} is out of bounds, expected each entry in "
+                         f"[{low.min():g}, {high.max():g}]")
+    return np.clip(a, low, high)
+
+
+def _restore(name: str, kwargs: dict, state: np.ndarray) -> "GoalPixelTask":
+    from envs.mujoco_tasks import make_task
+
+    task = make_task(name, **kwargs)
+    task.set_state(state)
+    return task
+
+
+class GoalPixelTask(gym.Env):
+    """A goal-conditioned MuJoCo task with RGB frames as observations (docs/INTERFACES.md).
+
+    Subclasses set `spec_`, `goal_geoms`/`goal_bodies`, and implement `_load_model`, `_sample`
+    (start and goal states), `distance` and `caption_of`.
+    """
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
+    spec_: ClassVar[TaskSpec]
+    goal_geoms: ClassVar[tuple[str, ...]] = ()   # geoms that mark the goal: hidden in the pixels
+    goal_bodies: ClassVar[tuple[str, ...]] = ()  # bodies whose geoms all mark the goal
+
+    def __init__(self, image_size: int = 64, max_steps: int | None = None, render: bool = True,
+                 show_goal: bool = False, terminate_on_success: bool = False,
+                 render_mode: str | None = "rgb_array"):
+        if not isinstance(image_size, (int, np.integer)) or image_size < 8:
+            raise ValueError(f"image_size={image_size!r}, expected an int >= 8")
+        if max_steps is not None and (not isinstance(max_steps, (int, np.integer)) or max_steps < 1):
+            raise ValueError(f"max_steps={max_steps!r}, expected an int >= 1 or None")
+        if render_mode not in (None, "rgb_array"):
+            raise ValueError(f"render_mode={render_mode!r}, expected 'rgb_array' or None")
+        spec = self.spec_
+        self.task_kwargs = dict(image_size=int(image_size), max_steps=max_steps, render=bool(render),
+                                show_goal=bool(show_goal), terminate_on_success=bool(terminate_on_success),
+                                render_mode=render_mode)
+        self.image_size = int(image_size)
+        self.max_steps = int(max_steps or spec.episode_steps)
+        self.terminate_on_success = bool(terminate_on_success)
+        self.render_mode = render_mode
+        self.metadata = {**self.metadata, "render_fps": round(1.0 / spec.decision_seconds)}
+
+        self.model = self._load_model()
+        self.data = mujoco.MjData(self.model)
+        self._goal_data = mujoco.MjData(self.model)  # scratch data for rendering the goal image
+        if not show_goal:
+            hidden = [self.model.geom(g).id for g in self.goal_geoms]
+            for b in self.goal_bodies:
+                hidden += np.flatnonzero(self.model.geom_bodyid == self.model.body(b).id).tolist()
+            self.model.geom_rgba[hidden, 3] = 0.0  # alpha 0: not drawn at all
+        self._nsub = spec.frame_skip * spec.action_repeat  # MuJoCo steps per decision
+        S = self.model.nq + self.model.nv
+        if S != spec.state_dim or spec.full_state_dim != 2 * S + 1 + self.model.nv:
+            raise RuntimeError(f"{spec.name}: spec state dims ({spec.state_dim}, {spec.full_state_dim}) "
+                               f"do not match the model (nq={self.model.nq}, nv={self.model.nv})")
+
+        H = W = self.image_size
+        self.observation_space = gym.spaces.Box(0, 255, (H, W, 3), np.uint8)
+        s = np.float32(spec.action_scale)
+        self.action_space = gym.spaces.Box(-s, s, (spec.action_dim,), np.float32)
+        self._renderer = None
+        if render:
+            d, el, az, *look = spec.camera
+            self._renderer = FrameRenderer(self.model, H, W, free_camera(d, el, az, look))
+
+        # Until the first reset: a valid state (the model's reference pose) reaching itself.
+        self.elapsed = 0
+        mujoco.mj_forward(self.model, self.data)
+        self.goal_state = self._physics_state(self.data)
+        self.goal_image = self._render_state(self.goal_state)
+
+    # ------------------------------------------------------------------ subclass hooks
+    def _load_model(self) -> mujoco.MjModel:
+        raise NotImplementedError
+
+    def _sample(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """(start state (S,), goal state (S,)) for a new episode; both consistent in their goal joints."""
+        raise NotImplementedError
+
+    @classmethod
+    def distance(cls, state: np.ndarray, goal_state: np.ndarray) -> float | np.ndarray:
+        """Task distance in metres (batched over leading dims when given (..., S) arrays)."""
+        raise NotImplementedError
+
+    @classmethod
+    def caption_of(cls, state: np.ndarray) -> str:
+        raise NotImplementedError
+
+    def cost(self, state: np.ndarray, goal_state: np.ndarray) -> float | np.ndarray:
+        """A true-state planning cost, lower is better; the distance unless a task shapes it."""
+        return self.distance(state, goal_state)
+
+    # ------------------------------------------------------------------ pure helpers
+    @classmethod
+    def is_success(cls, state: np.ndarray, goal_state: np.ndarray) -> bool | np.ndarray:
+        ok = np.asarray(cls.distance(state, goal_state)) <= cls.spec_.success_threshold
+        return bool(ok) if ok.ndim == 0 else ok
+
+    def caption(self, state: np.ndarray | None = None) -> str:
+        """Short English sentences from the true state (default: the current one)."""
+        return self.caption_of(self._physics_state(self.data) if state is None else state)
+
+    @classmethod
+    def _split(cls, state: np.ndarray) -> np.ndarray:
+        """(..., S) physics state out of a state or a full get_state() vector."""
+        state = np.asarray(state, dtype=np.float64)
+        S = cls.spec_.state_dim
+        if state.shape[-1] not in (S, cls.spec_.full_state_dim):
+            raise ValueError(f"{cls.spec_.name} state has length {state.shape[-1]}, expected {S} "
+                             f"(qpos, qvel) or {cls.spec_.full_state_dim} (get_state())")
+        return state[..., :S]
+
+    # ------------------------------------------------------------------ state copies
+    def _physics_state(self, data: mujoco.MjData) -> np.ndarray:
+        return np.concatenate([data.qpos, data.qvel]).astype(np.float64)
+
+    def _write(self, data: mujoco.MjData, state: np.ndarray) -> None:
+        nq = self.model.nq
+        data.qpos[:] = state[:nq]
+        data.qvel[:] = state[nq:]
+        mujoco.mj_forward(self.model, data)
+
+    def get_state(self) -> np.ndarray:
+        """(qpos, qvel, goal_state, elapsed, qacc_warmstart) as one float64 vector: an exact copy."""
+        return np.concatenate([self._physics_state(self.data), self.goal_state, [float(self.elapsed)],
+                               self.data.qacc_warmstart]).astype(np.float64)
+
+    def set_state(self, state: np.ndarray) -> None:
+        """Restore a get_state() vector (or a bare (qpos, qvel) state, keeping the goal and time)."""
+        spec = self.spec_
+        state = np.asarray(state, dtype=np.float64)
+        if state.shape not in ((spec.full_state_dim,), (spec.state_dim,)):
+            raise ValueError(f"{spec.name} state has shape {state.shape}, expected ({spec.full_state_dim},) "
+                             f"from get_state() or ({spec.state_dim},) (qpos, qvel)")
+        if not np.all(np.isfinite(state)):
+            raise ValueError(f"{spec.name} state has NaN or inf entries, expected finite values")
+        S = spec.state_dim
+        mujoco.mj_resetData(self.model, self.data)  # clears ctrl, time, contacts
+        self._write(self.data, state[:S])
+        if state.shape[0] == spec.full_state_dim:
+            goal = state[S:2 * S]
+            if not np.array_equal(goal, self.goal_state):
+                self._set_goal(goal)
+            self.elapsed = int(round(state[2 * S]))
+            self.data.qacc_warmstart[:] = state[2 * S + 1:]
+
+    def _set_goal(self, goal_state: np.ndarray) -> None:
+        self.goal_state = np.array(goal_state, dtype=np.float64)
+        self.goal_image = self._render_state(self.goal_state)
+
+    def __reduce__(self):
+        # Picklable as (name, kwargs, exact state): a worker process gets an identical copy.
+        return (_restore, (self.spec_.name, dict(self.task_kwargs), self.get_state()))
+
+    # ------------------------------------------------------------------ frames
+    def _render_state(self, state: np.ndarray) -> np.ndarray | None:
+        if self._renderer is None:
+            return None
+        self._write(self._goal_data, state)
+        return self._renderer.render(self._goal_data)
+
+    def render_frame(self) -> np.ndarray:
+        """(H, W, 3) uint8 frame of the current state."""
+        if self._renderer is None:
+            raise RuntimeError(f"{self.spec_.name} was made with render=False; make it with render=True "
+                               "to get frames")
+        return self._renderer.render(self.data)
+
+    def render(self) -> np.ndarray | None:
+        return self.render_frame() if self.render_mode == "rgb_array" else None
+
+    def _frame(self) -> np.ndarray | None:
+        # render=False: no frame at all (None), so that nothing mistakes a blank for data
+        return None if self._renderer is None else self._renderer.render(self.data)
+
+    # ------------------------------------------------------------------ gym API
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        options = dict(options or {})
+        unknown = set(options) - {"goal_state", "start_state"}
+        if unknown:
+            raise ValueError(f"unknown reset options {sorted(unknown)}, expected 'goal_state' and/or "
+                             "'start_state'")
+        start, goal = self._sample(self.np_random)
+        S = self.spec_.state_dim
+        for key in ("goal_state", "start_state"):
+            if key in options:
+                v = np.asarray(options[key], dtype=np.float64)
+                if v.shape != (S,) or not np.all(np.isfinite(v)):
+                    raise ValueError(f"reset option {key} has shape {v.shape} (or non-finite values), "
+                                     f"expected a finite ({S},) state of {self.spec_.name}")
+                if key == "goal_state":
+                    goal = v
+                else:
+                    start = v
+        goal = self._normalize_goal(goal)
+        start = self._with_goal(start, goal)
+        mujoco.mj_resetData(self.model, self.data)
+        self._write(self.data, start)
+        self.elapsed = 0
+        self._set_goal(goal)
+        return self._frame(), self._info()
+
+    def _normalize_goal(self, goal: np.ndarray) -> np.ndarray:
+        """The goal state made self-consistent (its marker joints where the goal is, at rest)."""
+        return goal
+
+    def _with_goal(self, start: np.ndarray, goal: np.ndarray) -> np.ndarray:
+        """The start state with the goal marker joints copied from the goal state."""
+        return start
+
+    def step(self, action):
+        a = check_action(action, self.action_space)
+        self.data.ctrl[:] = a
+        mujoco.mj_step(self.model, self.data, nstep=self._nsub)
+        self.elapsed += 1
+        info = self._info()
+        reward = -float(info["distance"])
+        terminated = bool(self.terminate_on_success and info["is_success"])
+        truncated = self.elapsed >= self.max_steps
+        return self._frame(), reward, terminated, truncated, info
+
+    def _info(self) -> dict:
+        state = self._physics_state(self.data)
+        dist = float(self.distance(state, self.goal_state))
+        return {"state": state, "goal_state": self.goal_state.copy(), "distance": dist,
+                "is_success": dist <= self.spec_.success_threshold, "elapsed": self.elapsed}
+
+    def close(self) -> None:
+        if self._renderer is not None:
+            self._renderer.close()
+            self._renderer = None
