@@ -64,8 +64,8 @@ class ModelConfig:
                 raise ValueError(f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}; set head_dim")
         if self.action_scale <= 0:
             raise ValueError(f"action_scale={self.action_scale}, expected > 0")
-        if not 0.0 <= self.cond_dropout < 1.0:
-            raise ValueError(f"cond_dropout={self.cond_dropout}, expected in [0, 1)")
+        if not 0.0 <= self.cond_dropout <= 1.0:
+            raise ValueError(f"cond_dropout={self.cond_dropout}, expected in [0, 1]")
         if not 0.0 <= self.context_noise < 1.0:
             raise ValueError(f"context_noise={self.context_noise}, expected in [0, 1)")
         for name in ("d_model", "n_layers", "n_heads", "latent_dim", "action_dim", "vocab_size", "max_seq_len"):

@@ -28,7 +28,8 @@ inside the frame feed the 2-D rotary components. Non-frame tokens have row = col
 Conditioning for classifier-free guidance: the Text/Action segments that sit between a
 frame and the previous frame of its document (a caption before an image, the action
 before the next video frame) are that frame's conditioning; `cond_of` names the frame.
-Condition dropout hides them from the frame's *noisy* copy only (see `mask_from_vectors`).
+The frame's own <boi> is marked too, since it attends to the condition and would leak it.
+Condition dropout hides these tokens from the frame's *noisy* copy only (see `allowed`).
 
 Actions: `action_encoding="text"` writes `<act>` + ByteTokenizer.format_action(a /
 action_scale) + `<eoa>` as ordinary (loss-free) text tokens; `"embed"` emits one token of
@@ -352,7 +353,8 @@ class SequenceBuilder:
             is_doc = part["doc_id"] >= 0
             part["cond_of"] = torch.where(is_doc, torch.full_like(part["cond_of"], f), part["cond_of"])
         self._pending = []
-        self._emit(1, tokens=torch.full((self.B, 1), _TOK.boi_id, dtype=torch.long, device=self.device))
+        boi = self._emit(1, tokens=torch.full((self.B, 1), _TOK.boi_id, dtype=torch.long, device=self.device))
+        boi["cond_of"] = torch.full_like(boi["cond_of"], f)   # <boi> saw the condition: hide it too
         self.cur_frame, self.frame_pos = f, self.pos.clone()
         return f
 

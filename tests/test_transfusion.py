@@ -1,0 +1,276 @@
+"""The unified model: losses, KV-cached frame prediction vs full recompute, CFG dropout,
+context noise, action encodings, gradients through rollouts, text generation, save/load."""
+import pytest
+import torch
+
+from worldmodel.config import MODELS, ModelConfig
+from worldmodel.flow import FlowConfig
+from worldmodel.moe import MoEConfig
+from worldmodel.sequence import (ACTION_VIDEO, IMAGE_TEXT, TEXT, VIDEO, Action, Document, Frame, Text, collate,
+                                 document_length, pack_rows)
+from worldmodel.tokenizer import ByteTokenizer
+from worldmodel.transfusion import Transfusion
+
+N, C, A = 4, 6, 2
+TOK = ByteTokenizer()
+FFN = {"dense": MoEConfig(kind="dense"), "moe": MoEConfig(kind="moe", n_experts=4, top_k=2, granularity=4)}
+
+
+def model(ffn="moe", enc="embed", pred="x", **kw):
+    torch.manual_seed(0)
+    cfg = ModelConfig(d_model=32, n_layers=2, n_heads=2, latent_dim=C, frame_grid=(2, 2), action_dim=A,
+                      action_encoding=enc, action_scale=0.5, moe=FFN[ffn], flow=FlowConfig(prediction=pred), **kw)
+    return Transfusion(cfg)
+
+
+def rnd(*shape, seed=0):
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+
+
+def av_doc(seed=0):
+    a = rnd(2, A, seed=seed + 100) * 0.3
+    return Document([Frame(rnd(N, C, seed=seed), loss=False), Action(a[0]), Frame(rnd(N, C, seed=seed + 1)),
+                     Action(a[1]), Frame(rnd(N, C, seed=seed + 2))], ACTION_VIDEO)
+
+
+def text_doc(s="the quick brown fox jumps over the lazy dog"):
+    return Document([Text(TOK.encode(s, bos=True, eos=True))], TEXT)
+
+
+def caption_doc(seed=0):
+    return Document([Text(TOK.encode("arm left")), Frame(rnd(N, C, seed=seed + 7))], IMAGE_TEXT)
+
+
+def batch_of(m, docs, seq_len=None, rows=2):
+    seq_len = seq_len or sum(document_length(d, m.cfg) for d in docs) + 3
+    return collate([pack_rows(docs, seq_len, m.cfg)] * rows)
+
+
+# -- KV-cached rollout == full recompute --------------------------------------------------------
+def reference_rollout(m, ctx, ctx_act, actions, steps, cfg_scale, generator, text=None):
+    """Recompute the whole training-layout sequence (pack_rows + full forward) at every Euler step."""
+    B, Tc = ctx.shape[:2]
+    preds = []
+    for h in range(actions.shape[1]):
+        docs = []
+        for b in range(B):
+            segs = [Text(TOK.encode(text[b]), loss=False)] if text else []
+            for i in range(Tc):
+                segs.append(Frame(ctx[b, i], loss=False))
+                if i < Tc - 1:
+                    segs.append(Action(ctx_act[b, i]))
+            for j in range(h):
+                segs += [Action(actions[b, j]), Frame(preds[j][b], loss=False)]
+            segs += [Action(actions[b, h]), Frame(torch.zeros(N, C), loss=True)]
+            docs.append(Document(segs, ACTION_VIDEO))
+        L = max(document_length(d, m.cfg) for d in docs)
+        batch = collate([pack_rows([d], L, m.cfg) for d in docs])
+        noisy = batch.is_noisy
+
+        def predictor(drop):
+            def predict(z, t):
+                zz, tt = batch.latents.clone(), torch.ones(noisy.shape)
+                zz[noisy] = z.reshape(-1, C)
+                tt[noisy] = t.repeat_interleave(N)
+                return m(batch, z=zz, t=tt, drop=drop).flow[noisy].view(B, N, C)
+            return predict
+
+        noise = torch.randn(B, N, C, generator=generator)
+        preds.append(m.flow.sample(predictor(None), noise, steps, cfg_scale,
+                                   predictor(noisy) if cfg_scale != 1 else None))
+    return torch.stack(preds, 1)
+
+
+@pytest.mark.parametrize("enc", ["embed", "text"])
+@pytest.mark.parametrize("pred", ["x", "v"])
+@pytest.mark.parametrize("cfg_scale", [1.0, 2.5])
+def test_kv_cache_rollout_equals_full_recompute(enc, pred, cfg_scale):
+    m = model("moe", enc, pred).eval()
+    B, Tc, H = 2, 2, 3
+    ctx, ctx_act, act = rnd(B, Tc, N, C, seed=1), rnd(B, Tc - 1, A, seed=2) * 0.3, rnd(B, H, A, seed=3) * 0.3
+    with torch.no_grad():
+        got = m.predict_next_frames(ctx, ctx_act, act, steps=3, cfg_scale=cfg_scale,
+                                    generator=torch.Generator().manual_seed(5))
+        ref = reference_rollout(m, ctx, ctx_act, act, 3, cfg_scale, torch.Generator().manual_seed(5))
+    assert got.shape == (B, H, N, C)
+    assert torch.allclose(got, ref, atol=1e-4), (got - ref).abs().max()
+
+
+def test_text_command_prefix_rollout_equals_full_recompute():
+    m = model("dense", "text").eval()
+    ctx, ctx_act, act = rnd(2, 1, N, C, seed=1), torch.zeros(2, 0, A), rnd(2, 2, A, seed=3) * 0.3
+    text = ["move the arm to the left", "up"]            # ragged: left-padded in the cached stream
+    with torch.no_grad():
+        got = m.predict_next_frames(ctx, ctx_act, act, steps=2, text=text, generator=torch.Generator().manual_seed(0))
+        ref = reference_rollout(m, ctx, ctx_act, act, 2, 1.0, torch.Generator().manual_seed(0), text=text)
+        plain = m.predict_next_frames(ctx, ctx_act, act, steps=2, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(got, ref, atol=1e-4)
+    assert not torch.allclose(got, plain, atol=1e-4)     # the command is seen
+    with pytest.raises(ValueError, match="action_encoding='text'"):
+        model("dense", "embed").predict_next_frames(ctx, ctx_act, act, text=text)
+
+
+def test_rollout_shape_errors_name_the_shapes():
+    m = model("dense").eval()
+    with pytest.raises(ValueError, match=r"context_actions has shape \(2, 0, 2\), expected \(2, 1, 2\)"):
+        m.predict_next_frames(rnd(2, 2, N, C), torch.zeros(2, 0, A), rnd(2, 1, A))
+    with pytest.raises(ValueError, match="context has shape"):
+        m.predict_next_frames(rnd(2, 2, N, C + 1), rnd(2, 1, A), rnd(2, 1, A))
+
+
+# -- training losses -------------------------------------------------------------------------
+def eval_loss(m, batch, seed=123):
+    with torch.no_grad():
+        _, met = m.loss(batch, generator=torch.Generator().manual_seed(seed))
+    return met
+
+
+def overfit(m, batch, steps=60, lr=3e-3):
+    opt = torch.optim.AdamW(m.parameters(), lr=lr, weight_decay=0.0)
+    m.train()
+    for i in range(steps):
+        loss, _ = m.loss(batch, generator=torch.Generator().manual_seed(i))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+
+@pytest.mark.parametrize("ffn", ["dense", "moe"])
+@pytest.mark.parametrize("pred", ["x", "v"])
+def test_losses_finite_and_fall_when_overfitting(ffn, pred):
+    m = model(ffn, "embed", pred)
+    batch = batch_of(m, [text_doc(), av_doc(), caption_doc()])
+    before = eval_loss(m, batch)
+    for k in ("loss", "loss_text", "loss_flow", "moe_aux", "loss/text", "loss/image_text", "loss/action_video"):
+        assert torch.isfinite(torch.tensor(before[k])), k
+    assert ("moe/entropy" in before) == (ffn == "moe")
+    overfit(m, batch)
+    after = eval_loss(m, batch)
+    assert after["loss_text"] < 0.6 * before["loss_text"]
+    assert after["loss_flow"] < 0.8 * before["loss_flow"]
+    assert after["loss"] < before["loss"]
+
+
+@pytest.mark.parametrize("enc", ["embed", "text"])
+def test_text_alone_and_frames_alone_both_fall(enc):
+    m = model("moe", enc)
+    text_only = batch_of(m, [text_doc(), text_doc("hello world, hello arm")])
+    frames_only = batch_of(m, [Document([Frame(rnd(N, C, seed=s)) for s in range(3)], VIDEO), av_doc(4)])
+    b_text, b_frames = eval_loss(m, text_only), eval_loss(m, frames_only)
+    assert b_text["loss_flow"] == 0.0 and b_text["flow_tokens"] == 0
+    assert b_frames["loss_text"] == 0.0 and b_frames["text_tokens"] == 0
+    overfit(m, text_only, steps=40)
+    assert eval_loss(m, text_only)["loss_text"] < 0.6 * b_text["loss_text"]
+    m = model("moe", enc)
+    overfit(m, frames_only, steps=40)
+    assert eval_loss(m, frames_only)["loss_flow"] < 0.8 * b_frames["loss_flow"]
+
+
+def one_action_doc(action):
+    return Document([Frame(rnd(N, C, seed=1), loss=False), Action(action), Frame(rnd(N, C, seed=2))], ACTION_VIDEO)
+
+
+@pytest.mark.parametrize("enc", ["embed", "text"])
+def test_condition_dropout_hides_the_action_from_the_target(enc):
+    m = model("dense", enc, context_noise=0.0)
+    m.train()
+    b1 = batch_of(m, [one_action_doc(torch.tensor([0.4, -0.4]))])
+    b2 = batch_of(m, [one_action_doc(torch.tensor([-0.4, 0.4]))])
+
+    def flow_loss(b):
+        with torch.no_grad():
+            return m.loss(b, generator=torch.Generator().manual_seed(0))[1]["loss_flow"]
+
+    m.cfg.cond_dropout = 0.0
+    assert abs(flow_loss(b1) - flow_loss(b2)) > 1e-6      # the action matters...
+    m.cfg.cond_dropout = 1.0
+    assert abs(flow_loss(b1) - flow_loss(b2)) < 1e-6      # ...unless its condition is dropped
+    m.eval()                                              # no dropout at evaluation
+    assert abs(flow_loss(b1) - flow_loss(b2)) > 1e-6
+
+
+def test_context_noise_in_training_and_rollout():
+    m = model("dense", context_noise=0.1)
+    seen = []
+    m.time_emb.register_forward_hook(lambda mod, inp, out: seen.append(inp[0].detach().clone()))
+    b = batch_of(m, [av_doc()])
+    clean = (b.modality == 1) & ~b.is_noisy
+    m.train()
+    m.loss(b, generator=torch.Generator().manual_seed(0))
+    t = seen[-1][clean]
+    assert (t <= 1).all() and (t >= 0.9).all() and (t < 1).any()   # sigma ~ U(0, 0.1) on clean context
+    m.eval()
+    m.loss(b, generator=torch.Generator().manual_seed(0))
+    assert (seen[-1][clean] == 1).all()                              # evaluation: clean context, t = 1
+
+    ctx, ctx_act, act = rnd(2, 2, N, C, seed=1), rnd(2, 1, A, seed=2), rnd(2, 2, A, seed=3)
+    with torch.no_grad():
+        seen.clear()
+        x0 = m.predict_next_frames(ctx, ctx_act, act, steps=2, generator=torch.Generator().manual_seed(0))
+        assert torch.equal(seen[0], torch.ones_like(seen[0]))        # default: clean cached context, t = 1
+        first = len(seen)
+        x1 = m.predict_next_frames(ctx, ctx_act, act, steps=2, generator=torch.Generator().manual_seed(0),
+                                   context_noise=0.05)
+        x2 = m.predict_next_frames(ctx, ctx_act, act, steps=2, generator=torch.Generator().manual_seed(0),
+                                   context_noise=0.05)
+    assert torch.allclose(seen[first], torch.tensor(0.95))             # the cached context got t = 1 - sigma
+    assert not torch.allclose(x0, x1, atol=1e-4) and torch.equal(x1, x2)
+
+
+# -- planning-facing properties -----------------------------------------------------------------
+def test_rollout_is_differentiable_in_embedded_actions():
+    m = model("moe", "embed").eval()
+    act = (rnd(2, 3, A, seed=3) * 0.3).requires_grad_()
+    out = m.predict_next_frames(rnd(2, 1, N, C), torch.zeros(2, 0, A), act, steps=2,
+                                generator=torch.Generator().manual_seed(0))
+    out[:, -1].pow(2).mean().backward()
+    assert act.grad is not None and torch.isfinite(act.grad).all() and act.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="embed"):
+        model("moe", "text").eval().predict_next_frames(rnd(2, 1, N, C), torch.zeros(2, 0, A),
+                                                        act.detach().requires_grad_(), steps=2)
+
+
+def test_generate_text_with_cache_equals_greedy_full_forward():
+    m = model("moe").eval()
+    prefix = TOK.encode("hello", bos=True)
+    got = m.generate_text(prefix, max_new=6, temperature=0.0)
+    ids = list(prefix)
+    for _ in range(6):
+        b = pack_rows([Document([Text(ids)], TEXT)], len(ids), m.cfg)
+        with torch.no_grad():
+            ids.append(int(m(b).logits[0, -1].argmax()))
+    ref = ids[len(prefix):]
+    ref = ref[:ref.index(TOK.eos_id)] if TOK.eos_id in ref else ref
+    assert got == ref
+    samples = m.generate_text(torch.tensor([prefix] * 3), max_new=4, temperature=1.0, top_p=0.9,
+                              generator=torch.Generator().manual_seed(0))
+    assert samples.shape == (3, 4) and ((samples >= 0) & (samples < m.cfg.vocab_size)).all()
+
+
+@pytest.mark.parametrize("enc", ["embed", "text"])
+def test_save_load_equality(tmp_path, enc):
+    m = model("moe", enc).eval()
+    m.save_pretrained(tmp_path / "wm", extra={"task": "reacher", "context_frames": 2})
+    m2 = Transfusion.from_pretrained(tmp_path / "wm", device="cpu")
+    assert m2.cfg == m.cfg and m2.extra == {"task": "reacher", "context_frames": 2}
+    for k, v in m.state_dict().items():
+        assert torch.equal(v, m2.state_dict()[k]), k
+    ctx, ctx_act, act = rnd(1, 2, N, C), rnd(1, 1, A), rnd(1, 2, A)
+    with torch.no_grad():
+        a = m.predict_next_frames(ctx, ctx_act, act, steps=2, generator=torch.Generator().manual_seed(0))
+        b = m2.predict_next_frames(ctx, ctx_act, act, steps=2, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(a, b)
+    with pytest.raises(FileNotFoundError):
+        Transfusion.from_pretrained(tmp_path / "missing")
+
+
+def test_size_factories_build_configs():
+    for name, factory in MODELS.items():
+        cfg = factory(latent_dim=128, frame_grid=(4, 4), action_dim=2)
+        assert cfg.d_model % cfg.n_heads == 0 and cfg.frame_tokens == 16, name
+    tiny = Transfusion(MODELS["tiny"](latent_dim=16, frame_grid=(4, 4), action_dim=2))
+    assert 1e6 < tiny.num_params() < 4e6 and tiny.num_active_params() < tiny.num_params()
+    with pytest.raises(ValueError, match="action_encoding"):
+        ModelConfig(action_encoding="tokens")
+    with pytest.raises(ValueError, match="unknown ModelConfig keys"):
+        ModelConfig.from_dict({"d_model": 64, "n_layer": 2})
