@@ -141,8 +141,8 @@ class Throughput:
 
 
 # Loss keys shown on the progress bar: text, frames (image-text + video), action-video.
-BAR_KEYS = (("loss", "loss"), ("loss_text", "text"), ("loss_frames", "frames"),
-            ("loss_action_video", "act"), ("tok_s", "tok/s"), ("mfu", "mfu"))
+BAR_KEYS = (("loss", "loss"), ("group/text", "text"), ("group/frames", "frames"),
+            ("group/action_video", "act"), ("tok_s", "tok/s"), ("mfu", "mfu"))
 
 
 class ProgressBar:

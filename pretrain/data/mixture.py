@@ -286,10 +286,11 @@ class Mixture:
         for k in self.weights:
             if k == TEXT:
                 continue
-            n = self.length(self._sample(k))
+            doc = self._sample(k)
+            n = self.length(doc)
             if k == IMAGE_TEXT:  # caption lengths vary: bound by the longest caption allowed
-                n = n - max(len(s.ids) for s in self._sample(k).segments if isinstance(s, Text)) \
-                    + self.episodes.caption_tokens
+                caption = next(s for s in doc.segments if isinstance(s, Text))
+                n = n - len(caption.ids) + self.episodes.caption_tokens
             else:
                 self.fixed[k] = n
             if n > self.cfg.seq_len:

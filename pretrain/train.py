@@ -1,0 +1,452 @@
+"""`lw pretrain`: train the unified Transfusion MoE model on the data mixture.
+
+    lw pretrain experiment=tiny_cpu                      # ~10 min on 2 CPU cores
+    lw pretrain experiment=tiny_cpu resume=true          # continue a killed run exactly
+    torchrun --nproc_per_node=8 -m pretrain.train model=base data.seq_len=2048
+
+One code path for one process and many: under torchrun the model is sharded with FSDP2
+(`pretrain.distributed.parallelize`) and checkpoints go through DCP. Every rank draws the
+same global batch from the mixture and trains on its own slice, and the flow noise of
+each micro-batch comes from a generator seeded by (seed, step, global micro-batch index):
+N ranks x k micro-batches see exactly the data and noise of 1 rank x N*k micro-batches.
+
+Run folder: config.yaml/json (resolved), metrics.jsonl, tb/, checkpoints/step-XXXXXXXX/,
+model/ (the export: Transfusion + its RAE in model/rae/, loadable by from_pretrained).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import random
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from pretrain import checkpoint as ckpt
+from pretrain import distributed as dist_mod
+from pretrain.checkpoint import CheckpointConfig
+from pretrain.data.mixture import SOURCE_NAMES, DataConfig, EpisodeData, Mixture, load_episodes
+from pretrain.metrics import (MetricsConfig, MetricsLogger, ProgressBar, Throughput, flops_per_token, mfu,
+                              peak_flops, truncate_jsonl)
+from pretrain.optim import EMA, OptimConfig, build_optimizer, build_scheduler
+from worldmodel.config import ModelConfig
+from worldmodel.sequence import TEXT, collate, document_length, pack_rows
+
+PRECISIONS = ("auto", "bf16", "fp32")
+GROUPS = ("group/text", "group/frames", "group/action_video")  # loss groups shown on the progress bar
+SWITCHES = ("auto", "on", "off")
+
+
+@dataclass
+class RAEArgs:
+    path: str = "runs/rae_reacher"  # RAE folder (save_pretrained): sets the latent grid/dim, copied into the export
+
+
+@dataclass
+class TrainConfig:
+    run_dir: str = "runs/pretrain"  # output folder (config, metrics, checkpoints, model/)
+    seed: int = 0                   # model init, flow noise; the data order has data.seed
+    device: str = "auto"            # auto | cpu | cuda | cuda:N ("auto": CUDA when available)
+    steps: int = 1000               # optimizer steps of the whole run (the LR schedule spans them)
+    max_steps_this_run: int = 0     # stop this invocation after this many steps (0 = run to `steps`)
+    batch_size: int = 8             # packed rows per optimizer step (global: all ranks x micro-batches)
+    grad_accum: int = 1             # micro-batches per rank per optimizer step
+    resume: bool = False            # continue from the newest checkpoint in run_dir/checkpoints
+    precision: str = "auto"         # auto (bf16 autocast on CUDA, fp32 on CPU) | bf16 | fp32
+    compile: str = "auto"           # torch.compile the transformer blocks: auto (CUDA only) | on | off
+    eval_every: int = 0             # steps between held-out evaluations (0 = only at the end)
+    eval_rows: int = 16             # held-out rows per evaluation
+    export: bool = True             # write run_dir/model/ at the end of the run
+    model: ModelConfig = field(default_factory=ModelConfig)    # latent_dim/frame_grid/action_* come from the RAE/data
+    rae: RAEArgs = field(default_factory=RAEArgs)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+
+
+# ---------------------------------------------------------------- data and model shapes
+@dataclass
+class DataInfo:
+    """What the model and the export need to know about the data and the RAE."""
+    latent_dim: int | None = None
+    frame_grid: tuple[int, int] | None = None
+    encoder_id: str = ""
+    action_dim: int | None = None
+    action_scale: float | None = None
+    task: str = ""
+    image_size: int | None = None
+
+
+def uses_episodes(data: DataConfig) -> bool:
+    return any(w > 0 for k, w in data.weights().items() if k != TEXT)
+
+
+def resolve_data_info(cfg: TrainConfig) -> DataInfo:
+    """Latent shape from the RAE folder, action shape/scale and task from the dataset manifest."""
+    from worldmodel import hub
+    info = DataInfo()
+    if cfg.rae.path:
+        meta = hub.read_config(cfg.rae.path, "rae")
+        info.latent_dim, info.frame_grid = int(meta["latent_dim"]), tuple(int(g) for g in meta["grid"])
+        info.encoder_id = str(meta["encoder_id"])
+        info.image_size = int(meta["config"]["image_size"])
+    elif uses_episodes(cfg.data):
+        raise ValueError("rae.path is empty but the data mixture has vision sources; "
+                         "expected the RAE folder whose latents the dataset caches")
+    if uses_episodes(cfg.data):
+        from pretrain.data.shards import read_manifest
+        m = read_manifest(cfg.data.dataset)
+        spec = m.get("task_spec") or {}
+        info.task, info.action_dim = m["task"], int(m["action_dim"])
+        scale = spec.get("action_scale")
+        if scale is None and m["shards"]:  # older manifests: the largest |action| seen
+            scale = max(max(abs(v) for v in s["action_min"] + s["action_max"]) for s in m["shards"])
+        info.action_scale = float(scale or 1.0)
+        if info.image_size is not None and m.get("image_size") not in (None, info.image_size):
+            print(f"note: dataset frames are {m['image_size']}px, the RAE works at {info.image_size}px",
+                  file=sys.stderr)
+    return info
+
+
+def model_config(cfg: TrainConfig, info: DataInfo) -> ModelConfig:
+    """cfg.model with the data-determined fields filled in."""
+    over: dict[str, Any] = {}
+    if info.latent_dim is not None:
+        over.update(latent_dim=info.latent_dim, frame_grid=info.frame_grid)
+    if info.action_dim is not None:
+        over.update(action_dim=info.action_dim, action_scale=info.action_scale)
+    need = cfg.data.seq_len
+    if cfg.model.max_seq_len < need:
+        over["max_seq_len"] = need
+    return dataclasses.replace(cfg.model, **over)
+
+
+def check_config(cfg: TrainConfig, world_size: int) -> int:
+    """Validate the step arithmetic; returns rows per micro-batch per rank."""
+    if cfg.precision not in PRECISIONS:
+        raise ValueError(f"precision={cfg.precision!r}, expected one of {PRECISIONS}")
+    if cfg.compile not in SWITCHES:
+        raise ValueError(f"compile={cfg.compile!r}, expected one of {SWITCHES}")
+    if cfg.steps < 1 or cfg.grad_accum < 1 or cfg.batch_size < 1:
+        raise ValueError(f"steps={cfg.steps}, grad_accum={cfg.grad_accum}, batch_size={cfg.batch_size}; "
+                         f"expected all >= 1")
+    per = world_size * cfg.grad_accum
+    if cfg.batch_size % per:
+        raise ValueError(f"batch_size={cfg.batch_size} is not divisible by world_size*grad_accum={per}; "
+                         f"expected a multiple of {per}")
+    return cfg.batch_size // per
+
+
+# ---------------------------------------------------------------- the trainer
+def _micro_seed(seed: int, step: int, micro: int) -> int:
+    return (seed * 1_000_003 + step * 10_007 + micro) % (2**63)
+
+
+def _combine(metric_list: list[dict[str, float]]) -> dict[str, float]:
+    """Average per-micro-batch metrics; a per-source metric over the micro-batches that had it."""
+    out: dict[str, list[float]] = {}
+    for m in metric_list:
+        for k, v in m.items():
+            if isinstance(v, (int, float)) and math.isfinite(v):
+                out.setdefault(k, []).append(float(v))
+    return {k: sum(v) / len(v) for k, v in out.items()}
+
+
+def _bar_losses(m: dict[str, float]) -> dict[str, float]:
+    """Loss groups of the progress bar: text (text source), frames (image-text + video flow),
+    action-video (flow)."""
+    out = {}
+    if "loss_text/text" in m:
+        out["group/text"] = m["loss_text/text"]
+    frames = [m[k] for k in ("loss_flow/image_text", "loss_flow/video") if k in m]
+    if frames:
+        out["group/frames"] = sum(frames) / len(frames)
+    if "loss_flow/action_video" in m:
+        out["group/action_video"] = m["loss_flow/action_video"]
+    return out
+
+
+class Trainer:
+    """Builds data, model, optimiser from a TrainConfig and runs optimizer steps.
+
+    `episodes` (optional) replaces the dataset's cached latents, e.g. synthetic data for
+    benchmarks; `info` then describes their shapes.
+    """
+
+    def __init__(self, cfg: TrainConfig, episodes: list[EpisodeData] | None = None,
+                 info: DataInfo | None = None, dist: dist_mod.DistInfo | None = None, quiet: bool = False):
+        self.cfg = cfg
+        self.dist = dist or dist_mod.init_distributed(cfg.device)
+        self.device = self.dist.device
+        self.micro_rows = check_config(cfg, self.dist.world_size)
+        self.quiet = quiet or not self.dist.is_main
+        self.run_dir = Path(cfg.run_dir)
+        self.info = info or resolve_data_info(cfg)
+        self.model_cfg = model_config(cfg, self.info)
+        torch.manual_seed(cfg.seed)
+        np.random.seed(cfg.seed)
+        random.seed(cfg.seed)
+
+        # data: every rank builds the same mixture and takes its slice of each global batch
+        length = lambda doc: document_length(doc, self.model_cfg)  # noqa: E731
+        if episodes is None and uses_episodes(cfg.data):
+            enc = cfg.data.encoder_id or self.info.encoder_id
+            episodes = load_episodes(cfg.data.dataset, enc, "train", cfg.data.holdout)
+            self._val_episodes = (lambda: load_episodes(cfg.data.dataset, enc, "val", cfg.data.holdout)) \
+                if cfg.data.holdout > 0 else (lambda: episodes)
+        else:
+            self._val_episodes = lambda: episodes
+        self.mixture = Mixture(cfg.data, length, episodes, split="train")
+        self._length = length
+
+        # model
+        from worldmodel.transfusion import Transfusion
+        self.model = Transfusion(self.model_cfg).to(self.device)
+        self.n_params = sum(p.numel() for p in self.model.parameters())
+        emb = sum(m.weight.numel() for m in self.model.modules() if isinstance(m, nn.Embedding))
+        self.n_active = self.model.num_active_params() - emb  # matmul parameters a token uses
+        self.flops_per_token = flops_per_token(self.n_active, self.model_cfg.n_layers, self.model_cfg.d_model,
+                                               cfg.data.seq_len)
+        if self.dist.world_size > 1:
+            dist_mod.parallelize(self.model, self.dist.mesh)
+        compile_on = cfg.compile == "on" or (cfg.compile == "auto" and self.device.type == "cuda")
+        if compile_on:
+            for lst in dist_mod._block_lists(self.model):
+                for block in lst:
+                    block.compile()
+        self.amp = cfg.precision == "bf16" or (cfg.precision == "auto" and self.device.type == "cuda")
+        self.optimizer = build_optimizer(self.model, cfg.optim)
+        self.scheduler = build_scheduler(self.optimizer, cfg.optim, cfg.steps)
+        self.ema = EMA(self.model, cfg.optim.ema_decay) if cfg.optim.ema_decay > 0 else None
+        self.step = 0
+        self.tokens_seen = 0
+        self.peak = peak_flops(self.device, cfg.metrics.peak_flops)
+        self.throughput = Throughput()
+        self.history: list[dict[str, float]] = []
+
+    # -- state
+    def train_state(self) -> dict[str, Any]:
+        return {"step": self.step, "tokens_seen": self.tokens_seen, "scheduler": self.scheduler.state_dict(),
+                "data": self.mixture.state_dict()}
+
+    def save_checkpoint(self) -> Path:
+        return ckpt.save(self.run_dir / "checkpoints", self.step, self.model, self.optimizer, self.train_state(),
+                         ema=self.ema.state_dict() if self.ema else None, keep_last=self.cfg.checkpoint.keep_last)
+
+    def load_checkpoint(self, path: str | Path) -> None:
+        state = ckpt.load(path, self.model, self.optimizer, ema=self.ema.state_dict() if self.ema else None)
+        self.step, self.tokens_seen = state["step"], state["tokens_seen"]
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.mixture.load_state_dict(state["data"])
+
+    # -- one optimizer step
+    def _micro_batches(self) -> list:
+        rows = self.mixture.next_rows(self.cfg.batch_size)  # the global batch, identical on every rank
+        r, m = self.dist.rank, self.micro_rows
+        mine = rows[r * self.cfg.grad_accum * m:(r + 1) * self.cfg.grad_accum * m]
+        seq_len = self.cfg.data.seq_len
+        return [collate([pack_rows(docs, seq_len, self.model_cfg) for docs in mine[i * m:(i + 1) * m]])
+                for i in range(self.cfg.grad_accum)]
+
+    def train_step(self) -> dict[str, float]:
+        cfg, model = self.cfg, self.model
+        model.train()
+        batches = self._micro_batches()
+        metric_list = []
+        for i, batch in enumerate(batches):
+            batch = batch.to(self.device)
+            micro = self.dist.rank * cfg.grad_accum + i  # global micro-batch index: independent of world size
+            gen = torch.Generator(device=self.device).manual_seed(_micro_seed(cfg.seed, self.step, micro))
+            if self.dist.world_size > 1 and hasattr(model, "set_requires_gradient_sync"):
+                model.set_requires_gradient_sync(i == len(batches) - 1)  # reduce-scatter once per step
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+                loss, metrics = model.loss(batch, generator=gen)
+            (loss / cfg.grad_accum).backward()
+            metric_list.append(metrics)
+        if cfg.optim.grad_clip > 0:
+            gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
+        else:
+            gnorm = torch.nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None])
+        lr = self.scheduler.get_last_lr()[0]
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        from worldmodel.moe import update_load_balance_bias
+        update_load_balance_bias(model)
+        if self.ema is not None:
+            self.ema.update(model)
+        self.step += 1
+        tokens = cfg.batch_size * cfg.data.seq_len
+        self.tokens_seen += tokens
+        m = dist_mod.all_reduce_mean(_combine(metric_list), self.device)
+        m.update(_bar_losses(m))
+        m.update(lr=lr, grad_norm=float(dist_mod.full_tensor(gnorm)), tokens=self.tokens_seen)
+        tok_s = self.throughput.update(tokens)
+        if tok_s > 0:
+            m["tok_s"] = tok_s
+            if (u := mfu(tok_s, self.flops_per_token, self.peak, self.dist.world_size)) is not None:
+                m["mfu"] = u
+        return m
+
+    @torch.no_grad()
+    def evaluate(self, rows: int | None = None) -> dict[str, float]:
+        """Mean loss on held-out rows (fixed: the same rows at every evaluation)."""
+        cfg = self.cfg
+        rows = rows or cfg.eval_rows
+        split = "val" if cfg.data.holdout > 0 else "train"  # no held-out split: fresh draws of train data
+        mix = Mixture(dataclasses.replace(cfg.data, seed=cfg.data.seed + 1), self._length,
+                      self._val_episodes(), split=split)
+        docs = mix.next_rows(rows)
+        was = self.model.training
+        self.model.eval()
+        out = []
+        for i in range(0, rows, self.micro_rows):
+            batch = collate([pack_rows(d, cfg.data.seq_len, self.model_cfg) for d in docs[i:i + self.micro_rows]])
+            gen = torch.Generator(device=self.device).manual_seed(_micro_seed(cfg.seed + 1, 0, i))
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+                _, metrics = self.model.loss(batch.to(self.device), generator=gen)
+            out.append(metrics)
+        self.model.train(was)
+        m = _combine(out)
+        m.update(_bar_losses(m))
+        return {f"val/{k}": v for k, v in m.items() if k.startswith(("loss", "group/"))}
+
+    # -- the run
+    def describe(self) -> str:
+        c, mc = self.cfg, self.model_cfg
+        return (f"pretrain: {self.n_params / 1e6:.2f}M params ({self.n_active / 1e6:.2f}M active, non-embedding), "
+                f"d={mc.d_model} L={mc.n_layers} ffn={mc.moe.kind}"
+                f"{f' E={mc.moe.n_experts} k={mc.moe.top_k}' if mc.moe.kind == 'moe' else ''}, "
+                f"latents {mc.frame_grid}x{mc.latent_dim}, actions {mc.action_dim}d/{mc.action_encoding}\n"
+                f"  {c.steps} steps x {c.batch_size} rows x {c.data.seq_len} tokens = "
+                f"{c.batch_size * c.data.seq_len} tokens/step on {self.dist.world_size}x {self.device} "
+                f"({'bf16' if self.amp else 'fp32'}), {self.flops_per_token / 1e6:.2f} MFLOP/token; mixture "
+                + ", ".join(f"{SOURCE_NAMES[k]} {w:.1%}" for k, w in c.data.weights().items()))
+
+    def run(self) -> dict[str, Any]:
+        cfg = self.cfg
+        ckpt_root = self.run_dir / "checkpoints"
+        resumed_from = None
+        if cfg.resume and (last := ckpt.latest(ckpt_root)) is not None:
+            self.load_checkpoint(last)
+            resumed_from = self.step
+        elif not cfg.resume and ckpt.latest(ckpt_root) is not None:
+            raise ValueError(f"{str(ckpt_root)!r} already holds checkpoints; pass resume=true to continue "
+                             f"that run, or choose another run_dir")
+        logger = None
+        if self.dist.is_main:
+            from pretrain.config import save_resolved
+            save_resolved(cfg, self.run_dir)
+            if resumed_from is not None:
+                truncate_jsonl(self.run_dir / "metrics.jsonl", resumed_from)
+            logger = MetricsLogger(self.run_dir, cfg.metrics.tensorboard, append=resumed_from is not None)
+            if not self.quiet:
+                print(self.describe() + (f"\n  resuming at step {self.step}" if resumed_from is not None else ""),
+                      flush=True)
+        start = self.step
+        end = cfg.steps if cfg.max_steps_this_run <= 0 else min(cfg.steps, self.step + cfg.max_steps_this_run)
+        bar = ProgressBar(cfg.steps, self.step, enabled=cfg.metrics.progress and not self.quiet)
+        try:
+            while self.step < end:
+                m = self.train_step()
+                if not all(math.isfinite(m.get(k, 0.0)) for k in ("loss", "grad_norm")):
+                    raise FloatingPointError(f"non-finite loss {m.get('loss')} / grad norm {m.get('grad_norm')} "
+                                             f"at step {self.step}")
+                if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < cfg.steps:
+                    m.update(self.evaluate())
+                self.history.append(m)
+                if logger is not None and (self.step % cfg.metrics.log_every == 0 or self.step == end):
+                    logger.log(self.step, m)
+                bar.update(m)
+                if cfg.checkpoint.every and self.step % cfg.checkpoint.every == 0 and self.step < end:
+                    self.save_checkpoint()
+            final: dict[str, float] = {}
+            if self.step >= cfg.steps and cfg.eval_rows > 0:
+                final = self.evaluate()
+                if logger is not None:
+                    logger.log(self.step, final)
+            if self.step > start:  # this invocation trained: leave a checkpoint to resume from
+                self.save_checkpoint()
+            exported = None
+            if self.step >= cfg.steps and cfg.export:
+                exported = self.export(self.run_dir / "model")
+        finally:
+            bar.close()
+            if logger is not None:
+                logger.close()
+        return {"step": self.step, "history": self.history, "final_eval": final, "export": exported,
+                "run_dir": str(self.run_dir), "n_params": self.n_params, "n_active": self.n_active,
+                "flops_per_token": self.flops_per_token}
+
+    # -- export
+    def export_extra(self) -> dict[str, Any]:
+        i = self.info
+        return {"task": i.task, "action_scale": i.action_scale, "image_size": i.image_size,
+                "context_frames": self.cfg.data.context_frames, "encoder_id": i.encoder_id,
+                "dataset": self.cfg.data.dataset, "seq_len": self.cfg.data.seq_len, "train_steps": self.step,
+                "train_tokens": self.tokens_seen, "ema": self.ema is not None}
+
+    def export(self, path: str | Path) -> Path | None:
+        """run_dir/model: the (EMA) weights as a from_pretrained folder, plus the RAE in model/rae/."""
+        from worldmodel.transfusion import Transfusion
+        sd = dist_mod.full_state_dict(self.model)  # collective under FSDP
+        if self.ema is not None:
+            for k, v in self.ema.state_dict().items():
+                full = dist_mod.full_tensor(v).detach().cpu()
+                if self.dist.is_main:
+                    sd[k] = full
+        path = Path(path)
+        if self.dist.is_main:
+            tmp = path.with_name(f".{path.name}.tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            model = Transfusion(self.model_cfg)
+            model.load_state_dict(sd, strict=True)
+            model.save_pretrained(tmp, extra=self.export_extra())
+            if self.cfg.rae.path:
+                shutil.copytree(self.cfg.rae.path, tmp / "rae")
+            shutil.rmtree(path, ignore_errors=True)
+            tmp.rename(path)
+        dist_mod.barrier()
+        return path
+
+
+def train(cfg: TrainConfig, **kw) -> dict[str, Any]:
+    trainer = Trainer(cfg, **kw)
+    return trainer.run()
+
+
+def main(overrides: list[str]) -> int:
+    from pretrain.config import compose, to_dict, wants_print
+    show, overrides = wants_print(overrides)
+    cfg = compose(TrainConfig, "pretrain", overrides)
+    if show:
+        from omegaconf import OmegaConf
+        print(OmegaConf.to_yaml(OmegaConf.create(to_dict(cfg))))
+        return 0
+    try:
+        out = train(cfg)
+    finally:
+        dist_mod.destroy()
+    if out["history"] and int(os.environ.get("RANK", "0")) == 0:
+        first, last = out["history"][0], out["history"][-1]
+        keys = [k for k in ("loss", *GROUPS) if k in last]
+        print("pretrain: " + ", ".join(f"{k} {first.get(k, float('nan')):.3f} -> {last[k]:.3f}" for k in keys)
+              + (f"; {last['tok_s']:.0f} tokens/s" if "tok_s" in last else ""))
+        if out["final_eval"]:
+            print("held-out: " + ", ".join(f"{k[4:]} {v:.3f}" for k, v in out["final_eval"].items()
+                                           if k[4:] in ("loss", *GROUPS)))
+        if out["export"]:
+            print(f"exported {out['export']}")
+    return 0
+
+
+if __name__ == "__main__":  # torchrun --nproc_per_node=N -m pretrain.train key=value ...
+    raise SystemExit(main(sys.argv[1:]))

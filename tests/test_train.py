@@ -1,0 +1,119 @@
+"""`lw pretrain` end to end on a tiny real world: a real (untrained) RAE, a shard dataset with
+its cached latents, the real Transfusion MoE. Losses fall, the export loads, configs are strict."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pretrain.config import ConfigError, compose
+from pretrain.train import TrainConfig, Trainer, main, train
+
+STEPS, IMG = 6, 16
+
+
+def make_world(root: Path, episodes: int = 12, seed: int = 0) -> tuple[Path, Path]:
+    """A tiny RAE (own ViT encoder, random weights) and a dataset whose latents it cached."""
+    from pretrain.data.shards import Dataset, Episode, ShardWriter, latent_file, sha256_file
+    from worldmodel.encoders import encoder_from_spec
+    from worldmodel.rae import RAE, RAEConfig
+    from worldmodel.vit import ViTConfig
+
+    rae_dir, data_dir = root / "rae", root / "data"
+    if (data_dir / "manifest.json").is_file():
+        return rae_dir, data_dir
+    torch.manual_seed(seed)
+    vit = ViTConfig(image_size=IMG, patch_size=4, dim=16, depth=1, heads=2)
+    enc = encoder_from_spec({"encoder": "own", "input_size": IMG, "kwargs": vars(vit).copy()})
+    rae = RAE(RAEConfig(image_size=IMG, decoder_dim=32, decoder_depth=1, decoder_heads=2), enc)
+    rae.save_pretrained(rae_dir)
+    rng = np.random.default_rng(seed)
+    with ShardWriter(data_dir, "reacher", {}, task_spec={"action_scale": 0.2}, episodes_per_shard=6) as w:
+        for i in range(episodes):
+            # a dot moving by the actions: frames that actually depend on the actions
+            acts = rng.uniform(-0.2, 0.2, (STEPS, 2)).astype(np.float32)
+            pos = np.cumsum(np.vstack([rng.uniform(4, 12, (1, 2)), acts * 10]), 0).clip(1, IMG - 2)
+            frames = np.zeros((STEPS + 1, IMG, IMG, 3), np.uint8)
+            for t, (x, y) in enumerate(pos.astype(int)):
+                frames[t, y - 1:y + 2, x - 1:x + 2] = (255, 80, 0)
+            w.add(Episode(frames=frames, actions=acts, states=pos.astype(np.float32),
+                          rewards=np.zeros(STEPS, np.float32), goal_state=np.zeros(2, np.float32),
+                          goal_frame=frames[-1], seed=i,
+                          captions=[f"the dot is at x={x}, y={y}." for x, y in pos.astype(int)]))
+    ds = Dataset(data_dir)
+    for i in range(len(ds.shards)):
+        frames = torch.from_numpy(ds.load_shard(i)["frames"]).float().div(255)  # (E, T+1, H, W, 3)
+        e, t1 = frames.shape[:2]
+        lat = rae.encode(frames.flatten(0, 1).permute(0, 3, 1, 2)).reshape(e, t1, 16, 16).numpy()
+        rel = latent_file(i, rae.encoder_id)
+        (data_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+        np.save(data_dir / rel, lat)
+        ds.record_latents(i, rae.encoder_id, rel, sha256_file(data_dir / rel), lat.shape)
+    return rae_dir, data_dir
+
+
+def tiny_overrides(root: Path, run: str, steps: int = 12, **extra) -> list[str]:
+    rae_dir, data_dir = make_world(root)
+    o = {"run_dir": str(root / run), "device": "cpu", "steps": steps, "batch_size": 4, "eval_rows": 4,
+         "rae.path": str(rae_dir), "data.dataset": str(data_dir), "data.seq_len": 128,
+         "data.text_sources": "[pydoc]", "data.holdout": 0.2, "data.predict_frames": 1, "data.video_frames": 3,
+         "model.d_model": 32, "model.n_layers": 2, "model.n_heads": 2, "model.moe.n_experts": 4,
+         "model.moe.top_k": 1, "model.moe.granularity": 4, "optim.lr": 3e-3, "optim.warmup_steps": 2,
+         "checkpoint.every": 4, "metrics.tensorboard": False, "metrics.progress": False}
+    o.update(extra)
+    return [f"{k}={v}" for k, v in o.items()]
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("world")
+    make_world(root)
+    return root
+
+
+def test_config_strict_and_presets():
+    with pytest.raises(ConfigError, match="optim.lrr"):
+        compose(TrainConfig, "pretrain", ["optim.lrr=1"])
+    with pytest.raises(ConfigError, match="bogus"):
+        compose(TrainConfig, "pretrain", ["model.moe.bogus=1"])
+    with pytest.raises(ConfigError, match="nosuch"):
+        compose(TrainConfig, "pretrain", ["experiment=nosuch"])
+    cfg = compose(TrainConfig, "pretrain", ["experiment=tiny_cpu"])
+    assert cfg.model.d_model == 128 and cfg.data.action_video == 0.6 and cfg.device == "cpu"
+    assert compose(TrainConfig, "pretrain", ["data=paper"]).data.text == 0.5
+    assert compose(TrainConfig, "pretrain", ["optim=wsd"]).optim.schedule == "wsd"
+    with pytest.raises(ValueError, match="divisible by world_size\\*grad_accum=3"):
+        Trainer(compose(TrainConfig, "pretrain", ["grad_accum=3", "batch_size=8", "rae=none",
+                                                  "data=text_only", "device=cpu"]))
+
+
+def test_losses_fall_and_export_loads(world):
+    from worldmodel.transfusion import Transfusion
+    from worldmodel.world import LatentWorld
+
+    assert main(tiny_overrides(world, "run", steps=40, **{"optim.lr": 1e-2, "batch_size": 8})) == 0
+    run = world / "run"
+    rows = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in rows if "lr" in r]
+    assert [r["step"] for r in steps] == list(range(1, 41))
+    head, tail = steps[:5], steps[-5:]
+    for key in ("loss", "group/text", "group/frames", "group/action_video"):
+        first = np.mean([r[key] for r in head])
+        last = np.mean([r[key] for r in tail])
+        assert last < 0.8 * first, (key, first, last)
+    assert any("val/loss" in r for r in rows)
+    assert (run / "config.yaml").is_file() and "seq_len: 128" in (run / "config.yaml").read_text()
+    # export: a from_pretrained folder with the task spec and the RAE beside it
+    model = Transfusion.from_pretrained(run / "model")
+    assert model.extra["task"] == "reacher" and model.extra["action_scale"] == 0.2
+    assert model.extra["context_frames"] == 2 and model.extra["image_size"] == IMG
+    assert model.cfg.latent_dim == 16 and model.cfg.frame_grid == (4, 4) and model.cfg.action_dim == 2
+    world_model = LatentWorld.from_pretrained(run / "model")
+    ctx = torch.randn(2, 2, 16, 16)
+    with torch.no_grad():
+        pred = world_model.model.predict_next_frames(ctx, torch.zeros(2, 1, 2), torch.zeros(2, 1, 2), steps=2)
+    assert pred.shape == (2, 1, 16, 16) and torch.isfinite(pred).all()
+    # a second run into the same folder must not silently overwrite it
+    with pytest.raises(ValueError, match="resume=true"):
+        main(tiny_overrides(world, "run", steps=40))
