@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pretrain.config import compose, to_dict, wants_print
-from pretrain.data.policies import POLICIES, make_policy, pick_policy
+from pretrain.data.policies import POLICIES, SCRIPTED, make_policy, pick_policy
 from pretrain.data.shards import Episode, ShardWriter, dataset_summary
 
 
@@ -75,21 +75,20 @@ class EpisodeCollector:
         rng = np.random.default_rng(seed)
         name = pick_policy(cfg.policy, cfg.mixture, rng)
         policy = make_policy(name, task, rng, hold=cfg.hold, noise=cfg.scripted_noise,
-                             model=self.model if name == "scripted" else None)
-        frame, _ = task.reset(seed=seed)
-        state = np.asarray(task.get_state())
-        frames, states, actions, rewards = [frame], [state], [], []
-        captions = [task.caption(state)]
+                             model=self.model if name == "scripted" and cfg.task not in SCRIPTED else None)
+        frame, info = task.reset(seed=seed)
+        frames, states, actions, rewards = [frame], [info["state"]], [], []
+        captions = [task.caption(info["state"])]
         for _ in range(self.steps):
-            action = np.clip(np.asarray(policy(state), dtype=np.float32), *self.box)
+            # the policy sees the full get_state() (an exact copy, for the scripted lookahead)
+            action = np.clip(np.asarray(policy(task.get_state()), dtype=np.float32), *self.box)
             # fixed-length episodes: `terminated`/`truncated` are ignored up to `steps`
-            frame, reward, _, _, _ = task.step(action)
-            state = np.asarray(task.get_state())
+            frame, reward, _, _, info = task.step(action)
             frames.append(frame)
-            states.append(state)
+            states.append(info["state"])  # (qpos, qvel): spec.state_dim
             actions.append(action)
             rewards.append(reward)
-            captions.append(task.caption(state))
+            captions.append(task.caption(info["state"]))
         return Episode(frames=np.stack(frames), actions=np.stack(actions), states=np.stack(states),
                        rewards=np.asarray(rewards), goal_state=np.asarray(task.goal_state),
                        goal_frame=np.asarray(task.goal_image), captions=captions,

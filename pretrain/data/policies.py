@@ -7,9 +7,10 @@ action `action_repeat` simulator steps).
     uniform     iid uniform in the box: covers the workspace
     ou          Ornstein-Uhlenbeck noise (mean-reverting, temporally correlated)
     correlated  smooth noise: linear interpolation between uniform knots every few decisions
-    scripted    goal seeking with the true state (data collection only): short-horizon
-                sampling lookahead on a render-free copy of the task, minimising the
-                task's own goal distance, plus Gaussian noise
+    scripted    goal seeking with the true state (data collection only), plus noise:
+                reacher: PD control toward the goal joint angles; point_maze: descent of
+                the corridor distance; other tasks (pusher): sampling lookahead on a
+                render-free copy of the task minimising its planning cost `task.cost`
 """
 from __future__ import annotations
 
@@ -87,29 +88,31 @@ class Correlated(Policy):
         return self._from_unit(u)
 
 
-class Scripted(Policy):
+class Lookahead(Policy):
     """Goal seeking by sampling lookahead on a copy of the simulator (true state, data only).
 
     Each decision: `candidates` constant actions (the previous one, zero, and random ones)
-    are each held for `horizon` steps from the current true state on `model` (a task
-    instance without rendering); the one ending closest to the goal by the task's own
-    `distance` wins, then Gaussian noise of `noise` x action scale is added. Holding the
-    action over a horizon accounts for momentum, so the arm brakes before the goal.
+    are each held for `horizon` steps from the current state (a full `get_state()` vector)
+    on `model` (a task made with render=False); the one with the lowest `model.cost` at
+    the end wins, then Gaussian noise of `noise` x action scale is added. Holding the action
+    over a horizon accounts for momentum. Generic but costly (candidates x horizon
+    simulator steps per decision), so tasks with a cheap controller use that instead.
     """
 
     name = "scripted"
 
     def __init__(self, task, rng, hold=1, noise: float = 0.3, model=None,
-                 candidates: int = 24, horizon: int = 3):
+                 candidates: int = 16, horizon: int = 3):
         super().__init__(task, rng, hold)
         if model is None:
-            raise ValueError("the scripted policy needs `model`, a render-free copy of the task")
+            raise ValueError("the lookahead policy needs `model`, a render=False copy of the task")
         self.model, self.noise = model, noise
         self.candidates, self.horizon = candidates, horizon
         self.prev = np.zeros_like(self.low)
 
     def decide(self, state):
         goal = np.asarray(self.task.goal_state)
+        state = np.asarray(state)
         cands = [self.prev, np.clip(np.zeros_like(self.low), self.low, self.high)]
         cands += list(self.rng.uniform(self.low, self.high, (self.candidates - 2, len(self.low))))
         best, best_cost = cands[0], np.inf
@@ -117,15 +120,76 @@ class Scripted(Policy):
             self.model.set_state(state)
             for _ in range(self.horizon):
                 self.model.step(a)
-            cost = float(self.model.distance(np.asarray(self.model.get_state()), goal))
+            cost = float(self.model.cost(self.model.get_state(), goal))
             if cost < best_cost:
                 best, best_cost = a, cost
         self.prev = np.asarray(best, dtype=np.float32)
         return best + self.noise * self.half * self.rng.standard_normal(self.low.shape)
 
 
+class ReacherPD(Policy):
+    """Reacher: PD control of the joint angles toward the goal's (true state, data only).
+
+    The goal state holds a joint configuration that puts the fingertip on the goal; torque =
+    kp * angle error - kd * angular velocity (+ noise), the shoulder error wrapped to
+    [-pi, pi] so the arm takes the short way round.
+    """
+
+    name = "scripted"
+
+    def __init__(self, task, rng, hold=1, noise: float = 0.3, kp: float = 0.4, kd: float = 0.04, **_):
+        super().__init__(task, rng, hold)
+        self.noise, self.kp, self.kd = noise, kp, kd
+
+    def decide(self, state):
+        q, qd = state[0:2], state[4:6]  # reacher qpos = (shoulder, elbow, target x, y)
+        err = np.asarray(self.task.goal_state)[:2] - q
+        err[0] = (err[0] + np.pi) % (2 * np.pi) - np.pi
+        a = self.kp * err - self.kd * qd
+        return a + self.noise * self.half * self.rng.standard_normal(a.shape)
+
+
+class MazeDescent(Policy):
+    """Point maze: drive the ball down the corridor distance (`task.cost`) to the goal.
+
+    The force motors give the ball a terminal speed of 0.4 m/s per unit action with a 0.1 s
+    time constant (one decision), so the action is a velocity command: the negative
+    gradient of the corridor distance (a unit vector along the shortest path, by central
+    differences), slowed within `brake` metres of the goal.
+    """
+
+    name = "scripted"
+
+    def __init__(self, task, rng, hold=1, noise: float = 0.3, brake: float = 0.04, eps: float = 1e-3, **_):
+        super().__init__(task, rng, hold)
+        self.noise, self.brake, self.eps = noise, brake, eps
+
+    def decide(self, state):
+        goal = np.asarray(self.task.goal_state)
+        s = np.asarray(state)[: len(goal)]
+        probes = np.repeat(s[None], 4, 0)  # (4, S): +x, -x, +y, -y
+        for k, (i, d) in enumerate(((0, 1), (0, -1), (1, 1), (1, -1))):
+            probes[k, i] += d * self.eps
+        c = np.asarray(self.task.cost(probes, goal))
+        grad = np.array([c[0] - c[1], c[2] - c[3]]) / (2 * self.eps)
+        dist = float(self.task.cost(s, goal))
+        u = -grad / max(np.linalg.norm(grad), 1e-9) * min(1.0, dist / self.brake)
+        return self._from_unit(u) + self.noise * self.half * self.rng.standard_normal(u.shape)
+
+
+SCRIPTED: dict[str, Callable[..., Policy]] = {"reacher": ReacherPD, "point_maze": MazeDescent}
+
+
+def scripted_policy(task, rng, hold=1, noise=0.3, model=None) -> Policy:
+    """The task's goal-seeking controller; sampling lookahead on `model` for tasks without one."""
+    cls = SCRIPTED.get(task.spec_.name)
+    if cls is not None:
+        return cls(task, rng, hold, noise=noise)
+    return Lookahead(task, rng, hold, noise=noise, model=model)
+
+
 POLICIES: dict[str, Callable[..., Policy]] = {
-    "uniform": Uniform, "ou": OrnsteinUhlenbeck, "correlated": Correlated, "scripted": Scripted,
+    "uniform": Uniform, "ou": OrnsteinUhlenbeck, "correlated": Correlated, "scripted": scripted_policy,
 }
 
 
@@ -143,5 +207,5 @@ def make_policy(name: str, task, rng: np.random.Generator, hold: int = 1, noise:
     if name not in POLICIES:
         raise ValueError(f"policy {name!r}, expected one of {sorted(POLICIES)}")
     if name == "scripted":
-        return Scripted(task, rng, hold, noise=noise, model=model)
+        return scripted_policy(task, rng, hold, noise=noise, model=model)
     return POLICIES[name](task, rng, hold)

@@ -32,7 +32,9 @@ import fcntl
 import hashlib
 import json
 import os
+import signal
 import tempfile
+import threading
 import zipfile
 from collections import Counter
 from dataclasses import dataclass, field
@@ -103,6 +105,23 @@ def _manifest_lock(root: Path):
             yield
         finally:
             fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def _deferred_interrupt():
+    """Hold Ctrl-C until the block ends, so a shard and its manifest entry land together."""
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+        yield
+        return
+    received = []
+    signal.signal(signal.SIGINT, lambda *_: received.append(True))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if received:
+        raise KeyboardInterrupt
 
 
 def read_manifest(root: str | Path) -> dict:
@@ -280,7 +299,12 @@ class ShardWriter:
         """Write the buffered episodes as one shard; return its manifest entry."""
         if not self._buffer:
             return None
-        episodes, self._buffer = self._buffer, []
+        with _deferred_interrupt():  # a Ctrl-C here would orphan the shard or lose the episodes
+            entry = self._write_shard(self._buffer)
+            self._buffer = []
+        return entry
+
+    def _write_shard(self, episodes: list[Episode]) -> dict:
         arrays = _stack(episodes)
         index = len(self.manifest["shards"])
         path = self.root / shard_name(index)
