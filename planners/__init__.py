@@ -1,40 +1,39 @@
-"""Planners over one model protocol (see planners/base.py and docs/INTERFACES.md)."""
+"""Planners over one model protocol (planners/base.py, docs/INTERFACES.md).
+
+    from planners import make_planner
+    planner = make_planner("cem", model.action_space, horizon=5)
+    result = planner.plan(model, states, goals)          # result.actions (E, H, A)
+
+Names resolve lazily, so that importing `planners` (e.g. the oracle's worker processes,
+which need only `planners.sim_worker`) does not import torch.
+"""
 from __future__ import annotations
 
-import dataclasses
-from typing import Any
+import importlib
 
-from planners.base import (PlanningModel, Planner, PlanResult, RandomPolicy, RandomPolicyConfig,
-                           evaluate_costs, warm_start)
-from planners.cem import CEM, CEMConfig
-from planners.gradient import GradientConfig, GradientPlanner
-from planners.mppi import MPPI, MPPIConfig
-from planners.random_shooting import RandomShooting, RandomShootingConfig
-
-# name -> (planner class, config dataclass)
-PLANNERS: dict[str, tuple[type[Planner], type]] = {
-    "cem": (CEM, CEMConfig),
-    "mppi": (MPPI, MPPIConfig),
-    "gradient": (GradientPlanner, GradientConfig),
-    "random_shooting": (RandomShooting, RandomShootingConfig),
-    "random": (RandomPolicy, RandomPolicyConfig),
+_EXPORTS = {
+    "PLANNERS": "planners.registry", "make_planner": "planners.registry",
+    "PlanningModel": "planners.base", "Planner": "planners.base", "PlanResult": "planners.base",
+    "RandomPolicy": "planners.base", "RandomPolicyConfig": "planners.base",
+    "evaluate_costs": "planners.base", "warm_start": "planners.base",
+    "CEM": "planners.cem", "CEMConfig": "planners.cem",
+    "MPPI": "planners.mppi", "MPPIConfig": "planners.mppi",
+    "GradientPlanner": "planners.gradient", "GradientConfig": "planners.gradient",
+    "RandomShooting": "planners.random_shooting", "RandomShootingConfig": "planners.random_shooting",
+    "MPCConfig": "planners.mpc", "run_mpc": "planners.mpc",
+    "OracleModel": "planners.oracle", "OracleConfig": "planners.oracle",
+    "LearnedModel": "planners.learned", "LearnedConfig": "planners.learned",
 }
 
 
-def make_planner(name: str, action_space, cfg: Any = None, **overrides) -> Planner:
-    """Build a planner by name; `cfg` (its dataclass or a dict) and `overrides` set fields."""
-    if name not in PLANNERS:
-        raise ValueError(f"unknown planner {name!r}, expected one of {sorted(PLANNERS)}")
-    cls, schema = PLANNERS[name]
-    fields = {f.name for f in dataclasses.fields(schema)}
-    values = dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else dict(cfg or {})
-    values.update(overrides)
-    bad = sorted(set(values) - fields)
-    if bad:
-        raise ValueError(f"unknown {name} planner option(s) {bad}, expected some of {sorted(fields)}")
-    return cls(schema(**values), action_space)
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'planners' has no attribute {name!r}")
 
 
-__all__ = ["PLANNERS", "make_planner", "PlanningModel", "Planner", "PlanResult", "evaluate_costs", "warm_start",
-           "CEM", "CEMConfig", "MPPI", "MPPIConfig", "GradientPlanner", "GradientConfig", "RandomShooting",
-           "RandomShootingConfig", "RandomPolicy", "RandomPolicyConfig"]
+def __dir__():
+    return sorted(list(globals()) + list(_EXPORTS))
+
+
+__all__ = sorted(_EXPORTS)

@@ -1,0 +1,142 @@
+"""The learned world model as a PlanningModel (over `worldmodel.world.LatentWorld`).
+
+state = `mpc.PixelContext`: the last RGB observations and the actions between them, as
+        given by `mpc.PixelObserver` (pixels only: never the simulator state). The frames
+        are encoded by the model's RAE (`LatentWorld.encode_frames`).
+goal  = the goal IMAGE (H, W, 3) uint8, encoded once to its latent.
+rollout(state, actions (B,H,A)) -> imagined latents (B,H,N,C) (one batched model call);
+cost(latents, goal) -> (B,) latent MSE of the final predicted frame ("final", the default)
+        or its mean over the horizon ("mean"). Differentiable in the actions (gradient
+        planner) when the model encodes actions with `action_encoding="embed"`.
+
+At the first replan only one frame exists; with `pad_context` the context is filled to the
+model's `context_frames` by repeating it with centre (zero) actions, which is what a task
+at rest looks like and how `LearnedWorld-v0` starts its own episodes.
+
+Legend: E episodes, B candidates, Tc context frames, H horizon, A action dim, N tokens, C channels.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from planners.mpc import PixelContext, PixelObserver
+
+
+@dataclass
+class LearnedConfig:
+    denoise_steps: int = 0        # Euler steps per imagined frame (0: the model's default)
+    cfg_scale: float = 1.0        # classifier-free guidance scale of the frame sampler
+    horizon_cost: str = "final"   # "final": last predicted frame; "mean": every horizon step equally
+    context_frames: int = 0       # context length fed to the model (0: the model's own context_frames)
+    pad_context: bool = True      # fill a short context by repeating the first frame with zero actions
+    seed: int = 0                 # seed of the sampling-noise generator
+
+
+class LearnedModel:
+    """PlanningModel over a LatentWorld; see the module docstring."""
+
+    differentiable = True
+
+    def __init__(self, world: Any, action_space: gym.spaces.Box, cfg: LearnedConfig | None = None):
+        self.world = world
+        self.cfg = cfg = cfg or LearnedConfig()
+        if cfg.horizon_cost not in ("final", "mean"):
+            raise ValueError(f"horizon_cost={cfg.horizon_cost!r}, expected 'final' or 'mean'")
+        if action_space.shape != (world.action_dim,):
+            raise ValueError(f"action_space has shape {action_space.shape}, expected ({world.action_dim},) "
+                             "to match the world model's action_dim")
+        self.action_space = action_space
+        self.context_frames = int(cfg.context_frames or world.context_frames)
+        self._generator = torch.Generator(device=world.device)
+        self._generator.manual_seed(int(cfg.seed))
+        self._cache: dict[str, torch.Tensor] = {}
+        self.calls = 0
+
+    @property
+    def device(self) -> torch.device:
+        return self.world.device
+
+    def observer(self) -> PixelObserver:
+        """The observer that feeds this model: pixels, the actions between them, the goal image."""
+        return PixelObserver(self.context_frames)
+
+    # -- encoding (memoised: a plan scores many candidates from one observation) ------------
+    def _encode(self, frames: np.ndarray) -> torch.Tensor:
+        key = hashlib.sha1(np.ascontiguousarray(frames).tobytes() + str(frames.shape).encode()).hexdigest()
+        if key not in self._cache:
+            if len(self._cache) > 256:
+                self._cache.clear()
+            self._cache[key] = self.world.encode_frames(frames)
+        return self._cache[key]
+
+    def context(self, state: PixelContext) -> tuple[torch.Tensor, torch.Tensor]:
+        """PixelContext -> (latents (Tc,N,C), actions (Tc-1,A)) on the model's device."""
+        if not isinstance(state, PixelContext):
+            raise ValueError(f"learned-model state is a {type(state).__name__}, expected a planners.mpc.PixelContext "
+                             "(pixels and actions only)")
+        frames, acts = np.asarray(state.frames), np.asarray(state.actions, np.float32)
+        if frames.dtype != np.uint8 or frames.ndim != 4 or len(acts) != len(frames) - 1:
+            raise ValueError(f"PixelContext has frames {frames.shape} {frames.dtype} and actions {acts.shape}, "
+                             "expected uint8 (Tc, H, W, 3) frames and (Tc-1, A) actions")
+        frames = frames[-self.context_frames:]
+        acts = acts[len(acts) - (len(frames) - 1):]                                 # the actions between them
+        if self.cfg.pad_context and len(frames) < self.context_frames:
+            k = self.context_frames - len(frames)
+            frames = np.concatenate([np.repeat(frames[:1], k, 0), frames])
+            centre = (self.action_space.low + self.action_space.high) / 2
+            acts = np.concatenate([np.repeat(centre[None].astype(np.float32), k, 0), acts.reshape(-1, len(centre))])
+        z = self._encode(frames)                                                   # (Tc, N, C)
+        return z, torch.as_tensor(acts, dtype=torch.float32, device=z.device).reshape(len(frames) - 1, -1)
+
+    def goal_latent(self, goal: Any) -> torch.Tensor:
+        g = np.asarray(goal)
+        if g.dtype != np.uint8 or g.ndim != 3 or g.shape[-1] != 3:
+            raise ValueError(f"learned-model goal has shape {g.shape} dtype {g.dtype}, expected an (H, W, 3) uint8 goal image")
+        return self._encode(g[None])[0]
+
+    # -- protocol ------------------------------------------------------------------------
+    def _imagine(self, ctx_BTNC, ctx_a_BTA, actions_BHA):
+        self.calls += 1
+        return self.world.rollout(ctx_BTNC, ctx_a_BTA, actions_BHA, steps=self.cfg.denoise_steps or None,
+                                  cfg_scale=self.cfg.cfg_scale, generator=self._generator)
+
+    def rollout(self, state: PixelContext, actions) -> torch.Tensor:
+        a = torch.as_tensor(actions, dtype=torch.float32, device=self.device)
+        if a.ndim != 3:
+            raise ValueError(f"actions have shape {tuple(a.shape)}, expected (B, H, A)")
+        z, za = self.context(state)
+        B = a.shape[0]
+        return self._imagine(z.expand(B, *z.shape), za.expand(B, *za.shape), a)      # (B, H, N, C)
+
+    def rollout_batch(self, states: Sequence[PixelContext], actions) -> torch.Tensor:
+        """(E, B, H, A) -> (E, B, H, N, C) in one model call (all contexts share Tc after padding)."""
+        a = torch.as_tensor(actions, dtype=torch.float32, device=self.device)
+        if a.ndim != 4 or a.shape[0] != len(states):
+            raise ValueError(f"actions have shape {tuple(a.shape)}, expected (E={len(states)}, B, H, A)")
+        E, B = a.shape[:2]
+        ctx = [self.context(s) for s in states]
+        if len({c[0].shape for c in ctx}) != 1:                                         # mixed lengths: one call each
+            return torch.stack([self.rollout(s, a[e]) for e, s in enumerate(states)])
+        z = torch.stack([c[0] for c in ctx]).repeat_interleave(B, 0)                     # (E*B, Tc, N, C)
+        za = torch.stack([c[1] for c in ctx]).repeat_interleave(B, 0)                    # (E*B, Tc-1, A)
+        out = self._imagine(z, za, a.reshape(E * B, *a.shape[2:]))
+        return out.reshape(E, B, *out.shape[1:])
+
+    def _score(self, z: torch.Tensor, goal_NC: torch.Tensor) -> torch.Tensor:
+        """(..., H, N, C) -> (...) latent MSE."""
+        if self.cfg.horizon_cost == "final":
+            z = z[..., -1:, :, :]
+        return (z - goal_NC).pow(2).mean((-1, -2, -3))
+
+    def cost(self, predictions: torch.Tensor, goal: Any) -> torch.Tensor:
+        return self._score(predictions, self.goal_latent(goal))
+
+    def cost_batch(self, predictions: torch.Tensor, goals: Sequence[Any]) -> torch.Tensor:
+        g = torch.stack([self.goal_latent(x) for x in goals])                            # (E, N, C)
+        return self._score(predictions, g[:, None, None])
