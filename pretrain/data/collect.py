@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pretrain.config import compose, to_dict, wants_print
-from pretrain.data.policies import POLICIES, SCRIPTED, make_policy, pick_policy
+from pretrain.data.policies import POLICIES, make_policy, pick_policy
 from pretrain.data.shards import Episode, ShardWriter, dataset_summary
 
 
@@ -59,23 +59,13 @@ class EpisodeCollector:
         self.steps = int(cfg.episode_steps or self.task.spec_.episode_steps)
         self.box = (self.task.action_space.low.astype(np.float32),
                     self.task.action_space.high.astype(np.float32))
-        self._model = None
-
-    @property
-    def model(self):
-        """A render-free copy of the task for the scripted policy's lookahead (made on first use)."""
-        if self._model is None:
-            from envs.mujoco_tasks import make_task
-            self._model = make_task(self.cfg.task, image_size=self.cfg.image_size, render=False)
-        return self._model
 
     def __call__(self, index: int) -> Episode:
         cfg, task = self.cfg, self.task
         seed = cfg.seed + index
         rng = np.random.default_rng(seed)
         name = pick_policy(cfg.policy, cfg.mixture, rng)
-        policy = make_policy(name, task, rng, hold=cfg.hold, noise=cfg.scripted_noise,
-                             model=self.model if name == "scripted" and cfg.task not in SCRIPTED else None)
+        policy = make_policy(name, task, rng, hold=cfg.hold, noise=cfg.scripted_noise)
         frame, info = task.reset(seed=seed)
         frames, states, actions, rewards = [frame], [info["state"]], [], []
         captions = [task.caption(info["state"])]

@@ -93,7 +93,7 @@ class Lookahead(Policy):
 
     Each decision: `candidates` constant actions (the previous one, zero, and random ones)
     are each held for `horizon` steps from the current state (a full `get_state()` vector)
-    on `model` (a task made with render=False); the one with the lowest `model.cost` at
+    on `model` (a task made with render=False; one is made if None); the one with the lowest `model.cost` at
     the end wins, then Gaussian noise of `noise` x action scale is added. Holding the action
     over a horizon accounts for momentum. Generic but costly (candidates x horizon
     simulator steps per decision), so tasks with a cheap controller use that instead.
@@ -104,9 +104,7 @@ class Lookahead(Policy):
     def __init__(self, task, rng, hold=1, noise: float = 0.3, model=None,
                  candidates: int = 16, horizon: int = 3):
         super().__init__(task, rng, hold)
-        if model is None:
-            raise ValueError("the lookahead policy needs `model`, a render=False copy of the task")
-        self.model, self.noise = model, noise
+        self.model, self.noise = model if model is not None else _twin(task), noise
         self.candidates, self.horizon = candidates, horizon
         self.prev = np.zeros_like(self.low)
 
@@ -175,6 +173,18 @@ class MazeDescent(Policy):
         dist = float(self.task.cost(s, goal))
         u = -grad / max(np.linalg.norm(grad), 1e-9) * min(1.0, dist / self.brake)
         return self._from_unit(u) + self.noise * self.half * self.rng.standard_normal(u.shape)
+
+
+_TWINS: dict[str, object] = {}  # task name -> render=False copy, one per process
+
+
+def _twin(task):
+    """A render-free copy of `task`'s kind for lookahead rollouts (cached per process)."""
+    name = task.spec_.name
+    if name not in _TWINS:
+        from envs.mujoco_tasks import make_task
+        _TWINS[name] = make_task(name, render=False)
+    return _TWINS[name]
 
 
 SCRIPTED: dict[str, Callable[..., Policy]] = {"reacher": ReacherPD, "point_maze": MazeDescent}
