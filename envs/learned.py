@@ -126,7 +126,7 @@ class _Imagination:
         lat = spaces.Box(-np.inf, np.inf, (N, C), np.float32)
         self.observation_space = {"pixels": pix, "latent": lat,
                                   "both": spaces.Dict({"pixels": pix, "latent": lat})}[obs]
-        self.render_fps = int(round(1.0 / max(getattr(self.task, "dt", 0.1), 1e-3)))
+        self.render_fps = int(self.task.metadata.get("render_fps", 10))
         # state of the B episodes (filled at reset)
         dev, A = w.device, w.action_dim
         self.ctx = torch.zeros(n, self.tc, N, C, device=dev)            # (B,Tc,N,C) context latents
@@ -244,6 +244,9 @@ class _Imagination:
     def set_command(self, text: str | None) -> None:
         if text is not None and (not isinstance(text, str) or not text.strip()):
             raise ValueError(f"command={text!r}, expected a short non-empty English string (or None)")
+        if text is not None and not self.world.uses_text_actions:
+            raise ValueError(f"command={text!r} needs a model trained with action_encoding='text'; this one uses "
+                             f"{self.world.model.cfg.action_encoding!r}")
         self.command = text
 
     @torch.no_grad()

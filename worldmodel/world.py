@@ -153,7 +153,8 @@ class LatentWorld:
         context frames), actions (B,H,A) (the first one acts on the last context frame)
         -> latents (B,H,N,C); with pixels=True also uint8 frames (B,H,H_img,W_img,3).
         `steps`: Euler denoising steps per frame (None: the model's default). `text`: a
-        language command conditioning every frame (text-action models). Differentiable in
+        language command (one string for all rows, or one per row) conditioning every frame
+        (text-action models only). Differentiable in
         `actions` unless called under torch.no_grad (gradient planners rely on it).
         """
         dev = self.device
@@ -161,12 +162,14 @@ class LatentWorld:
         ctx_a = _as_tensor(context_actions, dev, torch.float32)
         act = _as_tensor(actions, dev, torch.float32)
         self._check_rollout(ctx, ctx_a, act)
-        kw = {}
         if text is not None:
-            kw["text"] = text
+            text = [text] * ctx.shape[0] if isinstance(text, str) else list(text)
+            if not self.uses_text_actions:
+                raise ValueError(f"a language command needs a model with action_encoding='text', this one has "
+                                 f"{getattr(self.model.cfg, 'action_encoding', None)!r}")
         self.n_calls += 1
         z = self.model.predict_next_frames(ctx, ctx_a, act, steps=steps, cfg_scale=cfg_scale,
-                                           generator=generator, **kw)  # (B,H,N,C)
+                                           generator=generator, text=text)  # (B,H,N,C)
         if not pixels:
             return z
         return z, self.decode(z)
