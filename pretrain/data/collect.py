@@ -147,12 +147,13 @@ def collect(cfg: CollectConfig) -> str:
     t0 = time.perf_counter()
     try:
         with writer:
-            if cfg.workers == 1:
+            workers = min(cfg.workers, cfg.episodes)
+            if workers == 1:
                 collector = EpisodeCollector(cfg)
                 results = (collector(i) for i in indices)
             else:
-                pool = _mp_context().Pool(cfg.workers, initializer=_init_worker, initargs=(cfg,))
-                results = _ordered(pool, indices, in_flight=2 * cfg.workers)
+                pool = _mp_context().Pool(workers, initializer=_init_worker, initargs=(cfg,))
+                results = _ordered(pool, indices, in_flight=2 * workers)
             for ep in results:
                 writer.add(ep)
                 bar.update(len(ep.frames))
