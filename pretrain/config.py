@@ -22,14 +22,32 @@ class ConfigError(ValueError):
     pass
 
 
-def _split_overrides(overrides: list[str]) -> tuple[list[str], list[str]]:
-    """Config-group choices (`model=small`, a folder in conf/) go to Hydra; values go to the schema."""
+def _plain_fields(schema: type | None) -> set[str]:
+    """Schema fields holding a plain value (not a nested dataclass): never config groups."""
+    if schema is None or not dataclasses.is_dataclass(schema):
+        return set()
+    out = set()
+    for f in dataclasses.fields(schema):
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        if not dataclasses.is_dataclass(default):
+            out.add(f.name)
+    return out
+
+
+def _split_overrides(overrides: list[str], schema: type | None = None) -> tuple[list[str], list[str]]:
+    """Config-group choices (`model=small`, a folder in conf/) go to Hydra; values go to the schema.
+
+    A key that is a plain-valued field of `schema` is a value even when conf/ has a group
+    folder of that name (e.g. `lw eval-prediction model=<folder>` vs `lw pretrain model=tiny`).
+    """
     groups, values = [], []
+    plain = _plain_fields(schema)
     for o in overrides:
         if "=" not in o:
             raise ConfigError(f"override {o!r} is not of the form key=value")
         key = o.split("=", 1)[0].lstrip("+~")
-        (groups if (CONF_DIR / key).is_dir() else values).append(o.lstrip("+"))
+        is_group = (CONF_DIR / key).is_dir() and key not in plain
+        (groups if is_group else values).append(o.lstrip("+"))
     return groups, values
 
 
@@ -45,7 +63,7 @@ def compose(schema: type[T], name: str, overrides: list[str] | None = None) -> T
     from hydra.core.global_hydra import GlobalHydra
     from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
-    groups, values = _split_overrides(list(overrides or []))
+    groups, values = _split_overrides(list(overrides or []), schema)
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
