@@ -1,0 +1,153 @@
+"""Rollout throughput: imagined frames/s of LearnedWorld vs ground-truth MuJoCo step+render.
+
+    OMP_NUM_THREADS=2 .venv/bin/python bench/rollout.py --model runs/tiny_cpu/model --horizon 5 \
+        --denoise-steps 4 --out runs/bench/rollout.json
+    .venv/bin/python bench/rollout.py --size tiny      # random-init model of a MODELS size (no folder)
+
+Learned: `LatentWorld.rollout` of B action sequences of H steps in one batched call from a
+real encoded context (latents only, and with RAE decoding to pixels), for B = 1..256.
+Ground truth: one MuJoCo task stepping random actions and rendering each frame (what
+LearnedWorld replaces), single process, on the same machine. Prints a table of frames/s
+and the ratio learned / MuJoCo; writes JSON.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from envs.mujoco_tasks import make_task  # noqa: E402
+from worldmodel.world import LatentWorld  # noqa: E402
+
+
+def random_world(size: str, task: str, image_size: int, device: str) -> LatentWorld:
+    """A randomly initialised world of a MODELS size with the CPU RAE shape (4x4 tokens x 128):
+    the same compute per frame as a trained one (used when no model folder exists yet)."""
+    from worldmodel.config import MODELS
+    from worldmodel.encoders import encoder_from_spec
+    from worldmodel.rae import RAE, RAEConfig
+    from worldmodel.transfusion import Transfusion
+
+    spec = make_task(task, image_size=image_size, render=False).spec_
+    enc = encoder_from_spec({"encoder": "own", "input_size": image_size,
+                             "kwargs": dict(image_size=image_size, patch_size=image_size // 4, dim=128, depth=6,
+                                            heads=4)})
+    rae = RAE(RAEConfig(image_size=image_size), enc)
+    cfg = MODELS[size](latent_dim=128, frame_grid=(4, 4), action_dim=spec.action_dim, action_scale=spec.action_scale)
+    extras = {"task": task, "action_scale": spec.action_scale, "image_size": image_size, "context_frames": 2}
+    return LatentWorld(Transfusion(cfg).to(device), rae.to(device), extras)
+
+
+def time_it(fn, min_seconds: float, max_reps: int = 50) -> float:
+    """Median seconds per call after one warm-up call, repeating for at least min_seconds."""
+    fn()
+    times = []
+    start = time.perf_counter()
+    while len(times) < max_reps and (not times or time.perf_counter() - start < min_seconds):
+        t0 = time.perf_counter()
+        fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def mujoco_fps(task_name: str, image_size: int, steps: int) -> float:
+    task = make_task(task_name, image_size=image_size, max_steps=10**6)
+    task.reset(seed=0)
+    rng = np.random.default_rng(0)
+    acts = rng.uniform(task.action_space.low, task.action_space.high, (steps + 10, task.action_space.shape[0]))
+    for a in acts[:10]:  # warm-up (renderer context)
+        task.step(a.astype(np.float32))
+    t0 = time.perf_counter()
+    for a in acts[10:]:
+        frame = task.step(a.astype(np.float32))[0]
+    dt = time.perf_counter() - t0
+    assert frame is not None and frame.shape == (image_size, image_size, 3)
+    task.close()
+    return steps / dt
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default=None, help="world-model folder (default: a random-init --size model)")
+    p.add_argument("--size", default="tiny", help="MODELS size for the random-init model when --model is not given")
+    p.add_argument("--task", default=None, help="ground-truth task (default: the model's, else reacher)")
+    p.add_argument("--image-size", type=int, default=64, help="frame side for the random-init model")
+    p.add_argument("--batches", default="1,2,4,8,16,32,64,128,256")
+    p.add_argument("--horizon", type=int, default=5, help="imagined steps per rollout")
+    p.add_argument("--denoise-steps", type=int, default=None, help="Euler steps per frame (default: the model's)")
+    p.add_argument("--min-seconds", type=float, default=2.0, help="timing per batch size")
+    p.add_argument("--mujoco-steps", type=int, default=300)
+    p.add_argument("--device", default=None)
+    p.add_argument("--out", default="runs/bench/rollout.json")
+    args = p.parse_args()
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if args.model:
+        world = LatentWorld.from_pretrained(args.model, device=device)
+        source = args.model
+    else:
+        world = random_world(args.size, args.task or "reacher", args.image_size, device)
+        source = f"random-init MODELS[{args.size!r}]"
+    task_name = args.task or world.extras.get("task") or "reacher"
+    steps = args.denoise_steps if args.denoise_steps is not None else world.extras.get("denoise_steps")
+    steps = steps or world.model.cfg.flow.sample_steps
+    n_params = sum(p.numel() for p in world.model.parameters())
+    print(f"rollout bench: {source} ({n_params / 1e6:.2f}M params, {world.tokens} tokens x {world.latent_dim}), "
+          f"task {task_name}, horizon {args.horizon}, {steps} denoise steps, device {device}, "
+          f"torch threads {torch.get_num_threads()}")
+
+    gt = mujoco_fps(task_name, world.image_size, args.mujoco_steps)
+    print(f"MuJoCo step+render ({world.image_size}px, 1 process): {gt:.1f} frames/s")
+
+    task = make_task(task_name, image_size=world.image_size)
+    frame, _ = task.reset(seed=0)
+    zero = np.zeros(task.action_space.shape, np.float32)
+    frames = [frame] + [task.step(zero)[0] for _ in range(world.context_frames - 1)]
+    ctx1 = world.encode_frames(np.stack(frames))[None]  # (1,Tc,N,C)
+    lo, hi = task.action_space.low, task.action_space.high
+    task.close()
+    rows = []
+    for B in [int(b) for b in args.batches.split(",")]:
+        ctx = ctx1.expand(B, *ctx1.shape[1:]).contiguous()
+        ctx_a = torch.zeros(B, ctx.shape[1] - 1, world.action_dim, device=world.device)
+        acts = torch.as_tensor(np.random.default_rng(B).uniform(lo, hi, (B, args.horizon, len(lo))),
+                               dtype=torch.float32, device=world.device)
+        gen = torch.Generator(device=world.device).manual_seed(0)
+        with torch.no_grad():
+            t_lat = time_it(lambda: world.rollout(ctx, ctx_a, acts, steps=steps, generator=gen), args.min_seconds)
+            t_pix = time_it(lambda: world.rollout(ctx, ctx_a, acts, steps=steps, pixels=True, generator=gen),
+                            args.min_seconds)
+        fps_lat, fps_pix = B * args.horizon / t_lat, B * args.horizon / t_pix
+        rows.append({"batch": B, "seconds_latent": t_lat, "seconds_pixels": t_pix, "fps_latent": fps_lat,
+                     "fps_pixels": fps_pix, "ratio_latent": fps_lat / gt, "ratio_pixels": fps_pix / gt})
+        print(f"  B={B:4d}: {fps_lat:9.1f} latent frames/s ({fps_lat / gt:6.2f}x), "
+              f"{fps_pix:9.1f} pixel frames/s ({fps_pix / gt:6.2f}x)", flush=True)
+
+    lines = ["| batch | imagined latent frames/s | x MuJoCo | imagined pixel frames/s | x MuJoCo |",
+             "|---|---|---|---|---|"]
+    lines += [f"| {r['batch']} | {r['fps_latent']:.1f} | {r['ratio_latent']:.2f} | {r['fps_pixels']:.1f} | "
+              f"{r['ratio_pixels']:.2f} |" for r in rows]
+    table = "\n".join(lines)
+    print(f"\nMuJoCo step+render: {gt:.1f} frames/s\n{table}")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({
+        "model": source, "params": n_params, "task": task_name, "horizon": args.horizon, "denoise_steps": steps,
+        "device": device, "torch_threads": torch.get_num_threads(), "machine": platform.platform(),
+        "cpu": platform.processor() or platform.machine(), "mujoco_fps": gt, "rows": rows}, indent=2))
+    out.with_suffix(".md").write_text(f"MuJoCo step+render: {gt:.1f} frames/s\n\n{table}\n")
+    print(f"wrote {out} and {out.with_suffix('.md')}")
+
+
+if __name__ == "__main__":
+    main()
