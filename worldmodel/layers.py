@@ -17,9 +17,10 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: Tensor) -> Tensor:
-        # computed in fp32 so bf16 activations keep a stable scale
-        y = F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps)
-        return y.type_as(x) * self.weight
+        # computed in fp32 so bf16 activations keep a stable scale; output in the input dtype
+        # (an fp32 weight must not promote bf16 q/k, flex_attention needs one dtype)
+        y = F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps) * self.weight.float()
+        return y.type_as(x)
 
 
 class Rotary(nn.Module):

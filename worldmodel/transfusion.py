@@ -193,7 +193,7 @@ class Transfusion(nn.Module):
         x = batch.latents
         frame = batch.modality == MOD_VISION
         noisy = batch.is_noisy
-        n_frames = int(batch.frame_id.max().clamp_min(0)) + 1           # frames per row (upper bound)
+        n_frames = L                                  # static bound on frames per row: no host sync
         fid = batch.frame_id.clamp_min(0)
         t_noisy = self.flow.sample_t(B * n_frames, device=dev, generator=generator).view(B, n_frames).gather(1, fid)
         t_clean = torch.ones_like(t_noisy)
@@ -316,6 +316,8 @@ class Transfusion(nn.Module):
         """
         self._check_rollout(context, context_actions, actions, text)
         B, Tc = context.shape[:2]
+        if actions.shape[1] == 0:
+            return context.new_zeros(B, 0, *context.shape[2:])
         sb = SequenceBuilder(self.cfg, B, device=self.device, dtype=context.dtype)
         sb.new_document(ACTION_VIDEO)
         if text is not None:
