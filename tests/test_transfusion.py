@@ -274,3 +274,18 @@ def test_size_factories_build_configs():
         ModelConfig(action_encoding="tokens")
     with pytest.raises(ValueError, match="unknown ModelConfig keys"):
         ModelConfig.from_dict({"d_model": 64, "n_layer": 2})
+
+
+def test_meta_build_initialises_every_parameter():
+    """build(): meta device -> to_empty -> init_weights gives the same model as eager construction."""
+    cfg = model("moe").cfg
+    eager = Transfusion(cfg)
+    torch.manual_seed(1)
+    eager.init_weights()
+    torch.manual_seed(1)
+    built = Transfusion.build(cfg, "cpu")
+    sd = built.state_dict()
+    for k, v in eager.state_dict().items():
+        assert torch.equal(v, sd[k]), k
+    for name, buf in built.named_buffers():
+        assert torch.equal(buf, dict(eager.named_buffers())[name]), name

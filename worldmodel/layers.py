@@ -36,16 +36,23 @@ class Rotary(nn.Module):
         if head_dim % 2:
             raise ValueError(f"RoPE needs an even head_dim, got {head_dim}")
         pairs = head_dim // 2
-        n_axis = int(pairs * frac_2d) // 2            # pairs per 2-D axis
-        n_seq = pairs - 2 * n_axis
-        if n_seq < 1:
+        self.n_axis = int(pairs * frac_2d) // 2       # pairs per 2-D axis
+        self.n_seq = pairs - 2 * self.n_axis
+        self.theta, self.theta_2d = theta, theta_2d
+        if self.n_seq < 1:
             raise ValueError(f"head_dim {head_dim} leaves no rotary pairs for the sequence axis (frac_2d={frac_2d})")
+        self.register_buffer("inv_seq", torch.empty(self.n_seq), persistent=False)
+        self.register_buffer("inv_2d", torch.empty(self.n_axis), persistent=False)
+        self.reset_buffers()
 
-        def inv_freq(n, base):
-            return base ** (-torch.arange(n, dtype=torch.float32) / max(n, 1))
+    @torch.no_grad()
+    def reset_buffers(self) -> None:
+        """(Re)compute the frequencies, e.g. after building on the meta device and to_empty()."""
+        def inv_freq(n, base, like):
+            return base ** (-torch.arange(n, dtype=torch.float32, device=like.device) / max(n, 1))
 
-        self.register_buffer("inv_seq", inv_freq(n_seq, theta), persistent=False)
-        self.register_buffer("inv_2d", inv_freq(n_axis, theta_2d), persistent=False)
+        self.inv_seq.copy_(inv_freq(self.n_seq, self.theta, self.inv_seq))
+        self.inv_2d.copy_(inv_freq(self.n_axis, self.theta_2d, self.inv_2d))
 
     def forward(self, pos_seq: Tensor, pos_row: Tensor, pos_col: Tensor) -> tuple[Tensor, Tensor]:
         """(B, T) positions -> cos, sin of shape (B, 1, T, K/2)."""

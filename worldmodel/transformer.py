@@ -46,6 +46,7 @@ class Transformer(nn.Module):
     def init_weights(self) -> None:
         std = self.cfg.init_std
         out_std = std / math.sqrt(2 * self.cfg.n_layers)   # GPT-2: residual branches scaled by depth
+        self.rotary.reset_buffers()
         for blk in self.blocks:
             nn.init.trunc_normal_(blk.attn.qkv.weight, std=std, a=-3 * std, b=3 * std)
             nn.init.trunc_normal_(blk.attn.proj.weight, std=out_std, a=-3 * out_std, b=3 * out_std)

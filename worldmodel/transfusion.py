@@ -132,6 +132,16 @@ class Transfusion(nn.Module):
                     nn.init.zeros_(m.bias)
         self.trunk.init_weights()
 
+    @classmethod
+    def build(cls, cfg: ModelConfig, device: torch.device | str | None = None) -> Transfusion:
+        """Lingua-style: build on the meta device (no memory, no wasted init), materialise on
+        `device`, then initialise every parameter and buffer explicitly."""
+        with torch.device("meta"):
+            model = cls(cfg)
+        model.to_empty(device=device or "cpu")
+        model.init_weights()
+        return model
+
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
