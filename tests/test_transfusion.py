@@ -289,3 +289,18 @@ def test_meta_build_initialises_every_parameter():
         assert torch.equal(v, sd[k]), k
     for name, buf in built.named_buffers():
         assert torch.equal(buf, dict(eager.named_buffers())[name]), name
+
+
+def test_model_info_table(capsys, tmp_path):
+    from pretrain.model_info import main
+
+    assert main(["sizes=[tiny,1b]", f"out={tmp_path}"]) == 0
+    out = capsys.readouterr().out
+    rows = [r for r in out.splitlines() if r.startswith("| tiny") or r.startswith("| 1b")]
+    assert len(rows) == 4                                    # two sizes x (cpu, gpu) latent shapes
+    import json
+    info = json.loads((tmp_path / "model_info.json").read_text())
+    big = [r for r in info if r["size"] == "1b"][0]
+    assert 0.9e9 < big["total"] < 1.5e9 and big["active"] < 0.3 * big["total"]
+    tiny = Transfusion(MODELS["tiny"](latent_dim=128, frame_grid=(4, 4), action_dim=2))
+    assert [r for r in info if r["size"] == "tiny"][0]["total"] == tiny.num_params()
