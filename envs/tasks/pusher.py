@@ -4,6 +4,10 @@ Dynamics are Pusher-v5's exactly: its own `pusher_v5.xml` and `mj_step` with its
 frame_skip (5); one decision holds the torques for 2 Pusher-v5 steps (0.1 s) over the full
 Pusher-v5 range [-2, 2]: with random torques the gripper then moves ~6 cm (~4 px) per
 decision, about as far as Reacher's learnable setting moves its fingertip in pixels.
+Episodes last 100 decisions (10 s): a plain CEM oracle on the true state (H=10, 64
+samples x 3 iterations, `cost` below) reaches the gripper to the puck in ~10 decisions but
+then pushes slowly; it ended 0.09-0.11 m from the goal after 50 decisions and succeeded in
+3/3 seeds after 100.
 
 Pusher-v5 always puts the goal at one spot; here the goal is sampled like the puck (the
 same region, at least 17 cm apart, Pusher-v5's own start rule) so that it must be read
@@ -38,7 +42,7 @@ SPEC = TaskSpec(
     name="pusher",
     description="Pusher-v5 7-DoF arm seen from above; push the white puck to where the goal image shows it",
     action_dim=7, action_scale=2.0, action_repeat=2, frame_skip=5, sim_timestep=0.01,
-    episode_steps=50, success_threshold=0.05, state_dim=22, full_state_dim=56,
+    episode_steps=100, success_threshold=0.05, state_dim=22, full_state_dim=56,
     camera=(1.2, -90.0, 90.0, 0.45, -0.3, TABLE_Z),
 )
 
