@@ -84,13 +84,16 @@ def _block_lists(model: nn.Module) -> list[nn.ModuleList]:
 
 
 def parallelize(model: nn.Module, mesh, param_dtype: torch.dtype | None = None,
-                reshard_after_forward: bool = True) -> nn.Module:
+                reshard_after_forward: bool = True,
+                forward_methods: tuple[str, ...] = ("loss",)) -> nn.Module:
     """Apply FSDP2 to a finished model: each block of its outermost ModuleLists, then the root.
 
     `param_dtype` (e.g. bf16) turns on FSDP's mixed precision (fp32 master weights and
     gradient reduction); None keeps fp32 parameters (use autocast instead).
+    `forward_methods`: entry points other than forward() (the training loop calls
+    `model.loss(batch)`), which FSDP must wrap to gather the root's parameters.
     """
-    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard, register_fsdp_forward_method
 
     if mesh is None:
         return model
@@ -100,18 +103,27 @@ def parallelize(model: nn.Module, mesh, param_dtype: torch.dtype | None = None,
     for block in blocks:
         fully_shard(block, reshard_after_forward=reshard_after_forward, **kw)
     fully_shard(model, **kw)
+    for name in forward_methods:
+        if callable(getattr(model, name, None)):
+            register_fsdp_forward_method(model, name)
     return model
 
 
-def all_reduce_mean(values: dict[str, float], device: torch.device) -> dict[str, float]:
-    """Mean of scalar metrics over ranks (identity in one process)."""
-    if not dist.is_initialized() or not values:
+def all_reduce_mean(values: dict[str, float], device: torch.device | None = None) -> dict[str, float]:
+    """Mean of scalar metrics over the ranks that report each key (identity in one process).
+
+    Ranks may hold different keys (a per-source loss exists only where that source was in
+    the rank's rows), so the dicts are gathered as objects rather than reduced as a tensor.
+    """
+    if not dist.is_initialized():
         return values
-    keys = sorted(values)
-    t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.SUM)
-    t /= dist.get_world_size()
-    return dict(zip(keys, t.tolist()))
+    gathered: list[dict[str, float]] = [None] * dist.get_world_size()  # type: ignore[list-item]
+    dist.all_gather_object(gathered, values)
+    out: dict[str, list[float]] = {}
+    for d in gathered:
+        for k, v in d.items():
+            out.setdefault(k, []).append(float(v))
+    return {k: sum(v) / len(v) for k, v in out.items()}
 
 
 def all_reduce_sum_(t: torch.Tensor) -> torch.Tensor:
