@@ -278,11 +278,11 @@ def test_captions_follow_the_state(name):
     else:
         s[2:4] = s[:2] + [0.10, 0.0]
     text = task.caption(s)
-    assert isinstance(text, str) and text.endswith(".") and "left of" in text and "10 cm" in text
+    assert isinstance(text, str) and text.endswith(".") and "to the left of" in text and "10 cm" in text
     assert text == task.caption(s) == TASKS[name].caption(s) == task.caption(np.concatenate([s, s, [0.0], np.zeros(task.model.nv)]))
     s_right = s.copy()
     s_right[{"reacher": 2, "pusher": pusher.GOAL_X, "point_maze": 2}[name]] -= 0.20
-    assert "right of" in task.caption(s_right)
+    assert "to the right of" in task.caption(s_right)
     assert task.caption(info["goal_state"]) != text
     if name == "reacher":
         assert "degrees" in text and "elbow" in text

@@ -23,9 +23,10 @@ def pick(options: list[str] | tuple[str, ...], *keys: float) -> str:
 def offset_words(dx: float, dy: float, dead: float = 0.01) -> str:
     """Where a point lies relative to another, given dx = x - x_ref, dy = y - y_ref (metres).
 
-    e.g. "left of and above", "right of", "below"; an axis under `dead` metres is ignored.
+    e.g. "to the left of and above", "below and to the right of", "below"; an axis under
+    `dead` metres is ignored.
     """
-    horiz = "" if abs(dx) < dead else ("right of" if dx > 0 else "left of")
+    horiz = "" if abs(dx) < dead else ("to the right of" if dx > 0 else "to the left of")
     vert = "" if abs(dy) < dead else ("above" if dy > 0 else "below")
     if horiz and vert:
         # name the larger offset first
@@ -48,15 +49,18 @@ def heading_words(angle: float) -> str:
 
 
 def region_words(x: float, y: float, half: float) -> str:
-    """"the upper left", "the centre", ... of a square of side 2 * half around the origin."""
+    """Where (x, y) is in a square of side 2 * half around the origin, as a phrase ending in "of":
+    "in the upper left of", "in the centre of", "on the right side of", "in the top part of"."""
     third = half / 3
     v = "upper" if y > third else ("lower" if y < -third else "")
     h = "left" if x < -third else ("right" if x > third else "")
     if not v and not h:
-        return "the centre"
+        return "in the centre of"
     if v and h:
-        return f"the {v} {h}"
-    return f"the {v or h} side" if h else f"the {v} part"
+        return f"in the {v} {h} of"
+    if h:
+        return f"on the {h} side of"
+    return f"in the {'top' if v == 'upper' else 'bottom'} part of"
 
 
 def distance_words(d: float) -> str:

@@ -154,7 +154,7 @@ class PointMazeTask(GoalPixelTask):
         rg, cg = cell_of(goal)
         cells = steps[rb * N + cb, rg * N + cg]
         name = pick(("The orange ball", "The ball"), *ball)
-        where = f"{name} is in {region_words(ball[0], ball[1], 0.25)} of the maze"
+        where = f"{name} is {region_words(ball[0], ball[1], 0.25)} the maze"
         if dist <= SPEC.success_threshold:
             return f"{where}, on the goal, and {motion_words(vel, None, 0.03, 0.25)}."
         if not np.isfinite(cells):  # a goal off the maze graph (only from hand-made states)

@@ -136,7 +136,7 @@ class PusherTask(GoalPixelTask):
         lx, ly = np.array(SPEC.camera[3:5])
         name = pick(("The white puck", "The puck"), *puck)
         if dist <= SPEC.success_threshold:
-            first = f"{name} sits on the goal spot in {region_words(puck[0] - lx, puck[1] - ly, 0.5)} of the view"
+            first = f"{name} sits on the goal spot {region_words(puck[0] - lx, puck[1] - ly, 0.5)} the view"
         else:
             first = (f"{name} is {distance_words(dist)} {offset_words(-rel[0], -rel[1])} the goal spot "
                      f"and {motion_words(vel, rel, 0.02, 0.3)}")

@@ -107,7 +107,7 @@ class ReacherTask(GoalPixelTask):
         shoulder = math.degrees(math.atan2(math.sin(q[0]), math.cos(q[0])))
         upper = (f"The upper arm points {heading_words(q[0])} (about {15 * round(shoulder / 15):.0f} degrees) "
                  f"and the elbow {_elbow_words(math.atan2(math.sin(q[1]), math.cos(q[1])))}.")
-        where = f"The fingertip is in {region_words(tip[0], tip[1], 0.21)} of the arena"
+        where = f"The fingertip is {region_words(tip[0], tip[1], 0.21)} the arena"
         if dist <= SPEC.success_threshold:
             goal = pick(("it rests on the target", "it has reached the target", "it is on the target"), *q)
             return f"{upper} {where}; {goal} and {motion_words(vel, None, 0.05, 0.5)}."
