@@ -33,7 +33,7 @@ STEP_RE = re.compile(r"^step-(\d{8})$")
 
 @dataclass
 class CheckpointConfig:
-    every: int = 100              # optimizer steps between checkpoints; 0 = only at the end
+    every: int = 100              # optimizer steps between checkpoints; 0 = only at the end; -1 = never
     keep_last: int = 2            # newest checkpoints kept on disk (older ones are deleted)
 
 

@@ -177,12 +177,13 @@ def _bar_losses(m: dict[str, float]) -> dict[str, float]:
 class Trainer:
     """Builds data, model, optimiser from a TrainConfig and runs optimizer steps.
 
-    `episodes` (optional) replaces the dataset's cached latents, e.g. synthetic data for
-    benchmarks; `info` then describes their shapes.
+    `episodes` / `val_episodes` (optional) replace the dataset's cached latents (synthetic data
+    for benchmarks, or episodes a sweep loaded once); `info` then describes their shapes.
     """
 
     def __init__(self, cfg: TrainConfig, episodes: list[EpisodeData] | None = None,
-                 info: DataInfo | None = None, dist: dist_mod.DistInfo | None = None, quiet: bool = False):
+                 info: DataInfo | None = None, dist: dist_mod.DistInfo | None = None, quiet: bool = False,
+                 val_episodes: list[EpisodeData] | None = None):
         self.cfg = cfg
         self.dist = dist or dist_mod.init_distributed(cfg.device)
         self.device = self.dist.device
@@ -203,13 +204,13 @@ class Trainer:
             self._val_episodes = (lambda: load_episodes(cfg.data.dataset, enc, "val", cfg.data.holdout)) \
                 if cfg.data.holdout > 0 else (lambda: episodes)
         else:
-            self._val_episodes = lambda: episodes
+            self._val_episodes = lambda: val_episodes if val_episodes is not None else episodes
         self.mixture = Mixture(cfg.data, length, episodes, split="train")
         self._length = length
 
         # model
         from worldmodel.transfusion import Transfusion
-        self.model = Transfusion(self.model_cfg).to(self.device)
+        self.model = Transfusion.build(self.model_cfg, self.device)  # meta-device build + explicit init
         self.n_params = sum(p.numel() for p in self.model.parameters())
         emb = sum(m.weight.numel() for m in self.model.modules() if isinstance(m, nn.Embedding))
         self.n_active = self.model.num_active_params() - emb  # matmul parameters a token uses
@@ -366,14 +367,14 @@ class Trainer:
                 if logger is not None and (self.step % cfg.metrics.log_every == 0 or self.step == end):
                     logger.log(self.step, m)
                 bar.update(m)
-                if cfg.checkpoint.every and self.step % cfg.checkpoint.every == 0 and self.step < end:
+                if cfg.checkpoint.every > 0 and self.step % cfg.checkpoint.every == 0 and self.step < end:
                     self.save_checkpoint()
             final: dict[str, float] = {}
             if self.step >= cfg.steps and cfg.eval_rows > 0:
                 final = self.evaluate()
                 if logger is not None:
                     logger.log(self.step, final)
-            if self.step > start:  # this invocation trained: leave a checkpoint to resume from
+            if self.step > start and cfg.checkpoint.every >= 0:  # leave a checkpoint to resume from
                 self.save_checkpoint()
             exported = None
             if self.step >= cfg.steps and cfg.export:

@@ -88,13 +88,17 @@ class EpisodeData:
 
 
 def holdout_mask(n: int, holdout: float) -> np.ndarray:
-    """True for the held-out items of 0..n-1: every round(1/holdout)-th, so both splits span the data."""
+    """True for the held-out items of 0..n-1: every round(1/holdout)-th (at least one when n >= 2),
+    so both splits span the data."""
     if holdout <= 0:
         return np.zeros(n, dtype=bool)
     if holdout >= 1:
         raise ValueError(f"holdout={holdout}, expected a value in [0, 1)")
     every = max(2, int(round(1 / holdout)))
-    return (np.arange(n) % every) == every - 1
+    mask = (np.arange(n) % every) == every - 1
+    if n >= 2 and not mask.any():  # small datasets still get one held-out item
+        mask[-1] = True
+    return mask
 
 
 def load_episodes(root: str | Path, encoder_id: str, split: str = "train",

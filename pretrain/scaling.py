@@ -1,0 +1,262 @@
+"""`lw scaling`: IsoFLOP sweeps and power-law fits (Chinchilla approach 2), per modality.
+
+For every FLOP budget C and every model width in the grid, train once with exactly
+D = C / flops_per_token tokens (the FLOP formula of pretrain.metrics: 6*N_active + the
+attention term) and record the held-out loss. Per (modality, budget): fit a parabola of
+loss against log N and take its vertex as N_opt (D_opt = C / (6 N_opt)). Across budgets:
+fit N_opt = k C^a and D_opt = k' C^b by least squares in log-log space.
+
+Modalities: "text" (text only), "vision" (plain + action-conditioned video: frames only),
+"mixed" (the configured data mixture). Outputs in out_dir: scaling.json (every run and
+fit), scaling.md (tables), scaling.png (loss vs N per budget with the parabolas, N_opt vs C).
+
+    lw scaling                                   # the default micro grid: a few minutes on CPU
+    lw scaling budgets=[1e13,3e13,1e14] widths=[64,96,128,192] device=cuda
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pretrain.checkpoint import CheckpointConfig
+from pretrain.data.mixture import DataConfig
+from pretrain.metrics import MetricsConfig, flops_per_token
+from pretrain.optim import OptimConfig
+from pretrain.train import RAEArgs, TrainConfig, Trainer, model_config, resolve_data_info, uses_episodes
+from worldmodel.config import ModelConfig
+
+MODALITIES = ("text", "vision", "mixed")
+
+
+@dataclass
+class ScalingConfig:
+    out_dir: str = "runs/scaling"   # tables, plot, JSON and one folder per run
+    budgets: list[float] = field(default_factory=lambda: [3e9, 1e10, 3e10])  # training FLOPs per run (C)
+    widths: list[int] = field(default_factory=lambda: [32, 48, 64, 96])   # d_model grid (heads = d/16)
+    depth: int = 2                  # transformer blocks of every grid model
+    modalities: list[str] = field(default_factory=lambda: list(MODALITIES))
+    batch_size: int = 4             # rows per step (the number of steps follows from the budget)
+    eval_rows: int = 16             # held-out rows scoring each run
+    min_steps: int = 8              # a (width, budget) pair with fewer steps is skipped
+    warmup_frac: float = 0.1        # warmup steps as a fraction of each run
+    device: str = "cpu"
+    seed: int = 0
+    model: ModelConfig = field(default_factory=ModelConfig)  # FFN/MoE and the rest; width/depth/heads set per run
+    rae: RAEArgs = field(default_factory=RAEArgs)
+    data: DataConfig = field(default_factory=DataConfig)     # the "mixed" mixture; seq_len for all
+    optim: OptimConfig = field(default_factory=OptimConfig)
+
+
+# ---------------------------------------------------------------- fits
+def fit_parabola(log_n: np.ndarray, loss: np.ndarray) -> dict[str, float]:
+    """loss = a x^2 + b x + c over x = ln N; the vertex is N_opt (or the best point if a <= 0)."""
+    if len(log_n) < 3:
+        raise ValueError(f"a parabola needs >= 3 model sizes per budget, got {len(log_n)}")
+    a, b, c = np.polyfit(log_n, loss, 2)
+    if a > 0:
+        x = float(np.clip(-b / (2 * a), log_n.min(), log_n.max()))  # stay inside the measured range
+    else:
+        x = float(log_n[np.argmin(loss)])
+    return {"a": float(a), "b": float(b), "c": float(c), "log_n_opt": x, "n_opt": math.exp(x),
+            "loss_opt": float(a * x * x + b * x + c), "convex": bool(a > 0)}
+
+
+def fit_power_law(c: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    """y = k * C^exponent, least squares in log-log space."""
+    if len(c) < 2:
+        raise ValueError(f"a power law needs >= 2 budgets, got {len(c)}")
+    exponent, log_k = np.polyfit(np.log(c), np.log(y), 1)
+    return {"exponent": float(exponent), "k": float(math.exp(log_k))}
+
+
+def fit_isoflops(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per modality: a parabola per budget, then N_opt ~ C^a and D_opt ~ C^b."""
+    fits: dict[str, Any] = {}
+    for mod in sorted({r["modality"] for r in runs}):
+        per_budget = {}
+        for budget in sorted({r["budget"] for r in runs if r["modality"] == mod}):
+            pts = [r for r in runs if r["modality"] == mod and r["budget"] == budget]
+            if len(pts) < 3:
+                continue
+            p = fit_parabola(np.log([r["n_active"] for r in pts]), np.array([r["loss"] for r in pts]))
+            p["d_opt"] = budget / (6 * p["n_opt"])
+            per_budget[budget] = p
+        entry: dict[str, Any] = {"budgets": {f"{b:.3g}": v for b, v in per_budget.items()}}
+        if len(per_budget) >= 2:
+            cs = np.array(sorted(per_budget))
+            entry["n_opt_law"] = fit_power_law(cs, np.array([per_budget[b]["n_opt"] for b in cs]))
+            entry["d_opt_law"] = fit_power_law(cs, np.array([per_budget[b]["d_opt"] for b in cs]))
+            entry["a"], entry["b"] = entry["n_opt_law"]["exponent"], entry["d_opt_law"]["exponent"]
+        fits[mod] = entry
+    return fits
+
+
+# ---------------------------------------------------------------- the sweep
+def modality_data(cfg: ScalingConfig, modality: str) -> DataConfig:
+    if modality not in MODALITIES:
+        raise ValueError(f"modality {modality!r} is not one of {MODALITIES}")
+    d = dataclasses.replace(cfg.data, seed=cfg.seed)
+    if modality == "text":
+        return dataclasses.replace(d, text=1.0, image_text=0.0, video=0.0, action_video=0.0)
+    if modality == "vision":
+        return dataclasses.replace(d, text=0.0, image_text=0.0, video=0.5, action_video=0.5)
+    return d
+
+
+def run_config(cfg: ScalingConfig, modality: str, budget: float, width: int, out: Path) -> TrainConfig:
+    heads = max(1, width // 16)
+    model = dataclasses.replace(cfg.model, d_model=width, n_layers=cfg.depth, n_heads=heads, head_dim=None)
+    data = modality_data(cfg, modality)
+    return TrainConfig(run_dir=str(out / "runs" / f"{modality}_C{budget:.0e}_d{width}"), seed=cfg.seed,
+                       device=cfg.device, steps=1, batch_size=cfg.batch_size, eval_rows=cfg.eval_rows,
+                       export=False, model=model, rae=cfg.rae if uses_episodes(data) else RAEArgs(path=""),
+                       data=data, optim=cfg.optim, checkpoint=CheckpointConfig(every=-1),
+                       metrics=MetricsConfig(tensorboard=False, progress=False))
+
+
+def plan_run(tc: TrainConfig, info, budget: float, min_steps: int, warmup_frac: float) -> TrainConfig | None:
+    """Set steps so the run spends `budget` FLOPs; None when that is fewer than min_steps."""
+    import torch
+    from worldmodel.transfusion import Transfusion
+    mc = model_config(tc, info)
+    with torch.device("meta"):
+        model = Transfusion(mc)
+    emb = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Embedding))
+    n_active = model.num_active_params() - emb
+    fpt = flops_per_token(n_active, mc.n_layers, mc.d_model, tc.data.seq_len)
+    steps = int(round(budget / fpt / (tc.batch_size * tc.data.seq_len)))
+    if steps < min_steps:
+        return None
+    optim = dataclasses.replace(tc.optim, warmup_steps=max(1, int(warmup_frac * steps)))
+    return dataclasses.replace(tc, steps=steps, optim=optim)
+
+
+def sweep(cfg: ScalingConfig, episodes=None, val_episodes=None, log=print) -> list[dict[str, Any]]:
+    out = Path(cfg.out_dir)
+    runs = []
+    cache: dict[str, Any] = {}
+    for mod in cfg.modalities:
+        for budget in cfg.budgets:
+            for width in cfg.widths:
+                tc = run_config(cfg, mod, budget, width, out)
+                key = f"info_{uses_episodes(tc.data)}"  # text-only runs need neither RAE nor dataset
+                info = cache[key] = cache.get(key) or resolve_data_info(tc)
+                tc = plan_run(tc, info, budget, cfg.min_steps, cfg.warmup_frac)
+                if tc is None:
+                    log(f"  skip {mod} C={budget:.0e} d={width}: fewer than {cfg.min_steps} steps")
+                    continue
+                eps, val = (episodes, val_episodes) if uses_episodes(tc.data) else (None, None)
+                if eps is None and uses_episodes(tc.data):  # load the cached latents once
+                    if "episodes" not in cache:
+                        from pretrain.data.mixture import load_episodes
+                        enc = tc.data.encoder_id or info.encoder_id
+                        cache["episodes"] = load_episodes(tc.data.dataset, enc, "train", tc.data.holdout)
+                        cache["val"] = (load_episodes(tc.data.dataset, enc, "val", tc.data.holdout)
+                                        if tc.data.holdout > 0 else cache["episodes"])
+                    eps, val = cache["episodes"], cache["val"]
+                t0 = time.perf_counter()
+                trainer = Trainer(tc, episodes=eps, val_episodes=val, info=info, quiet=True)
+                result = trainer.run()
+                loss = result["final_eval"]["val/loss"]
+                runs.append({"modality": mod, "budget": budget, "width": width, "depth": cfg.depth,
+                             "n_active": result["n_active"], "n_params": result["n_params"],
+                             "tokens": trainer.tokens_seen, "steps": tc.steps, "loss": loss,
+                             "flops": trainer.tokens_seen * result["flops_per_token"],
+                             "seconds": time.perf_counter() - t0})
+                log(f"  {mod:6s} C={budget:.0e} d={width:3d} N={result['n_active'] / 1e3:7.1f}k "
+                    f"steps={tc.steps:4d} loss={loss:.4f} ({runs[-1]['seconds']:.1f}s)")
+    return runs
+
+
+# ---------------------------------------------------------------- report
+def markdown(runs: list[dict], fits: dict) -> str:
+    lines = ["# IsoFLOP sweep", "", "| modality | budget C | width | N active | tokens D | steps | held-out loss |",
+             "|---|---|---|---|---|---|---|"]
+    for r in runs:
+        lines.append(f"| {r['modality']} | {r['budget']:.3g} | {r['width']} | {r['n_active']:,} | "
+                     f"{r['tokens']:,} | {r['steps']} | {r['loss']:.4f} |")
+    lines += ["", "## Compute-optimal points (parabola vertex per budget)", "",
+              "| modality | budget C | N_opt | D_opt = C/(6 N_opt) | loss at N_opt | convex |", "|---|---|---|---|---|---|"]
+    for mod, f in fits.items():
+        for b, p in f["budgets"].items():
+            lines.append(f"| {mod} | {b} | {p['n_opt']:,.0f} | {p['d_opt']:,.0f} | {p['loss_opt']:.4f} | "
+                         f"{'yes' if p['convex'] else 'no (best point)'} |")
+    lines += ["", "## Power laws", "", "| modality | a (N_opt ∝ C^a) | b (D_opt ∝ C^b) |", "|---|---|---|"]
+    for mod, f in fits.items():
+        if "a" in f:
+            lines.append(f"| {mod} | {f['a']:.3f} | {f['b']:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(runs: list[dict], fits: dict, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    mods = list(fits)
+    fig, axes = plt.subplots(1, len(mods) + 1, figsize=(4.5 * (len(mods) + 1), 3.8), squeeze=False)
+    for ax, mod in zip(axes[0], mods):
+        budgets = sorted({r["budget"] for r in runs if r["modality"] == mod})
+        colors = plt.cm.viridis(np.linspace(0, 0.85, max(1, len(budgets))))
+        for color, b in zip(colors, budgets):
+            pts = sorted((r["n_active"], r["loss"]) for r in runs if r["modality"] == mod and r["budget"] == b)
+            n, loss = np.array(pts).T
+            ax.plot(n, loss, "o", color=color, label=f"C={b:.0e}")
+            p = fits[mod]["budgets"].get(f"{b:.3g}")
+            if p:
+                xs = np.linspace(np.log(n).min(), np.log(n).max(), 50)
+                ax.plot(np.exp(xs), p["a"] * xs ** 2 + p["b"] * xs + p["c"], "-", color=color, alpha=0.7)
+                ax.plot(p["n_opt"], p["loss_opt"], "*", color=color, ms=12)
+        ax.set_xscale("log")
+        ax.set(title=f"{mod}: IsoFLOP curves", xlabel="active parameters N", ylabel="held-out loss")
+        ax.legend(fontsize=7)
+    ax = axes[0][-1]
+    for mod in mods:
+        bs = fits[mod]["budgets"]
+        if bs:
+            cs = np.array([float(b) for b in bs])
+            ax.plot(cs, [p["n_opt"] for p in bs.values()], "o-",
+                    label=f"{mod}: a={fits[mod].get('a', float('nan')):.2f}")
+    ax.set(xscale="log", yscale="log", title="N_opt vs C", xlabel="FLOPs C", ylabel="N_opt")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_report(runs: list[dict], fits: dict, out_dir: str | Path) -> dict[str, Path]:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out / "scaling.json", "md": out / "scaling.md", "png": out / "scaling.png"}
+    paths["json"].write_text(json.dumps({"runs": runs, "fits": fits}, indent=1))
+    paths["md"].write_text(markdown(runs, fits))
+    plot(runs, fits, paths["png"])
+    return paths
+
+
+def main(overrides: list[str]) -> int:
+    from pretrain.config import compose, save_resolved, wants_print
+    show, overrides = wants_print(overrides)
+    cfg = compose(ScalingConfig, "scaling", overrides)
+    if show:
+        from omegaconf import OmegaConf
+        print(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+        return 0
+    save_resolved(cfg, cfg.out_dir)
+    t0 = time.perf_counter()
+    print(f"scaling: {len(cfg.modalities)} modalities x {len(cfg.budgets)} budgets x {len(cfg.widths)} widths "
+          f"on {cfg.device}")
+    runs = sweep(cfg)
+    fits = fit_isoflops(runs)
+    paths = write_report(runs, fits, cfg.out_dir)
+    for mod, f in fits.items():
+        if "a" in f:
+            print(f"  {mod}: N_opt ∝ C^{f['a']:.3f}, D_opt ∝ C^{f['b']:.3f}")
+    print(f"scaling: {len(runs)} runs in {time.perf_counter() - t0:.0f}s -> {paths['md']}, {paths['png']}")
+    return 0

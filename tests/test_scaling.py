@@ -1,0 +1,66 @@
+"""IsoFLOP fits recover known exponents from synthetic Chinchilla-law data; a tiny real sweep runs."""
+import json
+import math
+
+import numpy as np
+import pytest
+
+from pretrain.scaling import ScalingConfig, fit_isoflops, fit_parabola, fit_power_law, sweep, write_report
+
+from test_train import make_world  # noqa: E402  (tests/ is on sys.path under pytest)
+
+
+def chinchilla_runs(alpha, beta, budgets, noise=0.0, seed=0):
+    """L(N, D) = E + A/N^alpha + B/D^beta at D = C/(6N): N_opt ~ C^(beta/(alpha+beta))."""
+    rng = np.random.default_rng(seed)
+    E, A, B = 1.7, 400.0, 410.0
+    runs = []
+    for c in budgets:
+        pts = []
+        for n in np.geomspace(1e5, 1e12, 36):
+            d = c / (6 * n)
+            if d >= 1e5:
+                pts.append({"modality": "text", "budget": c, "n_active": float(n),
+                            "loss": E + A / n ** alpha + B / d ** beta})
+        best = min(pts, key=lambda r: r["loss"])  # a sweep brackets the optimum within 10x
+        pts = [r for r in pts if abs(math.log10(r["n_active"] / best["n_active"])) <= 1.01]
+        for r in pts:
+            r["loss"] *= 1 + noise * rng.standard_normal()
+        runs += pts
+    return runs
+
+
+@pytest.mark.parametrize("alpha,beta", [(0.34, 0.28), (0.5, 0.25), (0.3, 0.45)])
+def test_fit_recovers_known_exponents(alpha, beta):
+    budgets = [1e17, 1e18, 1e19, 1e20, 1e21]
+    fits = fit_isoflops(chinchilla_runs(alpha, beta, budgets, noise=1e-3))["text"]
+    assert fits["a"] == pytest.approx(beta / (alpha + beta), abs=0.03)
+    assert fits["b"] == pytest.approx(alpha / (alpha + beta), abs=0.03)
+    assert abs(fits["a"] + fits["b"] - 1) < 1e-6  # D_opt = C / (6 N_opt)
+
+
+def test_fit_helpers():
+    x = np.log(np.array([1e4, 1e5, 1e6, 1e7]))
+    p = fit_parabola(x, (x - math.log(3e5)) ** 2 + 2.0)
+    assert p["convex"] and p["n_opt"] == pytest.approx(3e5, rel=1e-6) and p["loss_opt"] == pytest.approx(2.0)
+    assert fit_power_law(np.array([1.0, 10.0, 100.0]), np.array([2.0, 20.0, 200.0]))["exponent"] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match=">= 3 model sizes"):
+        fit_parabola(x[:2], x[:2])
+
+
+def test_tiny_real_sweep(tmp_path):
+    rae_dir, data_dir = make_world(tmp_path)
+    cfg = ScalingConfig(out_dir=str(tmp_path / "scaling"), budgets=[3e8, 1e9], widths=[16, 32, 48], depth=1,
+                        modalities=["text", "mixed"], batch_size=2, eval_rows=4, min_steps=2)
+    cfg.rae.path, cfg.data.dataset = str(rae_dir), str(data_dir)
+    cfg.data.seq_len, cfg.data.video_frames, cfg.data.predict_frames = 128, 3, 1
+    cfg.model.moe.n_experts, cfg.model.moe.top_k = 4, 1
+    runs = sweep(cfg, log=lambda *_: None)
+    assert {r["modality"] for r in runs} == {"text", "mixed"} and len(runs) == 12
+    for r in runs:  # each run spent its budget (up to rounding to whole steps)
+        assert r["flops"] == pytest.approx(r["budget"], rel=0.5) and np.isfinite(r["loss"])
+    fits = fit_isoflops(runs)
+    paths = write_report(runs, fits, cfg.out_dir)
+    assert paths["png"].stat().st_size > 1000 and "Power laws" in paths["md"].read_text()
+    saved = json.loads(paths["json"].read_text())
+    assert len(saved["runs"]) == 12 and "a" in saved["fits"]["text"]
