@@ -206,3 +206,39 @@ def test_pixel_observer_keeps_the_last_frames_and_the_actions_between_them():
     np.testing.assert_array_equal(ctx.frames, np.stack(frames[-2:]))
     np.testing.assert_array_equal(ctx.actions, np.array([[0.2, 0.2]], np.float32))
     np.testing.assert_array_equal(goal, env.goal_image)
+
+
+# ---------------------------------------------------------------- the benchmark harness end to end
+
+def test_lw_benchmark_and_lw_plan_write_their_outputs(tmp_path):
+    import json
+
+    from planners.evaluate import main, plan_main
+
+    small = ["oracle_state_budget.samples=32", "oracle_state_budget.elites=4", "oracle_state_budget.iterations=3"]
+    rc = main(["tasks=[reacher]", "rows=[learned,oracle_state,random]", "episodes=2", "lockstep=2", "max_steps=10",
+               "video=true", "video_episodes=1", "workers=1", "progress=false", f"out={tmp_path / 'bench'}", *small])
+    assert rc == 0
+    res = json.loads((tmp_path / "bench" / "results.json").read_text())["results"]
+    by_row = {r["row"]: r for r in res}
+    assert by_row["learned"]["episodes"] == 0 and "no model" in by_row["learned"]["note"]
+    for row in ("oracle_state", "random"):
+        r = by_row[row]
+        assert r["episodes"] == 2 and [e["seed"] for e in r["per_episode"]] == [10_000, 10_001]
+        lo, hi = r["ci95"]
+        assert 0 <= lo <= r["success_rate"] <= hi <= 1
+    assert by_row["oracle_state"]["settings"]["samples"] == 32 and by_row["oracle_state"]["model_calls_per_replan"] == 3
+    assert by_row["random"]["model_calls_per_replan"] == 0
+    md = (tmp_path / "bench" / "results.md").read_text()
+    assert "| reacher | oracle_state | cem |" in md and "skipped: no model" in md
+    assert (tmp_path / "bench" / "success.png").stat().st_size > 1000
+    gifs = sorted(p.name for p in (tmp_path / "bench" / "videos").iterdir())
+    assert gifs == ["reacher_oracle_state_cem_seed10000.gif", "reacher_random_random_seed10000.gif"]
+    assert (tmp_path / "bench" / "config.yaml").is_file()
+
+    assert plan_main(["task=point_maze", "row=random", "seed=10003", "bench.max_steps=6", f"out={tmp_path / 'plan'}"]) == 0
+    ep = json.loads((tmp_path / "plan" / "episode.json").read_text())
+    assert ep["seed"] == 10_003 and ep["steps"] <= 6 and len(ep["actions"]) == ep["steps"]
+    assert (tmp_path / "plan" / "episode.gif").stat().st_size > 0
+    with pytest.raises(ValueError, match="unknown row 'oracle'"):
+        main(["rows=[oracle]", f"out={tmp_path / 'bad'}"])

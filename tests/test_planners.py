@@ -185,3 +185,14 @@ def test_evaluate_costs_checks_shape():
 
 def test_registry_covers_all_planners():
     assert set(PLANNERS) == {"cem", "mppi", "gradient", "random_shooting", "random"}
+
+
+def test_wilson_interval_known_values():
+    from planners.stats import wilson_interval
+
+    assert wilson_interval(0, 10) == pytest.approx((0.0, 0.27753), abs=1e-4)
+    assert wilson_interval(10, 10) == pytest.approx((0.72247, 1.0), abs=1e-4)
+    assert wilson_interval(5, 10) == pytest.approx((0.23659, 0.76341), abs=1e-4)
+    assert wilson_interval(18, 20) == pytest.approx((0.69897, 0.97213), abs=1e-4)
+    with pytest.raises(ValueError, match="successes=3, n=2"):
+        wilson_interval(3, 2)

@@ -1,0 +1,427 @@
+"""`lw benchmark` and `lw plan`: plan in a model, execute in real MuJoCo, score there.
+
+    lw benchmark model=runs/tiny_cpu/model episodes=20 tasks=[reacher]
+    lw benchmark rows=[oracle_state,random] planners=[cem,mppi] video=true
+    lw plan task=reacher row=oracle_state planner=cem seed=10000
+
+Rows (what the planner plans in):
+    learned        the world model (`model=<folder>`), pixels-only observations, latent cost
+    oracle_latent  MuJoCo itself with the SAME latent cost (RAE of the goal image): model error = 0
+    oracle_state   MuJoCo with the true-state task cost: the upper bound
+    random         uniform random actions (no model)
+Every episode: seed `seed + i` (held out: data collection uses seeds 0, 1, ...), start and goal
+from the ground-truth task, `max_steps` decisions, receding horizon `receding_horizon`,
+success and final distance judged by the real task after executing. Episodes run `lockstep`
+at a time so that one planner call covers them (one batched network call for the learned
+model, one spread over the oracle's worker processes); that is the parallelism over
+episodes, on top of the oracle's workers, sized for 2 cores.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from planners.base import RandomPolicyConfig
+from planners.cem import CEMConfig
+from planners.gradient import GradientConfig
+from planners.learned import LearnedConfig
+from planners.mpc import EpisodeResult, MPCConfig, NullObserver, OracleObserver, run_mpc
+from planners.mppi import MPPIConfig
+from planners.random_shooting import RandomShootingConfig
+from planners.stats import mean_sem, wilson_interval
+
+ROWS = ("learned", "oracle_latent", "oracle_state", "random")
+
+
+@dataclass
+class PlannerConfigs:
+    cem: CEMConfig = field(default_factory=CEMConfig)
+    mppi: MPPIConfig = field(default_factory=MPPIConfig)
+    gradient: GradientConfig = field(default_factory=GradientConfig)
+    random_shooting: RandomShootingConfig = field(default_factory=RandomShootingConfig)
+    random: RandomPolicyConfig = field(default_factory=RandomPolicyConfig)
+
+
+@dataclass
+class Budget:
+    """A row's overrides of the planner sizes (None = keep the planner's value; fields a planner lacks are ignored)."""
+    horizon: int | None = None      # decision steps planned
+    samples: int | None = None      # cem / mppi / random_shooting candidates
+    elites: int | None = None       # cem / mppi
+    iterations: int | None = None   # cem / mppi refits
+    starts: int | None = None       # gradient: parallel starts
+    steps: int | None = None        # gradient: Adam steps (its `iterations`)
+
+
+@dataclass
+class BenchmarkConfig:
+    tasks: list[str] = field(default_factory=lambda: ["reacher", "point_maze", "pusher"])
+    rows: list[str] = field(default_factory=lambda: list(ROWS))   # learned | oracle_latent | oracle_state | random
+    planners: list[str] = field(default_factory=lambda: ["cem"])  # for the model rows (random uses no planner)
+    episodes: int = 20               # evaluation episodes per (task, row, planner)
+    seed: int = 10_000               # episode i uses seed + i, disjoint from collection seeds 0..
+    max_steps: int = 50              # env decision steps per episode (the tasks' episode length)
+    receding_horizon: int = 5        # actions executed per plan (DINO-WM: 5)
+    stop_on_success: bool = True     # end an episode once the real task reports success (success = reached in budget)
+    lockstep: int = 4                # episodes planned together
+    model: str = ""                  # learned world-model folder (`lw pretrain`); "" skips the learned row
+    rae: str = "runs/rae_{task}"     # RAE for oracle_latent ({task} filled in); "" = <model>/rae; missing -> row skipped
+    workers: int = 2                 # oracle worker processes
+    device: str = ""                 # torch device of the learned model / RAE; "" = cuda if available, else cpu
+    image_size: int = 64             # frame size (must match the RAE / model)
+    plan: PlannerConfigs = field(default_factory=PlannerConfigs)   # planner hyper-parameters (literature defaults)
+    oracle_latent_budget: Budget = field(default_factory=Budget)   # planner sizes for oracle_latent (rendering is slow)
+    oracle_state_budget: Budget = field(default_factory=Budget)    # planner sizes for oracle_state
+    learned_budget: Budget = field(default_factory=Budget)         # planner sizes for learned
+    learned: LearnedConfig = field(default_factory=LearnedConfig)        # learned-model cost / sampling
+    oracle_horizon_cost: str = "final"   # oracle cost over the horizon: final step or mean
+    out: str = "runs/benchmark"      # results folder: results.json, results.md, success.png, videos/
+    video: bool = False              # write GIFs of executed episodes
+    video_episodes: int = 2          # GIFs per (task, row, planner)
+    progress: bool = True            # print a line per finished batch of episodes
+
+
+# --------------------------------------------------------------------------- building rows
+
+def _device(name: str) -> str:
+    import torch
+
+    return name or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _preload_model_stack() -> None:
+    """Import the model code (and triton via torch.compile) BEFORE any MuJoCo renderer exists:
+    importing triton after Mesa's EGL context is created crashes the process (two LLVMs)."""
+    try:
+        import worldmodel.rae  # noqa: F401
+        import worldmodel.transfusion  # noqa: F401
+        import worldmodel.world  # noqa: F401
+    except ImportError:
+        pass
+
+
+def planner_settings(cfg: BenchmarkConfig, row: str, planner: str) -> dict[str, Any]:
+    """The planner's fields: its config in `cfg.plan`, then the row's budget overrides (known keys only)."""
+    base = dataclasses.asdict(getattr(cfg.plan, planner))
+    budget = {"learned": cfg.learned_budget, "oracle_latent": cfg.oracle_latent_budget,
+              "oracle_state": cfg.oracle_state_budget}.get(row)
+    if budget is not None:
+        b = dataclasses.asdict(budget)
+        if planner == "gradient":
+            b["iterations"] = b["steps"]
+        base.update({k: v for k, v in b.items() if v is not None and k in base})
+    return base
+
+
+def _rae_path(cfg: BenchmarkConfig, task: str) -> str:
+    if cfg.rae:
+        return cfg.rae.replace("{task}", task)
+    return str(Path(cfg.model) / "rae") if cfg.model else ""
+
+
+class RowModel:
+    """Builds (and closes) the model of one row for one task; `skip` says why a row cannot run."""
+
+    def __init__(self, cfg: BenchmarkConfig, task: str, row: str, world=None):
+        from planners.oracle import OracleConfig, OracleModel
+
+        self.row, self.model, self.skip, self.render = row, None, "", row in ("learned", "oracle_latent")
+        if row == "learned":
+            if world is None:
+                self.skip = "no model given (model=<folder written by `lw pretrain`>)"
+            elif world.extras.get("task") not in (None, task):
+                self.skip = f"the model was trained on {world.extras.get('task')!r}"
+            else:
+                from envs.mujoco_tasks import TASKS
+                from planners.learned import LearnedModel
+                import gymnasium as gym
+
+                s = np.float32(TASKS[task].action_scale)
+                self.model = LearnedModel(world, gym.spaces.Box(-s, s, (TASKS[task].action_dim,), np.float32), cfg.learned)
+        elif row == "oracle_latent":
+            path = _rae_path(cfg, task)
+            if not path or not (Path(path) / "config.json").is_file():
+                self.skip = f"no RAE at {path!r} (rae=<folder>)"
+            else:
+                from worldmodel.rae import RAE
+
+                rae = RAE.from_pretrained(path, device=_device(cfg.device)).eval()
+                self.model = OracleModel(OracleConfig(task=task, cost="latent", horizon_cost=cfg.oracle_horizon_cost,
+                                                      workers=cfg.workers, image_size=cfg.image_size), rae=rae)
+        elif row == "oracle_state":
+            self.model = OracleModel(OracleConfig(task=task, cost="state", horizon_cost=cfg.oracle_horizon_cost,
+                                                  workers=cfg.workers, image_size=cfg.image_size))
+        elif row != "random":
+            raise ValueError(f"unknown benchmark row {row!r}, expected one of {ROWS}")
+
+    def observer(self):
+        if self.row == "learned":
+            return self.model.observer()
+        if self.row == "random":
+            return NullObserver()
+        return OracleObserver("image" if self.row == "oracle_latent" else "state")
+
+    def close(self) -> None:
+        if hasattr(self.model, "close"):
+            self.model.close()
+
+
+# --------------------------------------------------------------------------- running
+
+def run_row(cfg: BenchmarkConfig, task: str, rm: RowModel, planner_name: str, episodes: int,
+            seed: int, record_frames: bool) -> list[EpisodeResult]:
+    """`episodes` episodes of one (task, row, planner), `lockstep` at a time."""
+    from envs.mujoco_tasks import TASKS, make_task
+    from planners.registry import make_planner
+
+    spec = TASKS[task]
+    settings = planner_settings(cfg, rm.row, planner_name)
+    render = rm.render or record_frames
+    envs = [make_task(task, image_size=cfg.image_size, max_steps=cfg.max_steps, render=render)
+            for _ in range(min(cfg.lockstep, episodes))]
+    s = np.float32(spec.action_scale)
+    import gymnasium as gym
+
+    space = gym.spaces.Box(-s, s, (spec.action_dim,), np.float32)
+    mpc = MPCConfig(receding_horizon=cfg.receding_horizon, max_steps=cfg.max_steps, record_frames=record_frames,
+                    stop_on_success=cfg.stop_on_success)
+    out: list[EpisodeResult] = []
+    try:
+        for start in range(0, episodes, cfg.lockstep):
+            n = min(cfg.lockstep, episodes - start)
+            planner = make_planner(planner_name, space, **{**settings, "seed": int(settings["seed"]) + seed + start})
+            t0 = time.perf_counter()
+            recs = run_mpc(envs[:n], planner, rm.model, [rm.observer() for _ in range(n)], mpc,
+                           seeds=[seed + start + i for i in range(n)])
+            out += recs
+            if cfg.progress:
+                ok = sum(r.success for r in out)
+                print(f"  {task:<10} {rm.row:<13} {planner_name:<15} episodes {len(out):>3}/{episodes}  "
+                      f"success {ok}/{len(out)}  ({time.perf_counter() - t0:.1f} s)", flush=True)
+    finally:
+        for e in envs:
+            e.close()
+    return out
+
+
+def summarise(task: str, row: str, planner: str, recs: list[EpisodeResult], settings: dict, note: str = "") -> dict:
+    n = len(recs)
+    if n == 0:
+        return dict(task=task, row=row, planner=planner, episodes=0, note=note)
+    k = sum(r.success for r in recs)
+    lo, hi = wilson_interval(k, n)
+    dist, dist_sem = mean_sem([r.final_distance for r in recs])
+    secs = [s for r in recs for s in r.replan_seconds]
+    calls = [c for r in recs for c in r.model_calls]
+    return dict(task=task, row=row, planner=planner, episodes=n, successes=k, success_rate=k / n, ci95=[lo, hi],
+                final_distance=dist, final_distance_sem=dist_sem,
+                seconds_per_replan=float(np.mean(secs)) if secs else 0.0,
+                model_calls_per_replan=float(np.mean(calls)) if calls else 0.0,
+                rollouts_per_replan=float(np.mean([r.rollouts / max(1, len(r.plans)) for r in recs])),
+                steps=float(np.mean([r.steps for r in recs])), settings=settings, note=note,
+                per_episode=[dict(seed=r.seed, success=r.success, final_distance=r.final_distance, steps=r.steps)
+                             for r in recs])
+
+
+def markdown_table(rows: list[dict]) -> str:
+    head = ("| task | row | planner | success | 95% CI | final dist (m) | s / replan | model calls / replan "
+            "| rollouts / replan | note |\n|---|---|---|---|---|---|---|---|---|---|")
+    lines = [head]
+    for r in rows:
+        if not r.get("episodes"):
+            lines.append(f"| {r['task']} | {r['row']} | {r['planner']} | – | – | – | – | – | – | skipped: {r['note']} |")
+            continue
+        lo, hi = r["ci95"]
+        lines.append(f"| {r['task']} | {r['row']} | {r['planner']} | {r['successes']}/{r['episodes']} "
+                     f"({100 * r['success_rate']:.0f}%) | [{100 * lo:.0f}, {100 * hi:.0f}]% | "
+                     f"{r['final_distance']:.4f} ± {r['final_distance_sem']:.4f} | {r['seconds_per_replan']:.3f} | "
+                     f"{r['model_calls_per_replan']:.1f} | {r['rollouts_per_replan']:.0f} | {r['note']} |")
+    return "\n".join(lines)
+
+
+def bar_plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    done = [r for r in rows if r.get("episodes")]
+    if not done:
+        return
+    tasks = list(dict.fromkeys(r["task"] for r in done))
+    keys = list(dict.fromkeys(f"{r['row']}/{r['planner']}" for r in done))
+    width = 0.8 / len(keys)
+    fig, ax = plt.subplots(figsize=(max(5, 1.8 * len(tasks) * max(1, len(keys) / 3)), 3.5))
+    for j, key in enumerate(keys):
+        xs, ys, err = [], [], [[], []]
+        for i, t in enumerate(tasks):
+            r = next((r for r in done if r["task"] == t and f"{r['row']}/{r['planner']}" == key), None)
+            if r is None:
+                continue
+            xs.append(i + (j - (len(keys) - 1) / 2) * width)
+            ys.append(r["success_rate"])
+            err[0].append(r["success_rate"] - r["ci95"][0])
+            err[1].append(r["ci95"][1] - r["success_rate"])
+        ax.bar(xs, ys, width, yerr=err, capsize=3, label=key)
+    ax.set_xticks(range(len(tasks)), tasks)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("success rate (95% Wilson CI)")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_gif(path: Path, frames: np.ndarray, goal: np.ndarray | None, fps: int = 10) -> None:
+    """Executed frames, with the goal image beside each one."""
+    import imageio.v2 as imageio
+
+    if goal is not None:
+        frames = np.concatenate([frames, np.broadcast_to(goal, frames.shape)], axis=2)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    imageio.mimsave(path, list(frames), duration=1000 / fps, loop=0)
+
+
+def _goal_frame(task: str, seed: int, image_size: int) -> np.ndarray:
+    from envs.mujoco_tasks import make_task
+
+    t = make_task(task, image_size=image_size, render=True)
+    t.reset(seed=seed)
+    g = np.array(t.goal_image)
+    t.close()
+    return g
+
+
+def benchmark(cfg: BenchmarkConfig) -> list[dict]:
+    from envs.mujoco_tasks import TASKS
+    from planners.registry import PLANNERS
+
+    for t in cfg.tasks:
+        if t not in TASKS:
+            raise ValueError(f"unknown task {t!r} in tasks, expected some of {sorted(TASKS)}")
+    for r in cfg.rows:
+        if r not in ROWS:
+            raise ValueError(f"unknown row {r!r} in rows, expected some of {list(ROWS)}")
+    for p in cfg.planners:
+        if p not in PLANNERS or p == "random":
+            raise ValueError(f"unknown planner {p!r} in planners, expected some of {sorted(set(PLANNERS) - {'random'})}")
+    if cfg.episodes < 1 or cfg.lockstep < 1:
+        raise ValueError(f"episodes={cfg.episodes} and lockstep={cfg.lockstep} must be >= 1")
+    _preload_model_stack()
+    world = None
+    if "learned" in cfg.rows and cfg.model:
+        from worldmodel.world import LatentWorld
+
+        world = LatentWorld.from_pretrained(cfg.model, device=_device(cfg.device))
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results = []
+    for task in cfg.tasks:
+        for row in cfg.rows:
+            rm = RowModel(cfg, task, row, world)
+            try:
+                for planner in (["random"] if row == "random" else cfg.planners):
+                    settings = planner_settings(cfg, row, planner)
+                    if rm.skip:
+                        results.append(summarise(task, row, planner, [], settings, rm.skip))
+                        continue
+                    if planner == "gradient" and row.startswith("oracle"):
+                        results.append(summarise(task, row, planner, [], settings, "MuJoCo is not differentiable"))
+                        continue
+                    recs = run_row(cfg, task, rm, planner, cfg.episodes, cfg.seed, record_frames=cfg.video)
+                    results.append(summarise(task, row, planner, recs, settings))
+                    if cfg.video:
+                        for r in recs[: cfg.video_episodes]:
+                            if r.frames is not None:
+                                write_gif(out / "videos" / f"{task}_{row}_{planner}_seed{r.seed}.gif", r.frames,
+                                          _goal_frame(task, r.seed, cfg.image_size))
+            finally:
+                rm.close()
+    return results
+
+
+def write_results(cfg: BenchmarkConfig, results: list[dict]) -> str:
+    out = Path(cfg.out)
+    table = markdown_table(results)
+    header = (f"Planning benchmark: {cfg.episodes} episodes per row (seeds {cfg.seed}..{cfg.seed + cfg.episodes - 1}), "
+              f"{cfg.max_steps} decision steps, receding horizon {cfg.receding_horizon}; success and distance "
+              "judged by the real MuJoCo task.\n\n")
+    (out / "results.md").write_text(header + table + "\n")
+    (out / "results.json").write_text(json.dumps(dict(config=dataclasses.asdict(cfg), results=results), indent=2))
+    bar_plot(results, out / "success.png")
+    return table
+
+
+def main(overrides: list[str]) -> int:
+    from pretrain.config import compose, save_resolved, to_dict, wants_print
+
+    show, overrides = wants_print(overrides)
+    cfg = compose(BenchmarkConfig, "benchmark", overrides)
+    if show:
+        from omegaconf import OmegaConf
+
+        print(OmegaConf.to_yaml(OmegaConf.create(to_dict(cfg))))
+        return 0
+    save_resolved(cfg, cfg.out)
+    print(f"benchmark: tasks {cfg.tasks}, rows {cfg.rows}, planners {cfg.planners}, {cfg.episodes} episodes each "
+          f"from seed {cfg.seed}, {cfg.max_steps} steps, receding {cfg.receding_horizon} -> {cfg.out}", flush=True)
+    results = benchmark(cfg)
+    print(write_results(cfg, results))
+    return 0
+
+
+# --------------------------------------------------------------------------- lw plan
+
+@dataclass
+class PlanOneConfig:
+    task: str = "reacher"            # a key of envs.mujoco_tasks.TASKS
+    row: str = "oracle_state"        # learned | oracle_latent | oracle_state | random
+    planner: str = "cem"             # cem | mppi | gradient | random_shooting
+    seed: int = 10_000               # episode seed
+    bench: BenchmarkConfig = field(default_factory=BenchmarkConfig)   # everything else (model, budgets, steps)
+    out: str = "runs/plan"           # folder for episode.gif and episode.json
+
+
+def plan_main(overrides: list[str]) -> int:
+    """Plan one episode, execute it in MuJoCo, write its GIF and a JSON summary."""
+    from pretrain.config import compose, to_dict, wants_print
+
+    show, overrides = wants_print(overrides)
+    cfg = compose(PlanOneConfig, "plan", overrides)
+    if show:
+        from omegaconf import OmegaConf
+
+        print(OmegaConf.to_yaml(OmegaConf.create(to_dict(cfg))))
+        return 0
+    b = cfg.bench
+    _preload_model_stack()
+    world = None
+    if cfg.row == "learned" and b.model:
+        from worldmodel.world import LatentWorld
+
+        world = LatentWorld.from_pretrained(b.model, device=_device(b.device))
+    rm = RowModel(b, cfg.task, cfg.row, world)
+    try:
+        if rm.skip:
+            raise ValueError(f"cannot plan with row={cfg.row!r}: {rm.skip}")
+        planner = "random" if cfg.row == "random" else cfg.planner
+        rec, = run_row(dataclasses.replace(b, lockstep=1, progress=False), cfg.task, rm, planner, 1, cfg.seed,
+                       record_frames=True)
+    finally:
+        rm.close()
+    out = Path(cfg.out)
+    write_gif(out / "episode.gif", rec.frames, _goal_frame(cfg.task, cfg.seed, b.image_size))
+    summary = dict(task=cfg.task, row=cfg.row, planner=cfg.planner, seed=cfg.seed, success=rec.success,
+                   final_distance=rec.final_distance, steps=rec.steps,
+                   seconds_per_replan=float(np.mean(rec.replan_seconds)), actions=rec.actions.tolist())
+    (out / "episode.json").write_text(json.dumps(summary, indent=2))
+    print(f"{cfg.task} {cfg.row}/{cfg.planner} seed {cfg.seed}: success={rec.success} "
+          f"final distance {rec.final_distance:.4f} after {rec.steps} steps, "
+          f"{summary['seconds_per_replan']:.2f} s/replan -> {out / 'episode.gif'}")
+    return 0
