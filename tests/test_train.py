@@ -114,6 +114,26 @@ def test_losses_fall_and_export_loads(world):
     with torch.no_grad():
         pred = world_model.model.predict_next_frames(ctx, torch.zeros(2, 1, 2), torch.zeros(2, 1, 2), steps=2)
     assert pred.shape == (2, 1, 16, 16) and torch.isfinite(pred).all()
+    # analyze-experts on the exported model: heatmap + table from held-out rows
+    from pretrain.analyze_experts import main as analyze_main
+    assert analyze_main([f"model_dir={run / 'model'}", "rows=8", "batch_size=4", "device=cpu",
+                         "data.seq_len=128", "data.video_frames=3", "data.holdout=0.2"]) == 0
+    out = run / "experts"
+    assert (out / "experts.png").stat().st_size > 1000
+    saved = json.loads((out / "experts.json").read_text())
+    assert len(saved["layers"]) == 2 and np.array(saved["s"]).shape == (2, 4)
+    counts = np.array(saved["counts"])  # (layers, 2, experts): both modalities were routed
+    assert (counts[:, 0].sum(-1) > 0).all() and (counts[:, 1].sum(-1) > 0).all()
+    assert "| 0 (trunk.blocks.0.ffn)" in (out / "experts.md").read_text()
     # a second run into the same folder must not silently overwrite it
     with pytest.raises(ValueError, match="resume=true"):
         main(tiny_overrides(world, "run", steps=40))
+
+
+def test_specialisation_score():
+    from pretrain.analyze_experts import specialisation
+    counts = np.array([[[10, 0, 5, 5], [0, 10, 5, 5]]])  # expert 0 text-only, 1 vision-only, 2-3 shared
+    s = specialisation(counts)["s"]
+    np.testing.assert_allclose(s, [[1.0, -1.0, 0.0, 0.0]])
+    with pytest.raises(ValueError, match="expected \\(layers, 2, experts\\)"):
+        specialisation(np.zeros((2, 3)))
