@@ -33,7 +33,8 @@ class EvalPredictionConfig:
     horizon: int = 10               # imagined steps per episode
     context_frames: int | None = None  # real frames given to the model; None: the model's
     denoise_steps: int | None = None   # Euler steps per frame; None: the model's default
-    policy: str = "uniform"         # data policy driving the episodes (pretrain.data.policies)
+    policy: str = "uniform"         # data policy (pretrain.data.policies), or "collection": the policy,
+                                    # mixture and hold of the model's training dataset (its manifest)
     hold: int = 1                   # env steps each policy decision is held (as in `lw collect`)
     seed: int = 1_000_000           # episode i uses seed + i (collection uses 0, 1, ...)
     sample_seed: int = 0            # seed of the sampling noise
@@ -42,25 +43,33 @@ class EvalPredictionConfig:
     out: str | None = None          # output folder; None: <model>/eval_prediction
 
 
-def record_episodes(task, n: int, steps: int, seed: int, policy: str, hold: int):
-    """n ground-truth episodes of `steps` actions: frames (n,steps+1,H,W,3) uint8, actions (n,steps,A)."""
-    from pretrain.data.policies import make_policy
+def collection_policy(dataset: str | Path) -> dict:
+    """The data policy of a dataset's (last) `lw collect` run: policy, mixture, hold, scripted_noise."""
+    manifest = Path(dataset) / "manifest.json"
+    if not manifest.is_file():
+        raise FileNotFoundError(f"policy=collection needs the training dataset's manifest, {str(manifest)!r} "
+                                f"is missing; pass policy=uniform (or another policy) instead")
+    runs = json.loads(manifest.read_text()).get("collect_runs") or []
+    if not runs:
+        raise ValueError(f"{str(manifest)!r} records no collect run; expected one written by `lw collect`")
+    c = runs[-1]["config"]
+    return {k: c[k] for k in ("policy", "mixture", "hold", "scripted_noise") if k in c}
 
-    frames, actions = [], []
-    for i in range(n):
-        rng = np.random.default_rng(seed + i)
-        frame, info = task.reset(seed=seed + i)
-        pol = make_policy(policy, task, rng, hold)
-        fs, acts, state = [frame], [], info.get("state")
-        for _ in range(steps):
-            a = np.asarray(pol(state), np.float32)
-            frame, _, _, _, info = task.step(a)
-            fs.append(frame)
-            acts.append(a)
-            state = info.get("state")
-        frames.append(np.stack(fs))
-        actions.append(np.stack(acts))
-    return np.stack(frames), np.stack(actions)
+
+def record_episodes(task_name: str, image_size: int, n: int, steps: int, seed: int, policy: str = "uniform",
+                    hold: int = 1, **policy_kw):
+    """n ground-truth episodes of `steps` actions, made exactly as `lw collect` makes them (episode i:
+    seed + i, same policy code) -> frames (n,steps+1,H,W,3) uint8, actions (n,steps,A) float32."""
+    from pretrain.data.collect import CollectConfig, EpisodeCollector
+
+    cfg = CollectConfig(task=task_name, episodes=n, policy=policy, hold=hold, episode_steps=steps,
+                        image_size=image_size, workers=1, seed=seed, progress=False, **policy_kw)
+    collector = EpisodeCollector(cfg)
+    try:
+        eps = [collector(i) for i in range(n)]
+    finally:
+        collector.task.close()
+    return np.stack([e.frames for e in eps]), np.stack([e.actions for e in eps]).astype(np.float32)
 
 
 @torch.no_grad()
@@ -153,7 +162,6 @@ def main(overrides: list[str]) -> int:
         raise ValueError("model is required: lw eval-prediction model=<folder written by `lw pretrain`>")
     if cfg.episodes < 1 or cfg.horizon < 1:
         raise ValueError(f"episodes={cfg.episodes}, horizon={cfg.horizon}, expected both >= 1")
-    from envs.mujoco_tasks import make_task
     from worldmodel.world import LatentWorld
 
     device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -168,10 +176,12 @@ def main(overrides: list[str]) -> int:
     n_steps = tc - 1 + cfg.horizon
     print(f"eval-prediction: {cfg.episodes} held-out {task_name} episodes (seeds {cfg.seed}..), "
           f"{tc} context frames, horizon {cfg.horizon}, policy {cfg.policy}, device {device}")
-    task = make_task(task_name, image_size=world.image_size, max_steps=max(n_steps, 1))
+    pol = {"policy": cfg.policy, "hold": cfg.hold}
+    if cfg.policy == "collection":
+        pol = collection_policy(world.extras.get("dataset") or f"data/{task_name}")
+        print(f"  collection policy: {pol}")
     t0 = time.perf_counter()
-    frames, actions = record_episodes(task, cfg.episodes, n_steps, cfg.seed, cfg.policy, cfg.hold)
-    task.close()
+    frames, actions = record_episodes(task_name, world.image_size, cfg.episodes, n_steps, cfg.seed, **pol)
     t1 = time.perf_counter()
     gen = torch.Generator(device=world.device).manual_seed(cfg.sample_seed)
     per_ep = evaluate(world, frames, actions, tc, cfg.horizon, steps, gen, cfg.batch)
@@ -179,11 +189,11 @@ def main(overrides: list[str]) -> int:
     res = summarise(per_ep)
     table = markdown_table(res, cfg.horizon)
     head = (f"# Prediction: {cfg.model} on {task_name}\n\n{cfg.episodes} held-out episodes (seeds "
-            f"{cfg.seed}..{cfg.seed + cfg.episodes - 1}, policy {cfg.policy}), {tc} real context frames, "
+            f"{cfg.seed}..{cfg.seed + cfg.episodes - 1}, policy {pol['policy']}), {tc} real context frames, "
             f"open-loop horizon {cfg.horizon}, denoise steps {steps or 'model default'}. "
             f"Means over episodes; RAE = decode(encode(true frame)), the pixel ceiling.\n\n")
     (out / "prediction.md").write_text(head + table + "\n")
-    payload = {"config": to_dict(cfg), "task": task_name, "context_frames": tc,
+    payload = {"config": to_dict(cfg), "task": task_name, "context_frames": tc, "policy": pol,
                "seconds": {"ground_truth": t1 - t0, "model": t2 - t1}, "per_step": res}
     (out / "prediction.json").write_text(json.dumps(payload, indent=2))
     plot(res, cfg.horizon, out / "prediction.png", f"{Path(cfg.model).name} on {task_name}: "

@@ -7,9 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from envs.mujoco_tasks import make_task
 from pretrain.config import ConfigError
-from pretrain.eval_prediction import main, record_episodes
+from pretrain.eval_prediction import collection_policy, main, record_episodes
 from pretrain.image_metrics import psnr
 from test_world import IMAGE, build_tiny_world
 
@@ -20,16 +19,27 @@ def world_dir(tmp_path_factory):
 
 
 def test_held_out_episodes_are_seeded_and_policy_driven():
-    task = make_task("reacher", image_size=IMAGE)
-    f1, a1 = record_episodes(task, 2, 3, seed=1_000_000, policy="uniform", hold=1)
-    f2, a2 = record_episodes(task, 2, 3, seed=1_000_000, policy="uniform", hold=1)
-    f3, _ = record_episodes(task, 1, 3, seed=1_000_001, policy="uniform", hold=1)
-    task.close()
+    f1, a1 = record_episodes("reacher", IMAGE, 2, 3, seed=1_000_000, policy="uniform")
+    f2, a2 = record_episodes("reacher", IMAGE, 2, 3, seed=1_000_000, policy="uniform")
+    f3, _ = record_episodes("reacher", IMAGE, 1, 3, seed=1_000_001, policy="uniform")
     assert f1.shape == (2, 4, IMAGE, IMAGE, 3) and a1.shape == (2, 3, 2)
     assert np.array_equal(f1, f2) and np.array_equal(a1, a2)
     assert np.array_equal(f1[1], f3[0])  # episode i is seed + i, whatever the batch
     assert np.all(np.abs(a1) <= 0.2) and len(np.unique(a1)) == a1.size  # uniform in the box
     assert not np.array_equal(f1[0, 0], f1[0, -1])  # the actions move the arm
+
+
+def test_collection_policy_is_read_from_the_dataset_manifest(tmp_path):
+    run = {"config": {"task": "reacher", "policy": "mixture", "mixture": {"uniform": 0.5, "ou": 0.5}, "hold": 2,
+                      "scripted_noise": 0.3, "seed": 0}}
+    (tmp_path / "manifest.json").write_text(json.dumps({"collect_runs": [run]}))
+    pol = collection_policy(tmp_path)
+    assert pol == {"policy": "mixture", "mixture": {"uniform": 0.5, "ou": 0.5}, "hold": 2, "scripted_noise": 0.3}
+    _, acts = record_episodes("reacher", IMAGE, 2, 4, seed=1_000_000, **pol)
+    assert np.array_equal(acts[:, 0], acts[:, 1]) and np.array_equal(acts[:, 2], acts[:, 3])  # hold=2
+    assert not np.array_equal(acts[:, 1], acts[:, 2])
+    with pytest.raises(FileNotFoundError, match="manifest"):
+        collection_policy(tmp_path / "nope")
 
 
 def test_eval_prediction_writes_table_json_plot(world_dir, tmp_path):
@@ -44,9 +54,7 @@ def test_eval_prediction_writes_table_json_plot(world_dir, tmp_path):
             assert len(per[f"{who}_{m}"]) == 2 and all(np.isfinite(per[f"{who}_{m}"]))
     assert per["rae_latent_mse"] == [0.0, 0.0]  # the reference latents are the RAE's own
     # copy-last PSNR recomputed independently from the same held-out episodes
-    task = make_task("reacher", image_size=IMAGE)
-    frames, _ = record_episodes(task, 3, 3, seed=1_000_000, policy="uniform", hold=1)
-    task.close()
+    frames, _ = record_episodes("reacher", IMAGE, 3, 3, seed=1_000_000, policy="uniform")
     to_f = lambda x: torch.from_numpy(x).permute(0, 3, 1, 2).float() / 255  # noqa: E731
     expect = [psnr(to_f(frames[:, 1]), to_f(frames[:, 2 + h]), reduction="none").mean().item() for h in range(2)]
     assert np.allclose(per["copy_last_psnr"], expect, rtol=1e-4)
