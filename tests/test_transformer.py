@@ -164,3 +164,18 @@ def test_max_seq_len_is_enforced():
     b = pack_rows([text_doc()], 32, m.cfg)
     with pytest.raises(ValueError, match="max_seq_len=16"):
         m(b)
+
+
+@pytest.mark.slow
+def test_compiled_blocks_with_flex_match_sdpa():
+    """Blocks under torch.compile (as the trainer runs them) with the Flex backend == eager SDPA.
+
+    Guards a real inductor pitfall: compiled flex_attention read a strided (permuted) v wrongly
+    on CPU until Attention passed contiguous q/k/v."""
+    m_sdpa, m_flex = model("dense", attn_backend="sdpa"), model("dense", attn_backend="flex")
+    m_flex.load_state_dict(m_sdpa.state_dict())
+    b = collate([pack_rows([av_doc(1), text_doc()], 64, m_sdpa.cfg)] * 2)
+    m_flex.trunk.blocks[0].compile()     # one compiled block keeps the inductor compile short
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert torch.allclose(hidden(m_flex, b), hidden(m_sdpa, b), atol=1e-5)

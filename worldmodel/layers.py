@@ -76,6 +76,8 @@ def flex_attention(q: Tensor, k: Tensor, v: Tensor, block_mask) -> Tensor:
     global _compiled_flex
     from torch.nn.attention.flex_attention import flex_attention as _flex
 
+    if torch.compiler.is_compiling():       # inside a compiled block: dynamo fuses it itself
+        return _flex(q, k, v, block_mask=block_mask)
     if q.is_cuda:
         if _compiled_flex is None:
             _compiled_flex = torch.compile(_flex, dynamic=False)
@@ -131,6 +133,6 @@ class Attention(nn.Module):
         if isinstance(mask, Tensor) or mask is None:
             y = F.scaled_dot_product_attention(q, k_all, v_all, attn_mask=mask)
         else:
-            y = flex_attention(q, k_all, v_all, mask)
+            y = flex_attention(q.contiguous(), k_all.contiguous(), v_all.contiguous(), mask)
         y = y.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim)  # (B,H,T,K) -> (B,T,H*K)
         return self.proj(y), (k, v)
