@@ -60,7 +60,7 @@ class TrainConfig:
     grad_accum: int = 1             # micro-batches per rank per optimizer step
     resume: bool = False            # continue from the newest checkpoint in run_dir/checkpoints
     precision: str = "auto"         # auto (bf16 autocast on CUDA, fp32 on CPU) | bf16 | fp32
-    compile: str = "auto"           # torch.compile the transformer blocks: auto (CUDA only) | on | off
+    compile: str = "auto"           # torch.compile the transformer blocks: auto (CUDA only) | on | off (or true/false)
     eval_every: int = 0             # steps between held-out evaluations (0 = only at the end)
     eval_rows: int = 16             # held-out rows per evaluation
     export: bool = True             # write run_dir/model/ at the end of the run
@@ -129,12 +129,20 @@ def model_config(cfg: TrainConfig, info: DataInfo) -> ModelConfig:
     return dataclasses.replace(cfg.model, **over)
 
 
+def switch(value: str | bool, name: str) -> str:
+    """'auto' | 'on' | 'off' (YAML/CLI may hand over true/false, which OmegaConf makes 'True'/'False')."""
+    v = str(value).strip().lower()
+    v = {"true": "on", "1": "on", "yes": "on", "false": "off", "0": "off", "no": "off"}.get(v, v)
+    if v not in SWITCHES:
+        raise ValueError(f"{name}={value!r}, expected one of {SWITCHES}")
+    return v
+
+
 def check_config(cfg: TrainConfig, world_size: int) -> int:
     """Validate the step arithmetic; returns rows per micro-batch per rank."""
     if cfg.precision not in PRECISIONS:
         raise ValueError(f"precision={cfg.precision!r}, expected one of {PRECISIONS}")
-    if cfg.compile not in SWITCHES:
-        raise ValueError(f"compile={cfg.compile!r}, expected one of {SWITCHES}")
+    cfg.compile = switch(cfg.compile, "compile")
     if cfg.steps < 1 or cfg.grad_accum < 1 or cfg.batch_size < 1:
         raise ValueError(f"steps={cfg.steps}, grad_accum={cfg.grad_accum}, batch_size={cfg.batch_size}; "
                          f"expected all >= 1")
