@@ -201,6 +201,19 @@ def text_action_ids(values: Tensor, action_scale: float) -> list[list[int]]:
     return [[_TOK.act_id] + _TOK.encode(_TOK.format_action(r)) + [_TOK.eoa_id] for r in v.cpu().tolist()]
 
 
+class _Part:
+    """One run of n tokens appended to every row. Fields are python scalars when equal for the
+    whole run and all rows (materialised cheaply in take()), tensors (B, n) otherwise."""
+    __slots__ = ("n", "tokens", "modality", "frame_id", "noisy", "doc", "source", "pos", "grid", "cond",
+                 "text_loss", "latents", "actions")
+
+    def __init__(self, n, tokens, modality, frame_id, noisy, doc, source, pos, grid, cond, text_loss,
+                 latents, actions):
+        self.n, self.tokens, self.modality, self.frame_id, self.noisy = n, tokens, modality, frame_id, noisy
+        self.doc, self.source, self.pos, self.grid, self.cond = doc, source, pos, grid, cond
+        self.text_loss, self.latents, self.actions = text_loss, latents, actions
+
+
 class SequenceBuilder:
     """Appends segments to B rows in lockstep and hands out the tokens as PackedBatch chunks.
 
@@ -215,44 +228,34 @@ class SequenceBuilder:
         self.cfg, self.B, self.device, self.dtype = cfg, batch_size, device, dtype
         gh, gw = cfg.frame_grid
         self.N, self.C, self.A = gh * gw, cfg.latent_dim, cfg.action_dim
-        rows = torch.arange(gh, device=device).repeat_interleave(gw)
-        cols = torch.arange(gw, device=device).repeat(gh)
-        self._grid = rows, cols                                          # (N,), (N,)
-        self.index = 0                                                   # next stream index
-        self.pos = torch.zeros(batch_size, dtype=torch.long, device=device)  # next position per row
+        self._rows = torch.arange(gh, device=device).repeat_interleave(gw)   # (N,) row of each frame token
+        self._cols = torch.arange(gw, device=device).repeat(gh)               # (N,) column
+        self.index = 0                  # next stream index
+        self.pos: int | Tensor = 0      # next position: an int shared by all rows, or (B,) after ragged text
         self.doc = -1
         self.source = -1
         self.n_frames = 0
         self.cur_frame = -1             # frame opened by begin_frame, -1 when none is open
-        self.frame_pos = None           # (B,) position of the open frame's tokens
-        self._pending: list[dict] = []  # conditioning pieces waiting for the next frame
-        self._parts: list[dict] = []
+        self.frame_pos: int | Tensor = 0  # position of the open frame's tokens
+        self._pending: list[_Part] = []   # conditioning pieces waiting for the next frame
+        self._parts: list[_Part] = []
 
     # -- low level ----------------------------------------------------------------------
-    def _emit(self, n: int, *, tokens=None, modality=MOD_TEXT, frame_id=-1, noisy=False, pos=None,
-              rows=None, cols=None, text_loss=False, latents=None, actions=None, doc=None, source=None,
-              advance: bool = True) -> dict:
-        B, dev = self.B, self.device
-
-        def full(v):
-            return torch.full((B, n), v, dtype=torch.long, device=dev)
-
+    def _emit(self, n: int, *, tokens: int | Tensor = _TOK.pad_id, modality: int = MOD_TEXT, frame_id: int = -1,
+              noisy: bool = False, pos=None, grid: bool = False, text_loss: bool | Tensor = False,
+              latents: Tensor | None = None, actions: Tensor | None = None, doc=None, source=None,
+              advance: bool = True) -> _Part:
+        """Append n tokens. pos: None -> consecutive from self.pos; an int or (B,) tensor -> that
+        position for all n tokens (a frame copy); a (B, n) tensor -> explicit."""
         if pos is None:
-            pos = self.pos[:, None] + torch.arange(n, device=dev)[None]
-        part = dict(
-            tokens=full(_TOK.pad_id) if tokens is None else tokens,
-            modality=full(modality), frame_id=full(frame_id),
-            is_noisy=torch.full((B, n), noisy, dtype=torch.bool, device=dev),
-            doc_id=full(self.doc if doc is None else doc), source=full(self.source if source is None else source),
-            index=full(0) + torch.arange(self.index, self.index + n, device=dev)[None],
-            pos_seq=pos.expand(B, n) if pos.dim() == 2 else pos[:, None].expand(B, n),
-            pos_row=full(0) if rows is None else rows[None].expand(B, n),
-            pos_col=full(0) if cols is None else cols[None].expand(B, n),
-            cond_of=full(-1),
-            text_loss_flag=torch.full((B, n), text_loss, dtype=torch.bool, device=dev),
-            latents=torch.zeros(B, n, self.C, dtype=self.dtype, device=dev) if latents is None else latents,
-            actions=torch.zeros(B, n, self.A, dtype=self.dtype, device=dev) if actions is None else actions,
-        )
+            pos = ("run", self.pos, 1) if isinstance(self.pos, int) else \
+                self.pos[:, None] + torch.arange(n, device=self.device)[None]
+        elif isinstance(pos, int):
+            pos = ("run", pos, 0)
+        elif isinstance(pos, Tensor) and pos.dim() == 1:
+            pos = pos[:, None].expand(self.B, n)
+        part = _Part(n, tokens, modality, frame_id, noisy, self.doc if doc is None else doc,
+                     self.source if source is None else source, pos, grid, -1, text_loss, latents, actions)
         self.index += n
         if advance:
             self.pos = self.pos + n
@@ -266,7 +269,7 @@ class SequenceBuilder:
             raise ValueError("new_document while a frame is open; call end_frame first")
         self.doc += 1
         self.source = source
-        self.pos = torch.zeros_like(self.pos)   # positions restart per document (RoPE is relative)
+        self.pos = 0                    # positions restart per document (RoPE is relative)
         self._pending = []
 
     def _need_doc(self) -> None:
@@ -279,7 +282,6 @@ class SequenceBuilder:
         with <pad> tokens of doc -1, which no real token attends to)."""
         self._need_doc()
         if isinstance(ids, Tensor):
-            ids_list = None
             ids_t = ids.to(self.device, torch.long)
             if ids_t.dim() != 2 or ids_t.shape[0] != self.B:
                 raise ValueError(f"text ids have shape {tuple(ids.shape)}, expected ({self.B}, T)")
@@ -293,14 +295,18 @@ class SequenceBuilder:
             if any(len(r) != longest for r in ids_list):
                 self._text_ragged(ids_list, loss)
                 return
+            if any(i < 0 or i >= self.cfg.vocab_size for r in ids_list for i in r):
+                raise ValueError(f"text token id {[i for r in ids_list for i in r if not 0 <= i < self.cfg.vocab_size][0]} "
+                                 f"is outside the vocabulary [0, {self.cfg.vocab_size})")
             ids_t = torch.tensor(ids_list, dtype=torch.long, device=self.device)
+            self._pending.append(self._emit(ids_t.shape[1], tokens=ids_t, text_loss=loss))
+            return
         if ids_t.shape[1] == 0:
             return
         bad = (ids_t < 0) | (ids_t >= self.cfg.vocab_size)
         if bad.any():
             raise ValueError(f"text token id {int(ids_t[bad][0])} is outside the vocabulary [0, {self.cfg.vocab_size})")
-        part = self._emit(ids_t.shape[1], tokens=ids_t, text_loss=loss)
-        self._pending.append(part)
+        self._pending.append(self._emit(ids_t.shape[1], tokens=ids_t, text_loss=loss))
 
     def _text_ragged(self, ids_list: list[list[int]], loss: bool) -> None:
         longest = max(len(r) for r in ids_list)
@@ -310,16 +316,15 @@ class SequenceBuilder:
             if r:
                 tok[b, longest - len(r):] = torch.tensor(r)
                 real[b, longest - len(r):] = True
-        tok, real = tok.to(self.device), real.to(self.device)
         if ((tok < 0) | (tok >= self.cfg.vocab_size)).any():
             raise ValueError(f"text token ids must lie in [0, {self.cfg.vocab_size})")
+        tok, real = tok.to(self.device), real.to(self.device)
         # per-row positions count only real tokens; pads sit at the first real position
-        pos = self.pos[:, None] + (real.long().cumsum(1) - 1).clamp_min(0)
-        part = self._emit(longest, tokens=tok, pos=pos, text_loss=loss, advance=False)
-        part["doc_id"] = torch.where(real, part["doc_id"], torch.full_like(part["doc_id"], -1))
-        part["source"] = torch.where(real, part["source"], torch.full_like(part["source"], -1))
-        part["text_loss_flag"] = part["text_loss_flag"] & real
-        self.pos = self.pos + real.long().sum(1)
+        pos = self.pos + (real.long().cumsum(1) - 1).clamp_min(0)                  # (B, T)
+        minus1 = torch.full_like(tok, -1)
+        part = self._emit(longest, tokens=tok, pos=pos, text_loss=real & loss, advance=False,
+                          doc=torch.where(real, self.doc, minus1), source=torch.where(real, self.source, minus1))
+        self.pos = self.pos + real.long().sum(1)                                   # now (B,) per row
         self._pending.append(part)
 
     def action(self, values: Tensor) -> None:
@@ -336,8 +341,8 @@ class SequenceBuilder:
                 raise ValueError("text-encoded actions of one batch formatted to different lengths")
             part = self._emit(len(ids[0]), tokens=torch.tensor(ids, dtype=torch.long, device=self.device))
         elif enc == "embed":
-            part = self._emit(1, tokens=torch.full((self.B, 1), _TOK.act_id, dtype=torch.long, device=self.device),
-                              modality=MOD_ACTION, actions=values.to(self.device, self.dtype)[:, None])
+            part = self._emit(1, tokens=_TOK.act_id, modality=MOD_ACTION,
+                              actions=values.to(self.device, self.dtype)[:, None])
         else:
             raise ValueError(f"action_encoding must be 'text' or 'embed', got {enc!r}")
         self._pending.append(part)
@@ -349,13 +354,12 @@ class SequenceBuilder:
             raise ValueError("begin_frame while a frame is already open")
         f = self.n_frames
         self.n_frames += 1
-        for part in self._pending:  # the segments since the previous frame condition this one
-            is_doc = part["doc_id"] >= 0
-            part["cond_of"] = torch.where(is_doc, torch.full_like(part["cond_of"], f), part["cond_of"])
+        boi = self._emit(1, tokens=_TOK.boi_id)
+        # the segments since the previous frame condition this one; <boi> saw them, so it joins
+        for part in self._pending + [boi]:
+            part.cond = f if isinstance(part.doc, int) else torch.where(part.doc >= 0, f, -1)
         self._pending = []
-        boi = self._emit(1, tokens=torch.full((self.B, 1), _TOK.boi_id, dtype=torch.long, device=self.device))
-        boi["cond_of"] = torch.full_like(boi["cond_of"], f)   # <boi> saw the condition: hide it too
-        self.cur_frame, self.frame_pos = f, self.pos.clone()
+        self.cur_frame, self.frame_pos = f, self.pos
         return f
 
     def frame_tokens(self, latents: Tensor, noisy: bool) -> None:
@@ -367,16 +371,15 @@ class SequenceBuilder:
         if latents.shape != (self.B, self.N, self.C):
             raise ValueError(f"frame latents have shape {tuple(latents.shape)}, "
                              f"expected ({self.B}, {self.N}, {self.C}) (grid {tuple(self.cfg.frame_grid)})")
-        rows, cols = self._grid
         self._emit(self.N, modality=MOD_VISION, frame_id=self.cur_frame, noisy=noisy, pos=self.frame_pos,
-                   rows=rows, cols=cols, latents=latents.to(self.device, self.dtype), advance=False)
+                   grid=True, latents=latents, advance=False)
 
     def end_frame(self) -> None:
         if self.cur_frame < 0:
             raise ValueError("end_frame without begin_frame")
         self.pos = self.frame_pos + 1
-        self._emit(1, tokens=torch.full((self.B, 1), _TOK.eoi_id, dtype=torch.long, device=self.device))
-        self.cur_frame, self.frame_pos = -1, None
+        self._emit(1, tokens=_TOK.eoi_id)
+        self.cur_frame = -1
 
     def frame(self, latents: Tensor, loss: bool = True) -> None:
         """<boi> [noisy copy if loss] clean copy <eoi>."""
@@ -389,8 +392,7 @@ class SequenceBuilder:
     def pad(self, n: int) -> None:
         """n padding tokens: their own 'document' (-1), causal among themselves, seen by nobody else."""
         if n > 0:
-            self._emit(n, doc=-1, source=-1, pos=torch.arange(n, device=self.device)[None].expand(self.B, n),
-                       advance=False)
+            self._emit(n, doc=-1, source=-1, pos=("run", 0, 1), advance=False)
 
     def document(self, doc: Document) -> None:
         self.new_document(doc.source)
@@ -405,20 +407,69 @@ class SequenceBuilder:
                 raise ValueError(f"unknown segment {type(seg).__name__}; expected Text, Frame or Action")
 
     # -- output ---------------------------------------------------------------------------
+    def _field(self, parts: list[_Part], offsets: list[int], T: int, attr: str, dtype: torch.dtype) -> Tensor:
+        """(B, T) from per-part scalars (one repeat_interleave) with tensor parts written in."""
+        vals = [getattr(p, attr) for p in parts]
+        scalars = torch.tensor([0 if isinstance(v, Tensor) else v for v in vals], dtype=dtype, device=self.device)
+        counts = torch.tensor([p.n for p in parts], device=self.device)
+        out = torch.repeat_interleave(scalars, counts, output_size=T)[None].repeat(self.B, 1)
+        for v, o, p in zip(vals, offsets, parts):
+            if isinstance(v, Tensor):
+                out[:, o:o + p.n] = v
+        return out
+
+    def _positions(self, parts: list[_Part], offsets: list[int], T: int) -> Tensor:
+        dev = self.device
+        runs = [p.pos if isinstance(p.pos, tuple) else ("run", 0, 0) for p in parts]
+        counts = torch.tensor([p.n for p in parts], device=dev)
+        start = torch.repeat_interleave(torch.tensor([r[1] for r in runs], device=dev), counts, output_size=T)
+        step = torch.repeat_interleave(torch.tensor([r[2] for r in runs], device=dev), counts, output_size=T)
+        first = torch.repeat_interleave(torch.tensor(offsets, device=dev), counts, output_size=T)
+        out = (start + step * (torch.arange(T, device=dev) - first))[None].repeat(self.B, 1)
+        for p, o in zip(parts, offsets):
+            if isinstance(p.pos, Tensor):
+                out[:, o:o + p.n] = p.pos
+        return out
+
     def take(self) -> PackedBatch:
         """Everything appended since the last take(), as one (B, T) chunk."""
         if not self._parts:
             raise ValueError("nothing to take: no tokens were appended")
         parts, self._parts = self._parts, []
-        cat = {k: torch.cat([p[k] for p in parts], 1) for k in parts[0]}
-        flag = cat.pop("text_loss_flag")
-        tok, doc = cat["tokens"], cat["doc_id"]
+        offsets, T = [], 0
+        for p in parts:
+            offsets.append(T)
+            T += p.n
+        B, dev, L = self.B, self.device, torch.long
+        grid_r = torch.zeros(B, T, dtype=L, device=dev)
+        grid_c = torch.zeros(B, T, dtype=L, device=dev)
+        latents = torch.zeros(B, T, self.C, dtype=self.dtype, device=dev)
+        actions = torch.zeros(B, T, self.A, dtype=self.dtype, device=dev)
+        for p, o in zip(parts, offsets):
+            if p.grid:
+                grid_r[:, o:o + p.n] = self._rows
+                grid_c[:, o:o + p.n] = self._cols
+            if p.latents is not None:
+                latents[:, o:o + p.n] = p.latents      # slice writes keep the autograd graph
+            if p.actions is not None:
+                actions[:, o:o + p.n] = p.actions
+        tok = self._field(parts, offsets, T, "tokens", L)
+        doc = self._field(parts, offsets, T, "doc", L)
+        flag = self._field(parts, offsets, T, "text_loss", torch.bool)
         # position i predicts token i+1 when that token bears text loss in the same document
         targets = torch.zeros_like(tok)
         targets[:, :-1] = tok[:, 1:]
         loss = torch.zeros_like(flag)
         loss[:, :-1] = flag[:, 1:] & (doc[:, 1:] == doc[:, :-1]) & (doc[:, :-1] >= 0)
-        return PackedBatch(text_targets=targets, text_loss=loss, **cat)
+        index = torch.arange(self.index - T, self.index, device=dev)[None].repeat(B, 1)
+        return PackedBatch(
+            tokens=tok, modality=self._field(parts, offsets, T, "modality", L),
+            frame_id=self._field(parts, offsets, T, "frame_id", L),
+            is_noisy=self._field(parts, offsets, T, "noisy", torch.bool), doc_id=doc,
+            source=self._field(parts, offsets, T, "source", L), index=index,
+            pos_seq=self._positions(parts, offsets, T), pos_row=grid_r, pos_col=grid_c,
+            cond_of=self._field(parts, offsets, T, "cond", L), text_targets=targets, text_loss=loss,
+            latents=latents, actions=actions)
 
 
 # -- documents and rows -----------------------------------------------------------------------
