@@ -110,7 +110,7 @@ def build_encoder(encoder: str, weights: str | None = None, input_size: int = 0,
     if not encoder.startswith("timm:"):
         raise ValueError(f"unknown encoder {encoder!r}, expected 'own' or 'timm:<model name>'")
     model_name = encoder[5:]
-    file = _resolve_timm_weights(model_name, weights)
+    file = resolve_timm_weights(model_name, weights)
     if not input_size:
         input_size = _auto_input_size(model_name, kwargs, image_size)
     model = _create_timm(model_name, input_size, kwargs, file=file)
@@ -148,7 +148,7 @@ def _load_own(weights: str | None, input_size: int) -> TimmEncoder:
     return enc
 
 
-def _resolve_timm_weights(model_name: str, weights: str | None) -> str:
+def resolve_timm_weights(model_name: str, weights: str | None) -> str:
     """A local weights file for `model_name`, or a FileNotFoundError saying where it should be.
 
     Never touches the network: an explicit file is checked on disk; otherwise only the
