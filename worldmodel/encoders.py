@@ -109,7 +109,11 @@ def build_encoder(encoder: str, weights: str | None = None, input_size: int = 0,
         return _load_own(weights, input_size)
     if not encoder.startswith("timm:"):
         raise ValueError(f"unknown encoder {encoder!r}, expected 'own' or 'timm:<model name>'")
+    import timm
+
     model_name = encoder[5:]
+    if not timm.is_model(model_name):
+        raise ValueError(f"unknown timm model {model_name!r}, expected a name from timm.list_models()")
     file = resolve_timm_weights(model_name, weights)
     if not input_size:
         input_size = _auto_input_size(model_name, kwargs, image_size)
