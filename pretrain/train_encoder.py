@@ -238,7 +238,7 @@ def train(cfg: TrainEncoderConfig) -> dict:
         step += 1
         bar.update(1)
         bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr:.2e}", refresh=False)
-        if step % 20 == 0:
+        if step % 20 == 0 or step == 1:
             log.write(step=step, minutes=round(budget.elapsed() / 60, 3), loss=loss.item(), lr=lr)
         if step % cfg.eval_every == 0:
             last = evaluate()

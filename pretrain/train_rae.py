@@ -194,7 +194,7 @@ def train(cfg: TrainRAEConfig) -> dict:
         step += 1
         bar.update(1)
         bar.set_postfix(l1=f"{l1.item():.4f}", lr=f"{lr:.2e}", refresh=False)
-        if step % 20 == 0:
+        if step % 20 == 0 or step == 1:
             log.write(step=step, minutes=round(budget.elapsed() / 60, 3), loss=loss.item(), l1=l1.item(), lr=lr)
         if step % cfg.eval_every == 0:
             last = evaluate()
