@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -119,10 +120,14 @@ class Budget:
         if steps < 1:
             raise ValueError(f"steps={steps}, expected >= 1")
         self.steps, self.seconds = steps, max_minutes * 60 if max_minutes > 0 else math.inf
-        self.t0 = time.monotonic()
+        self.t0, self.cpu0 = time.monotonic(), time.process_time()
 
     def elapsed(self) -> float:
         return time.monotonic() - self.t0
+
+    def cpu(self) -> float:
+        """CPU seconds of this process (all threads) since the start: shows how busy the machine was."""
+        return time.process_time() - self.cpu0
 
     def frac(self, step: int) -> float:
         return min(1.0, max(step / self.steps, self.elapsed() / self.seconds))
@@ -166,6 +171,14 @@ def progress_bar(enabled: bool, total: int | None, desc: str):
     from tqdm import tqdm
 
     return tqdm(total=total, desc=desc, disable=not enabled, dynamic_ncols=True, mininterval=2.0)
+
+
+def tqdm_write(msg: str) -> None:
+    """Print above the progress bar and flush (logs redirected to files stay current)."""
+    from tqdm import tqdm
+
+    tqdm.write(msg)
+    sys.stdout.flush()
 
 
 def set_threads(threads: int) -> None:
@@ -218,7 +231,8 @@ def train(cfg: TrainEncoderConfig) -> dict:
             loss, pred, mask = model(held_eval, generator=g)
             recon = model.reconstruct(held_eval, pred, mask)
         model.train()
-        rec = {"step": step, "minutes": round(budget.elapsed() / 60, 3), "heldout_loss": loss.item(),
+        rec = {"step": step, "minutes": round(budget.elapsed() / 60, 3),
+               "cpu_minutes": round(budget.cpu() / 60, 3), "heldout_loss": loss.item(),
                "heldout_psnr_masked": psnr(recon, held_eval).item(), "heldout_ssim_masked": ssim(recon, held_eval).item()}
         hidden = _pixel_mask(mask, model).float()  # (B, 1, H, W)
         masked = held_eval * (1 - hidden) + 0.5 * hidden  # hidden patches shown grey
@@ -243,7 +257,7 @@ def train(cfg: TrainEncoderConfig) -> dict:
         if step % cfg.eval_every == 0:
             last = evaluate()
             log.write(**last)
-            bar.write(f"step {step}: held-out loss {last['heldout_loss']:.4f}, masked-recon PSNR "
+            tqdm_write(f"step {step}: held-out loss {last['heldout_loss']:.4f}, masked-recon PSNR "
                       f"{last['heldout_psnr_masked']:.2f} dB, SSIM {last['heldout_ssim_masked']:.4f}")
         if step % cfg.save_every == 0:
             model.save_pretrained(out)

@@ -24,7 +24,8 @@ import torch.nn as nn
 
 from pretrain.config import compose, save_resolved, to_dict, wants_print
 from pretrain.train_encoder import (Budget, MetricsLog, eval_subset, load_frame_split, lr_at, pick_device,
-                                    progress_bar, save_grid, set_threads, to_float)
+                                    progress_bar, save_grid, set_threads, to_float,
+                                    tqdm_write)
 
 
 @dataclass
@@ -167,7 +168,7 @@ def train(cfg: TrainRAEConfig) -> dict:
             noisy = rae.decode(held_z + cfg.eval_noise * torch.randn(held_z.shape, device=device, generator=g))
         rae.train()
         save_grid(out / "samples.png", [held_eval, clean, noisy])
-        return {"step": step, "minutes": round(budget.elapsed() / 60, 3),
+        return {"step": step, "minutes": round(budget.elapsed() / 60, 3), "cpu_minutes": round(budget.cpu() / 60, 3),
                 "heldout_l1": (clean - held_eval).abs().mean().item(),
                 "heldout_psnr": psnr(clean, held_eval).item(), "heldout_ssim": ssim(clean, held_eval).item(),
                 "heldout_psnr_noisy": psnr(noisy, held_eval).item(),
@@ -199,7 +200,7 @@ def train(cfg: TrainRAEConfig) -> dict:
         if step % cfg.eval_every == 0:
             last = evaluate()
             log.write(**last)
-            bar.write(f"step {step} ({last['minutes']:.1f} min): held-out PSNR {last['heldout_psnr']:.2f} dB, "
+            tqdm_write(f"step {step} ({last['minutes']:.1f} min): held-out PSNR {last['heldout_psnr']:.2f} dB, "
                       f"SSIM {last['heldout_ssim']:.4f}; noisy latents (sigma {cfg.eval_noise}) "
                       f"PSNR {last['heldout_psnr_noisy']:.2f} dB")
         if step % cfg.save_every == 0:

@@ -192,7 +192,8 @@ def test_timm_auto_input_size(tmp_path):
     src = timm.create_model("vit_small_patch14_dinov2", pretrained=False, img_size=56, **kw)
     save_file(src.state_dict(), str(tmp_path / "w.safetensors"))
     enc = build_encoder("timm:vit_small_patch14_dinov2", str(tmp_path / "w.safetensors"), 0, kw, image_size=64)
-    assert enc.input_size == 70 and enc.grid == (5, 5)  # 64 px rounded to the 14 px patch
+    assert enc.input_size == 56 and enc.grid == (4, 4)  # 64/14 = 4.6 -> the divisor 4 of 64
+    enc = build_encoder("timm:vit_small_patch14_dinov2", str(tmp_path / "w.safetensors"), 70, kw, image_size=64)
     with pytest.raises(ValueError, match="not divisible"):  # 64 px cannot come from a 5x5 grid
         RAE(RAEConfig(image_size=64), enc)
 

@@ -103,7 +103,7 @@ def _timm_mean_std(model: nn.Module):
 def build_encoder(encoder: str, weights: str | None = None, input_size: int = 0,
                   kwargs: dict | None = None, image_size: int = 64) -> TimmEncoder:
     """Build and load a frozen encoder. `input_size=0`: the own encoder's size, or for timm
-    `image_size` rounded to the nearest multiple of the patch size (at least one patch)."""
+    about `image_size` (grid * patch, with a grid that divides image_size)."""
     kwargs = dict(kwargs or {})
     if encoder == "own":
         return _load_own(weights, input_size)
@@ -123,13 +123,17 @@ def build_encoder(encoder: str, weights: str | None = None, input_size: int = 0,
 
 
 def _auto_input_size(model_name: str, kwargs: dict, image_size: int) -> int:
+    """Input size = grid * patch, with the grid the divisor of image_size nearest image_size / patch
+    (so the decoder's pixel patches tile the image exactly)."""
     import timm
 
     # Read the patch size from an empty meta-device model (no memory, no weights).
     with torch.device("meta"):
         m = timm.create_model(model_name, pretrained=False, num_classes=0, **kwargs)
     p = int(m.patch_embed.patch_size[0])
-    return max(p, round(image_size / p) * p)
+    divisors = [g for g in range(1, image_size + 1) if image_size % g == 0]
+    grid = min(divisors, key=lambda g: (abs(g - image_size / p), -g))
+    return grid * p
 
 
 def _load_own(weights: str | None, input_size: int) -> TimmEncoder:
