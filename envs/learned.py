@@ -70,6 +70,12 @@ def check_actions(actions: Any, space: spaces.Box, batch: int | None = None) -> 
     return np.clip(a, space.low, space.high).astype(np.float32)
 
 
+def _tensor(x: Any, device: torch.device) -> torch.Tensor:
+    """A float32 tensor on `device` from numpy / torch (any device) / nested lists."""
+    t = x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
+    return t.to(device=device, dtype=torch.float32)
+
+
 def _batch_option(options: dict, key: str, n: int, single: bool) -> Any:
     """An option for n envs: the single env passes one item, the vector env a batch of n."""
     if key not in options or options[key] is None:
@@ -156,6 +162,8 @@ class _Imagination:
         """Context (T,N,C) + actions (T-1,A) -> exactly Tc frames: keep the last Tc, or pad at the
         front by repeating the first frame with zero actions (the system at rest)."""
         T, A = z.shape[0], self.world.action_dim
+        if T < 1:
+            raise ValueError("the reset context has 0 frames, expected at least 1")
         if a is None:
             a = torch.zeros(T - 1, A, device=z.device)
         if tuple(a.shape) != (T - 1, A):
@@ -167,6 +175,20 @@ class _Imagination:
         a = torch.cat([torch.zeros(pad, A, device=z.device), a])
         return z, a
 
+    def _mujoco_starts(self, seeds: Sequence[int], need_ctx: bool, need_goal: bool, goal_states) -> tuple:
+        """Context frames and goal images from the ground-truth task, where the caller gave none."""
+        infos, ctx_frames, goal_frames = [], [], []
+        for k, seed in enumerate(seeds):
+            info: dict[str, Any] = {"task_seed": int(seed)}
+            if need_ctx or need_goal:
+                f, g, tinfo = self.real_context(seed, goal_states[k] if goal_states else None)
+                info["state"] = np.asarray(tinfo["state"], np.float64)
+                info["goal_state"] = np.asarray(self.task.goal_state, np.float64)
+                ctx_frames += [f] if need_ctx else []
+                goal_frames += [g] if need_goal else []
+            infos.append(info)
+        return infos, ctx_frames, goal_frames
+
     def start(self, idx: np.ndarray, seeds: Sequence[int], options: dict | None, single: bool) -> list[dict]:
         """(Re)start episodes `idx` (seeds: one task seed each). Returns one info dict per env."""
         options = dict(options or {})
@@ -174,66 +196,43 @@ class _Imagination:
         unknown = set(options) - known
         if unknown:
             raise ValueError(f"unknown reset options {sorted(unknown)}, expected some of {sorted(known)}")
-        w, n = self.world, len(idx)
-        frames = _batch_option(options, "frames", n, single)
-        latents = _batch_option(options, "latents", n, single)
-        actions = _batch_option(options, "actions", n, single)
-        goal_imgs = _batch_option(options, "goal_image", n, single)
-        goal_lat = _batch_option(options, "goal_latent", n, single)
-        goal_states = _batch_option(options, "goal_state", n, single)
-        if frames is not None and latents is not None:
+        w, n, dev = self.world, len(idx), self.world.device
+        opt = {k: _batch_option(options, k, n, single)
+               for k in ("frames", "latents", "actions", "goal_image", "goal_latent", "goal_state")}
+        if opt["frames"] is not None and opt["latents"] is not None:
             raise ValueError("options hold both 'frames' and 'latents'; pass one context")
         if "command" in options:
             self.set_command(options["command"])
-        # Real frames from MuJoCo where the caller did not give a context or a goal.
-        infos: list[dict] = []
-        ctx_frames, goal_frames = [], []
-        for k in range(n):
-            need_ctx = frames is None and latents is None
-            need_goal = goal_imgs is None and goal_lat is None
-            info = {"task_seed": int(seeds[k])}
-            if need_ctx or need_goal:
-                f, g, tinfo = self.real_context(seeds[k], goal_states[k] if goal_states else None)
-                info["state"] = np.asarray(tinfo.get("state", self.task.get_state()), np.float64)
-                info["goal_state"] = np.asarray(self.task.goal_state, np.float64)
-                if need_ctx:
-                    ctx_frames.append(f)
-                if need_goal:
-                    goal_frames.append(g)
-            infos.append(info)
-        if frames is not None:
-            ctx_frames = [np.asarray(f) for f in frames]
-        if goal_imgs is not None:
-            goal_frames = [np.asarray(g) for g in goal_imgs]
-        # One RAE call for every frame that needs encoding.
-        to_encode = [f for f in ctx_frames] + ([np.stack(goal_frames)] if goal_frames else [])
-        for f in ctx_frames:
-            if f.ndim != 4:
-                raise ValueError(f"options['frames'] entry has shape {f.shape}, expected (Tc, H, W, 3) uint8")
+        need_ctx = opt["frames"] is None and opt["latents"] is None
+        need_goal = opt["goal_image"] is None and opt["goal_latent"] is None
+        infos, ctx_frames, goal_frames = self._mujoco_starts(seeds, need_ctx, need_goal, opt["goal_state"])
+        if opt["frames"] is not None:
+            ctx_frames = [np.asarray(f) for f in opt["frames"]]
+            for f in ctx_frames:
+                if f.ndim != 4:
+                    raise ValueError(f"options['frames'] entry has shape {f.shape}, expected (T, H, W, 3) uint8")
+        if opt["goal_image"] is not None:
+            goal_frames = [np.asarray(g) for g in opt["goal_image"]]
+        # One RAE call for every frame that needs encoding: contexts, then goals.
+        to_encode = ctx_frames + ([np.stack(goal_frames)] if goal_frames else [])
         enc = w.encode_frames(np.concatenate(to_encode)) if to_encode else None
         off = 0
-        dev = w.device
         for k, i in enumerate(idx):
-            if latents is not None:
-                z = torch.as_tensor(np.asarray(latents[k]) if not isinstance(latents[k], torch.Tensor)
-                                    else latents[k], dtype=torch.float32, device=dev)
+            if opt["latents"] is not None:
+                z = _tensor(opt["latents"][k], dev)
                 if z.ndim != 3 or tuple(z.shape[1:]) != w.latent_shape:
                     raise ValueError(f"options['latents'] entry has shape {tuple(z.shape)}, "
-                                     f"expected (Tc, {w.tokens}, {w.latent_dim})")
+                                     f"expected (T, {w.tokens}, {w.latent_dim})")
             else:
-                T = len(ctx_frames[k])
-                z, off = enc[off:off + T], off + T
-            a = None
-            if actions is not None:
-                a = torch.as_tensor(np.asarray(actions[k], np.float32), device=dev)
+                z, off = enc[off:off + len(ctx_frames[k])], off + len(ctx_frames[k])
+            a = _tensor(opt["actions"][k], dev) if opt["actions"] is not None else None
             self.ctx[i], self.ctx_actions[i] = self._fit_context(z, a)
         if goal_frames:
             self.goal[idx] = enc[off:off + n]
         else:
-            g = torch.stack([torch.as_tensor(np.asarray(x), dtype=torch.float32) for x in goal_lat]).to(dev)
+            g = torch.stack([_tensor(x, dev) for x in opt["goal_latent"]])
             if tuple(g.shape[1:]) != w.latent_shape:
-                raise ValueError(f"options['goal_latent'] has shape {tuple(g.shape[1:])}, "
-                                 f"expected {w.latent_shape}")
+                raise ValueError(f"options['goal_latent'] has shape {tuple(g.shape[1:])}, expected {w.latent_shape}")
             self.goal[idx] = g
         self.t[idx] = 0
         self._update(idx, self.ctx[idx, -1])
@@ -304,8 +303,7 @@ class _Imagination:
         actions (B,H,A) -> latents (B,H,N,C) (+ uint8 pixels (B,H,H_img,W_img,3)).
         """
         w = self.world
-        act = torch.as_tensor(np.asarray(actions) if not isinstance(actions, torch.Tensor) else actions,
-                              dtype=torch.float32, device=w.device)
+        act = _tensor(actions, w.device)
         if act.ndim != 3 or act.shape[2] != w.action_dim:
             raise ValueError(f"actions have shape {tuple(act.shape)}, expected (B, H, {w.action_dim})")
         B = act.shape[0]
@@ -315,8 +313,7 @@ class _Imagination:
             z, za = self.context(0)
         else:
             z, za = context
-        z = torch.as_tensor(z, dtype=torch.float32, device=w.device)
-        za = torch.as_tensor(za, dtype=torch.float32, device=w.device)
+        z, za = _tensor(z, w.device), _tensor(za, w.device)
         if z.ndim == 3:
             z, za = z.expand(B, *z.shape), za.expand(B, *za.shape)
         return w.rollout(z, za, act, steps=steps if steps is not None else self.steps, pixels=pixels,

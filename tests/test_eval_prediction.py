@@ -10,7 +10,10 @@ import torch
 from pretrain.config import ConfigError
 from pretrain.eval_prediction import collection_policy, main, record_episodes
 from pretrain.image_metrics import psnr
-from test_world import IMAGE, build_tiny_world
+try:
+    from tests.test_world import IMAGE, build_tiny_world
+except ImportError:  # tests/ not importable as a package: pytest put tests/ itself on sys.path
+    from test_world import IMAGE, build_tiny_world
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,10 @@ from gymnasium.vector import AutoresetMode
 
 import envs
 from envs.learned import LearnedWorldEnv, LearnedWorldVectorEnv
-from test_world import IMAGE, LATENT, build_tiny_world
+try:
+    from tests.test_world import IMAGE, LATENT, build_tiny_world
+except ImportError:  # tests/ not importable as a package: pytest put tests/ itself on sys.path
+    from test_world import IMAGE, LATENT, build_tiny_world
 from worldmodel.world import LatentWorld
 
 REPO = Path(__file__).resolve().parents[1]
