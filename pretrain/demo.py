@@ -126,7 +126,7 @@ def main(overrides: list[str]) -> int:
                                f"out={out / 'prediction'}", *dev], out / "prediction")
     st.run("benchmark", ["benchmark", f"model={model}", f"tasks=[{cfg.task}]",
                          f"rows=[{','.join(cfg.bench_rows)}]", f"episodes={cfg.bench_episodes}",
-                         f"max_steps={cfg.max_steps}", "rae=", "video=true", "video_episodes=1",
+                         f"max_steps={cfg.max_steps}", "rae=''", "video=true", "video_episodes=1",
                          f"out={out / 'benchmark'}", *dev, *cfg.bench_overrides], out / "benchmark")
     st.i += 1
     print(f"[{st.i}/{len(names)}] report: loss curves, imagined-vs-real GIF, executed-plan GIF", flush=True)
