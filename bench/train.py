@@ -15,7 +15,6 @@ Prints a table and writes JSON.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import platform
 import sys

@@ -16,6 +16,7 @@ model/ (the export: Transfusion + its RAE in model/rae/, loadable by from_pretra
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import random
@@ -209,7 +210,8 @@ class Trainer:
         if episodes is None and uses_episodes(cfg.data):
             enc = cfg.data.encoder_id or self.info.encoder_id
             episodes = load_episodes(cfg.data.dataset, enc, "train", cfg.data.holdout)
-            self._val_episodes = (lambda: load_episodes(cfg.data.dataset, enc, "val", cfg.data.holdout)) \
+            self._val_episodes = functools.cache(lambda: load_episodes(cfg.data.dataset, enc, "val",
+                                                                       cfg.data.holdout)) \
                 if cfg.data.holdout > 0 else (lambda: episodes)
         else:
             self._val_episodes = lambda: val_episodes if val_episodes is not None else episodes

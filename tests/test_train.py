@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from pretrain.config import ConfigError, compose
-from pretrain.train import TrainConfig, Trainer, main, train
+from pretrain.train import TrainConfig, Trainer, main
 
 STEPS, IMG = 6, 16
 
