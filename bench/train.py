@@ -8,7 +8,8 @@ backward -> clip -> AdamW -> MoE bias update) on synthetic episodes (random norm
 latents of the CPU RAE shape, 4x4 tokens x 128, with random actions and captions) and the
 offline text corpus, so no dataset or RAE is needed and the compute per token is that of
 a real run. Reported: parameters (total / active non-embedding), step time, tokens/s, the
-share of the step spent building batches on the host, and MFU with the FLOP formula of
+share of the step the host needs to build its batches (hidden by the prefetch thread when
+on), and MFU with the FLOP formula of
 pretrain.metrics (6 N_active + 12 L d T per token) against the device's bf16 peak.
 Prints a table and writes JSON.
 """
@@ -50,6 +51,7 @@ def bench_size(size: str, args) -> dict:
     data = DataConfig(dataset="", text_sources=["pydoc"], seq_len=args.seq_len, holdout=0.0)
     cfg = TrainConfig(run_dir="", device=args.device, steps=args.warmup + args.steps, batch_size=args.batch_size,
                       grad_accum=args.grad_accum, precision=args.precision, compile=args.compile, export=False,
+                      prefetch=args.prefetch,
                       model=model, rae=RAEArgs(path=""), data=data, optim=OptimConfig(warmup_steps=2),
                       checkpoint=CheckpointConfig(every=-1), metrics=MetricsConfig(tensorboard=False, progress=False))
     info = DataInfo(latent_dim=args.latent_dim, frame_grid=grid, action_dim=2, action_scale=1.0)
@@ -62,6 +64,7 @@ def bench_size(size: str, args) -> dict:
     losses = [trainer.train_step()["loss"] for _ in range(args.steps)]
     sync()
     step_s = (time.perf_counter() - t0) / args.steps
+    trainer.close()  # stop the prefetch thread (if any) before driving the mixture directly
     t0 = time.perf_counter()
     for _ in range(args.steps):  # host-side batch building alone (the mixture moves on; the model is idle)
         trainer._micro_batches()
@@ -92,6 +95,7 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
     p.add_argument("--compile", default="auto", choices=["auto", "on", "off"])
+    p.add_argument("--prefetch", type=int, default=-1, help="steps built ahead in a thread (-1: 2 on CUDA, 0 on CPU)")
     p.add_argument("--out", default="runs/bench/train.json")
     args = p.parse_args(argv)
     rows = [bench_size(s, args) for s in args.sizes]

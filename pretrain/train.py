@@ -19,9 +19,11 @@ import dataclasses
 import functools
 import math
 import os
+import queue
 import random
 import shutil
 import sys
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,6 +64,7 @@ class TrainConfig:
     resume: bool = False            # continue from the newest checkpoint in run_dir/checkpoints
     precision: str = "auto"         # auto (bf16 autocast on CUDA, fp32 on CPU) | bf16 | fp32
     compile: str = "auto"           # torch.compile the transformer blocks: auto (CUDA only) | on | off (or true/false)
+    prefetch: int = -1              # steps of batches built ahead in a thread; -1 = auto (2 on CUDA, 0 on CPU)
     eval_every: int = 0             # steps between held-out evaluations (0 = only at the end)
     eval_rows: int = 16             # held-out rows per evaluation
     export: bool = True             # write run_dir/model/ at the end of the run
@@ -183,6 +186,42 @@ def _bar_losses(m: dict[str, float]) -> dict[str, float]:
     return out
 
 
+class Prefetcher:
+    """Builds the next steps' micro-batches in a background thread (host packing overlaps the
+    device step). Each item carries the mixture position *after* it, so a checkpoint saves
+    the position of the last consumed step and resuming is exact whatever was prefetched."""
+
+    def __init__(self, build, mixture: Mixture, depth: int):
+        self.build, self.mixture = build, mixture
+        self.queue: queue.Queue = queue.Queue(maxsize=depth)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._work, daemon=True, name="prefetch")
+        self.thread.start()
+
+    def _work(self) -> None:
+        try:
+            while not self.stop.is_set():
+                item = (self.build(), self.mixture.state_dict())
+                while not self.stop.is_set():
+                    try:
+                        self.queue.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+        except BaseException as e:  # surfaced in the training thread
+            self.queue.put((e, None))
+
+    def next(self) -> tuple[list, dict]:
+        batches, state = self.queue.get()
+        if isinstance(batches, BaseException):
+            raise RuntimeError("building a training batch failed") from batches
+        return batches, state
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(timeout=10)
+
+
 class Trainer:
     """Builds data, model, optimiser from a TrainConfig and runs optimizer steps.
 
@@ -242,11 +281,14 @@ class Trainer:
         self.peak = peak_flops(self.device, cfg.metrics.peak_flops)
         self.throughput = Throughput()
         self.history: list[dict[str, float]] = []
+        self._prefetcher: Prefetcher | None = None
+        self._data_state: dict | None = None
 
     # -- state
     def train_state(self) -> dict[str, Any]:
+        data = self._data_state if self._prefetcher is not None else self.mixture.state_dict()
         return {"step": self.step, "tokens_seen": self.tokens_seen, "scheduler": self.scheduler.state_dict(),
-                "data": self.mixture.state_dict()}
+                "data": data}
 
     def save_checkpoint(self) -> Path:
         return ckpt.save(self.run_dir / "checkpoints", self.step, self.model, self.optimizer, self.train_state(),
@@ -256,6 +298,8 @@ class Trainer:
         state = ckpt.load(path, self.model, self.optimizer, ema=self.ema.state_dict() if self.ema else None)
         self.step, self.tokens_seen = state["step"], state["tokens_seen"]
         self.scheduler.load_state_dict(state["scheduler"])
+        if self._prefetcher is not None:
+            raise RuntimeError("load_checkpoint after training started; load before the first step")
         self.mixture.load_state_dict(state["data"])
 
     # -- one optimizer step
@@ -264,16 +308,30 @@ class Trainer:
         r, m = self.dist.rank, self.micro_rows
         mine = rows[r * self.cfg.grad_accum * m:(r + 1) * self.cfg.grad_accum * m]
         seq_len = self.cfg.data.seq_len
-        return [collate([pack_rows(docs, seq_len, self.model_cfg) for docs in mine[i * m:(i + 1) * m]])
-                for i in range(self.cfg.grad_accum)]
+        out = [collate([pack_rows(docs, seq_len, self.model_cfg) for docs in mine[i * m:(i + 1) * m]])
+               for i in range(self.cfg.grad_accum)]
+        return [b.pin_memory() for b in out] if self.device.type == "cuda" else out
+
+    def _next_batches(self) -> list:
+        depth = self.cfg.prefetch if self.cfg.prefetch >= 0 else (2 if self.device.type == "cuda" else 0)
+        if depth == 0:
+            return self._micro_batches()
+        if self._prefetcher is None:
+            self._prefetcher = Prefetcher(self._micro_batches, self.mixture, depth)
+        batches, self._data_state = self._prefetcher.next()
+        return batches
+
+    def close(self) -> None:
+        if self._prefetcher is not None:
+            self._prefetcher.close()
 
     def train_step(self) -> dict[str, float]:
         cfg, model = self.cfg, self.model
         model.train()
-        batches = self._micro_batches()
+        batches = self._next_batches()
         metric_list = []
         for i, batch in enumerate(batches):
-            batch = batch.to(self.device)
+            batch = batch.to(self.device, non_blocking=True)
             micro = self.dist.rank * cfg.grad_accum + i  # global micro-batch index: independent of world size
             gen = torch.Generator(device=self.device).manual_seed(_micro_seed(cfg.seed, self.step, micro))
             if self.dist.world_size > 1 and hasattr(model, "set_requires_gradient_sync"):
@@ -390,6 +448,7 @@ class Trainer:
             if self.step >= cfg.steps and cfg.export:
                 exported = self.export(self.run_dir / "model")
         finally:
+            self.close()
             bar.close()
             if logger is not None:
                 logger.close()

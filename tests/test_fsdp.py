@@ -13,7 +13,7 @@ import torch
 
 from pretrain.train import main
 
-from test_train import make_world, tiny_overrides  # noqa: E402  (tests/ is on sys.path under pytest)
+from tests.test_train import make_world, tiny_overrides
 
 REPO = Path(__file__).resolve().parents[1]
 # Same data and flow noise per micro-batch; only the order of fp32 sums differs (gradient

@@ -15,7 +15,7 @@ from pretrain import checkpoint as ckpt
 from pretrain.train import main
 from worldmodel import hub
 
-from test_train import make_world, tiny_overrides  # noqa: E402  (tests/ is on sys.path under pytest)
+from tests.test_train import make_world, tiny_overrides
 
 REPO = Path(__file__).resolve().parents[1]
 # exercise every piece of state: EMA weights, expert-bias balancing buffers, held-out evals
@@ -41,16 +41,18 @@ def reference(tmp_path_factory):
     return root
 
 
-def test_stop_and_resume_is_exact(reference):
+@pytest.mark.parametrize("prefetch", [0, 2])  # batches built in the loop, or ahead in a thread
+def test_stop_and_resume_is_exact(reference, prefetch):
     root = reference
-    over = tiny_overrides(root, "stopped", steps=24, **EXTRA)
+    run = f"stopped{prefetch}"
+    over = tiny_overrides(root, run, steps=24, prefetch=prefetch, **EXTRA)
     assert main(over + ["max_steps_this_run=10"]) == 0
-    assert [s for s, _ in ckpt.list_checkpoints(root / "stopped" / "checkpoints")] == [8, 10]
-    assert not (root / "stopped" / "model").exists()  # no export before the run is complete
+    assert [s for s, _ in ckpt.list_checkpoints(root / run / "checkpoints")] == [8, 10]
+    assert not (root / run / "model").exists()  # no export before the run is complete
     assert main(over + ["resume=true"]) == 0
-    ref, got = losses(root / "ref"), losses(root / "stopped")
+    ref, got = losses(root / "ref"), losses(root / run)
     assert sorted(got) == list(range(1, 25)) and got == ref  # bit-exact per-step losses
-    a, b = weights(root / "ref"), weights(root / "stopped")
+    a, b = weights(root / "ref"), weights(root / run)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from pretrain.scaling import ScalingConfig, fit_isoflops, fit_parabola, fit_power_law, sweep, write_report
 
-from test_train import make_world  # noqa: E402  (tests/ is on sys.path under pytest)
+from tests.test_train import make_world
 
 
 def chinchilla_runs(alpha, beta, budgets, noise=0.0, seed=0):
