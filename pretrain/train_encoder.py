@@ -158,7 +158,8 @@ def save_grid(path: Path, rows: list[torch.Tensor], n: int = 8, scale: int = 2) 
     """PNG with one row per tensor (B, 3, H, W) in [0, 1]: e.g. originals | reconstructions."""
     import imageio.v3 as iio
 
-    strips = [torch.cat(list(r[:n].detach().float().cpu().clamp(0, 1)), dim=2) for r in rows]  # (3, H, n*W)
+    idx = torch.linspace(0, len(rows[0]) - 1, min(n, len(rows[0]))).round().long()  # spread over the set
+    strips = [torch.cat(list(r[idx].detach().float().cpu().clamp(0, 1)), dim=2) for r in rows]  # (3, H, n*W)
     img = (torch.cat(strips, dim=1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
     img = img.repeat(scale, 0).repeat(scale, 1)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -48,6 +48,7 @@ class TrainRAEConfig:
     decoder_mlp_ratio: float = 4.0
     # loss
     noise_tau: float = 0.8          # latent noise sigma ~ noise_tau * U(0,1) (latents have std 1)
+    mse_weight: float = 0.0         # > 0 adds an MSE term (PSNR's own loss; pulls thin structures in early)
     perceptual_weight: float = 0.0  # > 0 adds a feature-space loss (needs local weights)
     perceptual_net: str = "resnet18"  # timm CNN for the perceptual loss
     perceptual_weights: str = ""    # local weights file for it ("" = HF cache); missing -> fail fast
@@ -187,6 +188,8 @@ def train(cfg: TrainRAEConfig) -> dict:
             z = z + sigma * torch.randn(z.shape, device=device, generator=noise_gen)
         recon = rae.decode_patches(z)
         loss = l1 = (recon - x).abs().mean()
+        if cfg.mse_weight > 0:
+            loss = loss + cfg.mse_weight * (recon - x).pow(2).mean()
         if perceptual is not None:
             loss = loss + cfg.perceptual_weight * perceptual(recon.clamp(0, 1), x)
         opt.zero_grad(set_to_none=True)
