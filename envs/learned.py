@@ -32,7 +32,11 @@ from gymnasium.vector.utils import batch_space
 from worldmodel.world import LatentWorld
 
 OBS_MODES = ("pixels", "latent", "both")
-DEFAULT_GOAL_THRESHOLD = 0.05  # latent MSE; normalised latents have unit per-channel variance
+# Latent MSE to the goal latent below which an episode terminates. Measured on reacher with the
+# own-MAE RAE (64px, 16x192 tokens; 30 held-out scripted episodes, 1230 frames): frames within the
+# true success radius (0.02 m) have median MSE 0.07-0.19; at 0.15, 58% of them count and no frame
+# farther than 0.02 m does (0.2: 77% / 3.6%). RAE-specific: a model folder may set "goal_threshold".
+DEFAULT_GOAL_THRESHOLD = 0.15
 SEED_MAX = 2**31 - 1
 
 
