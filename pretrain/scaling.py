@@ -39,11 +39,13 @@ MODALITIES = ("text", "vision", "mixed")
 class ScalingConfig:
     out_dir: str = "runs/scaling"   # tables, plot, JSON and one folder per run
     budgets: list[float] = field(default_factory=lambda: [3e9, 1e10, 3e10])  # training FLOPs per run (C)
-    widths: list[int] = field(default_factory=lambda: [32, 48, 64, 96])   # d_model grid (heads = d/16)
+    widths: list[int] = field(default_factory=lambda: [16, 24, 32, 48, 64])  # d_model grid (heads = d/16)
     depth: int = 2                  # transformer blocks of every grid model
     modalities: list[str] = field(default_factory=lambda: list(MODALITIES))
-    batch_size: int = 4             # rows per step (the number of steps follows from the budget)
-    eval_rows: int = 16             # held-out rows scoring each run
+    batch_size: int = 4             # rows per step when steps_per_run = 0 (steps then follow from the budget)
+    steps_per_run: int = 0          # > 0: every run takes this many steps and the batch follows from the
+                                    # budget (removes the optimizer-step confound of tiny CPU budgets)
+    eval_rows: int = 32             # held-out rows scoring each run
     min_steps: int = 8              # a (width, budget) pair with fewer steps is skipped
     warmup_frac: float = 0.1        # warmup steps as a fraction of each run
     device: str = "cpu"
@@ -56,16 +58,20 @@ class ScalingConfig:
 
 # ---------------------------------------------------------------- fits
 def fit_parabola(log_n: np.ndarray, loss: np.ndarray) -> dict[str, float]:
-    """loss = a x^2 + b x + c over x = ln N; the vertex is N_opt (or the best point if a <= 0)."""
+    """loss = a x^2 + b x + c over x = ln N; the vertex is N_opt when the grid brackets it,
+    else the best measured size (flagged bracketed=False: the optimum lies off the grid)."""
     if len(log_n) < 3:
         raise ValueError(f"a parabola needs >= 3 model sizes per budget, got {len(log_n)}")
     a, b, c = np.polyfit(log_n, loss, 2)
-    if a > 0:
-        x = float(np.clip(-b / (2 * a), log_n.min(), log_n.max()))  # stay inside the measured range
-    else:
-        x = float(log_n[np.argmin(loss)])
+    vertex = -b / (2 * a) if a > 0 else None
+    # bracketed: the best measured size is not at either end of the grid (sizes on both sides
+    # of the optimum) and the parabola opens upward with its vertex inside the grid
+    order = np.argsort(log_n)
+    best = int(np.argmin(np.asarray(loss)[order]))
+    bracketed = vertex is not None and 0 < best < len(log_n) - 1 and log_n.min() < vertex < log_n.max()
+    x = float(vertex) if bracketed else float(log_n[np.argmin(loss)])
     return {"a": float(a), "b": float(b), "c": float(c), "log_n_opt": x, "n_opt": math.exp(x),
-            "loss_opt": float(a * x * x + b * x + c), "convex": bool(a > 0)}
+            "loss_opt": float(a * x * x + b * x + c), "convex": bool(a > 0), "bracketed": bool(bracketed)}
 
 
 def fit_power_law(c: np.ndarray, y: np.ndarray) -> dict[str, float]:
@@ -77,7 +83,8 @@ def fit_power_law(c: np.ndarray, y: np.ndarray) -> dict[str, float]:
 
 
 def fit_isoflops(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per modality: a parabola per budget, then N_opt ~ C^a and D_opt ~ C^b."""
+    """Per modality: a parabola per budget, then N_opt ~ C^a and D_opt ~ C^b over the budgets
+    whose optimum the width grid brackets (no exponents when fewer than two do)."""
     fits: dict[str, Any] = {}
     for mod in sorted({r["modality"] for r in runs}):
         per_budget = {}
@@ -89,7 +96,10 @@ def fit_isoflops(runs: list[dict[str, Any]]) -> dict[str, Any]:
             p["d_opt"] = budget / (6 * p["n_opt"])
             per_budget[budget] = p
         entry: dict[str, Any] = {"budgets": {f"{b:.3g}": v for b, v in per_budget.items()}}
-        if len(per_budget) >= 2:
+        usable = {b: p for b, p in per_budget.items() if p["bracketed"]}  # an edge optimum is no estimate
+        entry["unbracketed"] = [f"{b:.3g}" for b, p in per_budget.items() if not p["bracketed"]]
+        if len(usable) >= 2:
+            per_budget = usable
             cs = np.array(sorted(per_budget))
             entry["n_opt_law"] = fit_power_law(cs, np.array([per_budget[b]["n_opt"] for b in cs]))
             entry["d_opt_law"] = fit_power_law(cs, np.array([per_budget[b]["d_opt"] for b in cs]))
@@ -121,8 +131,10 @@ def run_config(cfg: ScalingConfig, modality: str, budget: float, width: int, out
                        metrics=MetricsConfig(tensorboard=False, progress=False))
 
 
-def plan_run(tc: TrainConfig, info, budget: float, min_steps: int, warmup_frac: float) -> TrainConfig | None:
-    """Set steps so the run spends `budget` FLOPs; None when that is fewer than min_steps."""
+def plan_run(tc: TrainConfig, info, budget: float, min_steps: int, warmup_frac: float,
+             steps_per_run: int = 0) -> TrainConfig | None:
+    """Set steps (or, with steps_per_run, the batch size) so the run spends `budget` FLOPs;
+    None when that is fewer than min_steps steps (or than one row per step)."""
     import torch
     from worldmodel.transfusion import Transfusion
     mc = model_config(tc, info)
@@ -131,11 +143,18 @@ def plan_run(tc: TrainConfig, info, budget: float, min_steps: int, warmup_frac: 
     emb = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Embedding))
     n_active = model.num_active_params() - emb
     fpt = flops_per_token(n_active, mc.n_layers, mc.d_model, tc.data.seq_len)
-    steps = int(round(budget / fpt / (tc.batch_size * tc.data.seq_len)))
-    if steps < min_steps:
-        return None
+    tokens = budget / fpt
+    batch = tc.batch_size
+    if steps_per_run > 0:
+        steps, batch = steps_per_run, int(round(tokens / (steps_per_run * tc.data.seq_len)))
+        if batch < 1:
+            return None
+    else:
+        steps = int(round(tokens / (batch * tc.data.seq_len)))
+        if steps < min_steps:
+            return None
     optim = dataclasses.replace(tc.optim, warmup_steps=max(1, int(warmup_frac * steps)))
-    return dataclasses.replace(tc, steps=steps, optim=optim)
+    return dataclasses.replace(tc, steps=steps, batch_size=batch, optim=optim)
 
 
 def sweep(cfg: ScalingConfig, episodes=None, val_episodes=None, log=print) -> list[dict[str, Any]]:
@@ -148,9 +167,10 @@ def sweep(cfg: ScalingConfig, episodes=None, val_episodes=None, log=print) -> li
                 tc = run_config(cfg, mod, budget, width, out)
                 key = f"info_{uses_episodes(tc.data)}"  # text-only runs need neither RAE nor dataset
                 info = cache[key] = cache.get(key) or resolve_data_info(tc)
-                tc = plan_run(tc, info, budget, cfg.min_steps, cfg.warmup_frac)
+                tc = plan_run(tc, info, budget, cfg.min_steps, cfg.warmup_frac, cfg.steps_per_run)
                 if tc is None:
-                    log(f"  skip {mod} C={budget:.0e} d={width}: fewer than {cfg.min_steps} steps")
+                    log(f"  skip {mod} C={budget:.0e} d={width}: budget below "
+                        + ("one row per step" if cfg.steps_per_run > 0 else f"{cfg.min_steps} steps"))
                     continue
                 eps, val = (episodes, val_episodes) if uses_episodes(tc.data) else (None, None)
                 if eps is None and uses_episodes(tc.data):  # load the cached latents once
@@ -167,11 +187,12 @@ def sweep(cfg: ScalingConfig, episodes=None, val_episodes=None, log=print) -> li
                 loss = result["final_eval"]["val/loss"]
                 runs.append({"modality": mod, "budget": budget, "width": width, "depth": cfg.depth,
                              "n_active": result["n_active"], "n_params": result["n_params"],
-                             "tokens": trainer.tokens_seen, "steps": tc.steps, "loss": loss,
+                             "tokens": trainer.tokens_seen, "steps": tc.steps, "batch_size": tc.batch_size,
+                             "loss": loss,
                              "flops": trainer.tokens_seen * result["flops_per_token"],
                              "seconds": time.perf_counter() - t0})
                 log(f"  {mod:6s} C={budget:.0e} d={width:3d} N={result['n_active'] / 1e3:7.1f}k "
-                    f"steps={tc.steps:4d} loss={loss:.4f} ({runs[-1]['seconds']:.1f}s)")
+                    f"steps={tc.steps:4d}x{tc.batch_size:3d} rows loss={loss:.4f} ({runs[-1]['seconds']:.1f}s)")
     return runs
 
 
@@ -183,15 +204,19 @@ def markdown(runs: list[dict], fits: dict) -> str:
         lines.append(f"| {r['modality']} | {r['budget']:.3g} | {r['width']} | {r['n_active']:,} | "
                      f"{r['tokens']:,} | {r['steps']} | {r['loss']:.4f} |")
     lines += ["", "## Compute-optimal points (parabola vertex per budget)", "",
-              "| modality | budget C | N_opt | D_opt = C/(6 N_opt) | loss at N_opt | convex |", "|---|---|---|---|---|---|"]
+              "| modality | budget C | N_opt | D_opt = C/(6 N_opt) | loss at N_opt | bracketed |",
+              "|---|---|---|---|---|---|"]
     for mod, f in fits.items():
         for b, p in f["budgets"].items():
             lines.append(f"| {mod} | {b} | {p['n_opt']:,.0f} | {p['d_opt']:,.0f} | {p['loss_opt']:.4f} | "
-                         f"{'yes' if p['convex'] else 'no (best point)'} |")
-    lines += ["", "## Power laws", "", "| modality | a (N_opt ∝ C^a) | b (D_opt ∝ C^b) |", "|---|---|---|"]
+                         f"{'yes' if p['bracketed'] else 'no: optimum off the grid (best point shown)'} |")
+    lines += ["", "## Power laws (bracketed budgets only)", "",
+              "| modality | a (N_opt ∝ C^a) | b (D_opt ∝ C^b) |", "|---|---|---|"]
     for mod, f in fits.items():
         if "a" in f:
             lines.append(f"| {mod} | {f['a']:.3f} | {f['b']:.3f} |")
+        else:
+            lines.append(f"| {mod} | n/a: fewer than 2 budgets bracket the optimum | widen `widths` |")
     return "\n".join(lines) + "\n"
 
 
@@ -258,5 +283,9 @@ def main(overrides: list[str]) -> int:
     for mod, f in fits.items():
         if "a" in f:
             print(f"  {mod}: N_opt ∝ C^{f['a']:.3f}, D_opt ∝ C^{f['b']:.3f}")
+        else:
+            best = [f"C={b}: N={p['n_opt']:,.0f}" for b, p in f["budgets"].items()]
+            print(f"  {mod}: no exponents, the width grid does not bracket the optimum at >= 2 budgets "
+                  f"(best sizes {', '.join(best)}); widen `widths`")
     print(f"scaling: {len(runs)} runs in {time.perf_counter() - t0:.0f}s -> {paths['md']}, {paths['png']}")
     return 0

@@ -42,7 +42,12 @@ def test_fit_recovers_known_exponents(alpha, beta):
 def test_fit_helpers():
     x = np.log(np.array([1e4, 1e5, 1e6, 1e7]))
     p = fit_parabola(x, (x - math.log(3e5)) ** 2 + 2.0)
-    assert p["convex"] and p["n_opt"] == pytest.approx(3e5, rel=1e-6) and p["loss_opt"] == pytest.approx(2.0)
+    assert p["bracketed"] and p["n_opt"] == pytest.approx(3e5, rel=1e-6) and p["loss_opt"] == pytest.approx(2.0)
+    edge = fit_parabola(x, -x)  # loss falls monotonically with N: the optimum is off the grid
+    assert not edge["bracketed"] and edge["n_opt"] == pytest.approx(1e7)
+    runs = [{"modality": "m", "budget": c, "n_active": n, "loss": 1 / n} for c in (1e9, 1e10) for n in (1e3, 1e4, 1e5)]
+    fits = fit_isoflops(runs)["m"]
+    assert "a" not in fits and fits["unbracketed"] == ["1e+09", "1e+10"]  # no exponent from edge optima
     assert fit_power_law(np.array([1.0, 10.0, 100.0]), np.array([2.0, 20.0, 200.0]))["exponent"] == pytest.approx(1.0)
     with pytest.raises(ValueError, match=">= 3 model sizes"):
         fit_parabola(x[:2], x[:2])
@@ -63,4 +68,6 @@ def test_tiny_real_sweep(tmp_path):
     paths = write_report(runs, fits, cfg.out_dir)
     assert paths["png"].stat().st_size > 1000 and "Power laws" in paths["md"].read_text()
     saved = json.loads(paths["json"].read_text())
-    assert len(saved["runs"]) == 12 and "a" in saved["fits"]["text"]
+    assert len(saved["runs"]) == 12 and set(saved["fits"]) == {"text", "mixed"}
+    for f in saved["fits"].values():  # exponents exactly when >= 2 budgets bracket the optimum
+        assert ("a" in f) == (len(f["budgets"]) - len(f["unbracketed"]) >= 2)
