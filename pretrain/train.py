@@ -57,6 +57,8 @@ class TrainConfig:
     run_dir: str = "runs/pretrain"  # output folder (config, metrics, checkpoints, model/)
     seed: int = 0                   # model init, flow noise; the data order has data.seed
     device: str = "auto"            # auto | cpu | cuda | cuda:N ("auto": CUDA when available)
+    threads: int = 0                # torch CPU threads; 0 = torch's default (OMP_NUM_THREADS). On shared
+                                    # cores, more threads than free cores slows training down many-fold
     steps: int = 1000               # optimizer steps of the whole run (the LR schedule spans them)
     max_steps_this_run: int = 0     # stop this invocation after this many steps (0 = run to `steps`)
     batch_size: int = 8             # packed rows per optimizer step (global: all ranks x micro-batches)
@@ -233,6 +235,8 @@ class Trainer:
                  info: DataInfo | None = None, dist: dist_mod.DistInfo | None = None, quiet: bool = False,
                  val_episodes: list[EpisodeData] | None = None):
         self.cfg = cfg
+        if cfg.threads > 0:
+            torch.set_num_threads(cfg.threads)
         self.dist = dist or dist_mod.init_distributed(cfg.device)
         self.device = self.dist.device
         self.micro_rows = check_config(cfg, self.dist.world_size)
@@ -396,7 +400,8 @@ class Trainer:
                 f"{f' E={mc.moe.n_experts} k={mc.moe.top_k}' if mc.moe.kind == 'moe' else ''}, "
                 f"latents {mc.frame_grid}x{mc.latent_dim}, actions {mc.action_dim}d/{mc.action_encoding}\n"
                 f"  {c.steps} steps x {c.batch_size} rows x {c.data.seq_len} tokens = "
-                f"{c.batch_size * c.data.seq_len} tokens/step on {self.dist.world_size}x {self.device} "
+                f"{c.batch_size * c.data.seq_len} tokens/step on {self.dist.world_size}x {self.device}"
+                f"{f' ({torch.get_num_threads()} threads)' if self.device.type == 'cpu' else ''} "
                 f"({'bf16' if self.amp else 'fp32'}), {self.flops_per_token / 1e6:.2f} MFLOP/token; mixture "
                 + ", ".join(f"{SOURCE_NAMES[k]} {w:.1%}" for k, w in c.data.weights().items()))
 
