@@ -8,8 +8,9 @@ first `context_frames` real frames are encoded; the model then rolls out the rec
 actions open loop for `horizon` steps. Per horizon step and averaged over episodes:
 PSNR and SSIM of the decoded frames against the true MuJoCo frames, and latent MSE
 against the RAE encoding of the true frames; the same for the copy-last-frame baseline
-(the last real context frame) and for the RAE round trip decode(encode(true)), which is
-the pixel ceiling of any latent model. Writes `prediction.md`, `prediction.json` and
+(the last real context frame), for the mean-latent baseline (the data's mean latent, 0
+after normalisation, decoded: what a model that learned only a blurry mean scores) and
+for the RAE round trip decode(encode(true)), the pixel ceiling of any latent model. Writes `prediction.md`, `prediction.json` and
 `prediction.png` to `out` (default: <model>/eval_prediction).
 """
 from __future__ import annotations
@@ -82,7 +83,7 @@ def evaluate(world, frames: np.ndarray, actions: np.ndarray, tc: int, horizon: i
     if T1 < tc + horizon:
         raise ValueError(f"episodes have {T1} frames, expected at least context_frames + horizon = {tc + horizon}")
     dev = world.device
-    out = {f"{who}_{m}": np.zeros((E, horizon)) for who in ("model", "copy_last", "rae")
+    out = {f"{who}_{m}": np.zeros((E, horizon)) for who in ("model", "copy_last", "mean_latent", "rae")
            for m in ("psnr", "ssim", "latent_mse")}
     for s in range(0, E, batch):
         fr, ac = frames[s:s + batch], actions[s:s + batch]
@@ -95,9 +96,10 @@ def evaluate(world, frames: np.ndarray, actions: np.ndarray, tc: int, horizon: i
                                generator=generator)            # (b,H,N,C)
         true = torch.as_tensor(fr[:, tc:tc + horizon], device=dev).permute(0, 1, 4, 2, 3).float() / 255
         last = torch.as_tensor(fr[:, tc - 1], device=dev).permute(0, 3, 1, 2).float() / 255
+        z_mean = torch.zeros_like(z_true)                        # the data's mean latent (normalised: 0)
         preds = {"model": world.decode_float(z_pred), "copy_last": last[:, None].expand_as(true),
-                 "rae": world.decode_float(z_true)}              # (b,H,3,H_img,W_img)
-        lats = {"model": z_pred, "copy_last": ctx[:, -1:].expand_as(z_true), "rae": z_true}
+                 "mean_latent": world.decode_float(z_mean), "rae": world.decode_float(z_true)}  # (b,H,3,H_img,W_img)
+        lats = {"model": z_pred, "copy_last": ctx[:, -1:].expand_as(z_true), "mean_latent": z_mean, "rae": z_true}
         for who, p in preds.items():
             flat_p, flat_t = p.reshape(-1, 3, H_img, H_img), true.reshape(-1, 3, H_img, H_img)
             out[f"{who}_psnr"][s:s + b] = psnr(flat_p, flat_t, reduction="none").reshape(b, horizon).cpu().numpy()
@@ -117,9 +119,10 @@ def summarise(per_episode: dict[str, np.ndarray]) -> dict[str, list[float]]:
 
 
 def markdown_table(res: dict[str, list[float]], horizon: int) -> str:
-    cols = [("model_psnr", "PSNR model"), ("copy_last_psnr", "PSNR copy-last"), ("rae_psnr", "PSNR RAE"),
-            ("model_ssim", "SSIM model"), ("copy_last_ssim", "SSIM copy-last"), ("rae_ssim", "SSIM RAE"),
-            ("model_latent_mse", "latent MSE model"), ("copy_last_latent_mse", "latent MSE copy-last")]
+    cols = [("model_psnr", "PSNR model"), ("copy_last_psnr", "PSNR copy-last"), ("mean_latent_psnr", "PSNR mean"),
+            ("rae_psnr", "PSNR RAE"), ("model_ssim", "SSIM model"), ("copy_last_ssim", "SSIM copy-last"),
+            ("rae_ssim", "SSIM RAE"), ("model_latent_mse", "latent MSE model"),
+            ("copy_last_latent_mse", "latent MSE copy-last"), ("mean_latent_latent_mse", "latent MSE mean")]
     lines = ["| step | " + " | ".join(n for _, n in cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for h in range(horizon):
         cells = [f"{res[k][h]:.2f}" if "psnr" in k else f"{res[k][h]:.3f}" for k, _ in cols]
@@ -136,7 +139,7 @@ def plot(res: dict[str, list[float]], horizon: int, path: Path, title: str) -> N
     x = np.arange(1, horizon + 1)
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
     for ax, metric, label in zip(axes, ("psnr", "ssim", "latent_mse"), ("PSNR (dB)", "SSIM", "latent MSE")):
-        for who, style in (("model", "o-"), ("copy_last", "s--"), ("rae", ":")):
+        for who, style in (("model", "o-"), ("copy_last", "s--"), ("mean_latent", "x-."), ("rae", ":")):
             if who == "rae" and metric == "latent_mse":
                 continue  # zero by definition
             y, se = np.array(res[f"{who}_{metric}"]), np.array(res[f"{who}_{metric}_se"])
@@ -191,7 +194,8 @@ def main(overrides: list[str]) -> int:
     head = (f"# Prediction: {cfg.model} on {task_name}\n\n{cfg.episodes} held-out episodes (seeds "
             f"{cfg.seed}..{cfg.seed + cfg.episodes - 1}, policy {pol['policy']}), {tc} real context frames, "
             f"open-loop horizon {cfg.horizon}, denoise steps {steps or 'model default'}. "
-            f"Means over episodes; RAE = decode(encode(true frame)), the pixel ceiling.\n\n")
+            f"Means over episodes; mean = the decoded mean latent (a blurry-mean predictor); "
+            f"RAE = decode(encode(true frame)), the pixel ceiling.\n\n")
     (out / "prediction.md").write_text(head + table + "\n")
     payload = {"config": to_dict(cfg), "task": task_name, "context_frames": tc, "policy": pol,
                "seconds": {"ground_truth": t1 - t0, "model": t2 - t1}, "per_step": res}

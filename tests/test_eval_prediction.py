@@ -52,10 +52,11 @@ def test_eval_prediction_writes_table_json_plot(world_dir, tmp_path):
     res = json.loads((out / "prediction.json").read_text())
     per = res["per_step"]
     assert res["context_frames"] == 2 and res["task"] == "reacher"
-    for who in ("model", "copy_last", "rae"):
+    for who in ("model", "copy_last", "mean_latent", "rae"):
         for m in ("psnr", "ssim", "latent_mse"):
             assert len(per[f"{who}_{m}"]) == 2 and all(np.isfinite(per[f"{who}_{m}"]))
     assert per["rae_latent_mse"] == [0.0, 0.0]  # the reference latents are the RAE's own
+    assert per["mean_latent_psnr"][0] != per["copy_last_psnr"][0]
     # copy-last PSNR recomputed independently from the same held-out episodes
     frames, _ = record_episodes("reacher", IMAGE, 3, 3, seed=1_000_000, policy="uniform")
     to_f = lambda x: torch.from_numpy(x).permute(0, 3, 1, 2).float() / 255  # noqa: E731
