@@ -250,3 +250,25 @@ def test_decoder_learns_with_noise():
     with torch.no_grad():
         last = (rae.decode(rae.encode(x)) - x).abs().mean().item()
     assert last < 0.5 * first, (first, last)
+
+
+def test_perceptual_loss_local_weights(tmp_path):
+    import timm
+
+    from pretrain.train_rae import PerceptualLoss
+
+    save_file({k: v.contiguous() for k, v in timm.create_model("resnet18", pretrained=False).state_dict().items()},
+              str(tmp_path / "r18.safetensors"))
+    loss = PerceptualLoss("resnet18", str(tmp_path / "r18.safetensors"))
+    x = shapes_images(2, 32)
+    y = x.clone().requires_grad_(True)
+    assert loss(y, x).item() < 1e-6
+    z = (x + 0.2 * torch.rand_like(x)).clamp(0, 1).requires_grad_(True)
+    d = loss(z, x)
+    assert d.item() > 1e-3
+    d.backward()
+    assert z.grad.abs().sum() > 0 and all(p.grad is None for p in loss.parameters())
+    t0 = time.monotonic()
+    with pytest.raises(FileNotFoundError, match="nope.safetensors"):
+        PerceptualLoss("resnet18", str(tmp_path / "nope.safetensors"))
+    assert time.monotonic() - t0 < 2.0
