@@ -7,7 +7,8 @@
 Learned: `LatentWorld.rollout` of B action sequences of H steps in one batched call from a
 real encoded context (latents only, and with RAE decoding to pixels), for B = 1..256.
 Ground truth: one MuJoCo task stepping random actions and rendering each frame (what
-LearnedWorld replaces), single process, on the same machine. Prints a table of frames/s
+LearnedWorld replaces), single process, on the same machine, timed right after each batch
+size so that each ratio compares the two under the same machine load. Prints a table of frames/s
 and the ratio learned / MuJoCo; writes JSON.
 """
 from __future__ import annotations
@@ -60,20 +61,25 @@ def time_it(fn, min_seconds: float, max_reps: int = 50) -> float:
     return float(np.median(times))
 
 
-def mujoco_fps(task_name: str, image_size: int, steps: int) -> float:
-    task = make_task(task_name, image_size=image_size, max_steps=10**6)
-    task.reset(seed=0)
-    rng = np.random.default_rng(0)
-    acts = rng.uniform(task.action_space.low, task.action_space.high, (steps + 10, task.action_space.shape[0]))
-    for a in acts[:10]:  # warm-up (renderer context)
-        task.step(a.astype(np.float32))
-    t0 = time.perf_counter()
-    for a in acts[10:]:
-        frame = task.step(a.astype(np.float32))[0]
-    dt = time.perf_counter() - t0
-    assert frame is not None and frame.shape == (image_size, image_size, 3)
-    task.close()
-    return steps / dt
+class MujocoClock:
+    """Ground-truth frames/s: one task stepping random actions and rendering every frame."""
+
+    def __init__(self, task_name: str, image_size: int):
+        self.task = make_task(task_name, image_size=image_size, max_steps=10**9)
+        self.task.reset(seed=0)
+        self.rng = np.random.default_rng(0)
+        self.image_size = image_size
+        self.fps(10)  # warm-up (renderer context)
+
+    def fps(self, steps: int) -> float:
+        space = self.task.action_space
+        acts = self.rng.uniform(space.low, space.high, (steps, space.shape[0])).astype(np.float32)
+        t0 = time.perf_counter()
+        for a in acts:
+            frame = self.task.step(a)[0]
+        dt = time.perf_counter() - t0
+        assert frame is not None and frame.shape == (self.image_size, self.image_size, 3)
+        return steps / dt
 
 
 def main() -> None:
@@ -86,7 +92,7 @@ def main() -> None:
     p.add_argument("--horizon", type=int, default=5, help="imagined steps per rollout")
     p.add_argument("--denoise-steps", type=int, default=None, help="Euler steps per frame (default: the model's)")
     p.add_argument("--min-seconds", type=float, default=2.0, help="timing per batch size")
-    p.add_argument("--mujoco-steps", type=int, default=300)
+    p.add_argument("--mujoco-steps", type=int, default=200, help="MuJoCo steps timed after each batch size")
     p.add_argument("--device", default=None)
     p.add_argument("--out", default="runs/bench/rollout.json")
     args = p.parse_args()
@@ -106,8 +112,8 @@ def main() -> None:
           f"task {task_name}, horizon {args.horizon}, {steps} denoise steps, device {device}, "
           f"torch threads {torch.get_num_threads()}")
 
-    gt = mujoco_fps(task_name, world.image_size, args.mujoco_steps)
-    print(f"MuJoCo step+render ({world.image_size}px, 1 process): {gt:.1f} frames/s")
+    clock = MujocoClock(task_name, world.image_size)
+    gt_all = []
 
     task = make_task(task_name, image_size=world.image_size)
     frame, _ = task.reset(seed=0)
@@ -127,25 +133,35 @@ def main() -> None:
             t_lat = time_it(lambda: world.rollout(ctx, ctx_a, acts, steps=steps, generator=gen), args.min_seconds)
             t_pix = time_it(lambda: world.rollout(ctx, ctx_a, acts, steps=steps, pixels=True, generator=gen),
                             args.min_seconds)
+        # MuJoCo timed right after each batch size: a shared machine's load drifts, and each
+        # ratio should compare the two under the same conditions.
+        gt = clock.fps(args.mujoco_steps)
+        gt_all.append(gt)
         fps_lat, fps_pix = B * args.horizon / t_lat, B * args.horizon / t_pix
         rows.append({"batch": B, "seconds_latent": t_lat, "seconds_pixels": t_pix, "fps_latent": fps_lat,
-                     "fps_pixels": fps_pix, "ratio_latent": fps_lat / gt, "ratio_pixels": fps_pix / gt})
+                     "fps_pixels": fps_pix, "mujoco_fps": gt, "ratio_latent": fps_lat / gt,
+                     "ratio_pixels": fps_pix / gt})
         print(f"  B={B:4d}: {fps_lat:9.1f} latent frames/s ({fps_lat / gt:6.2f}x), "
-              f"{fps_pix:9.1f} pixel frames/s ({fps_pix / gt:6.2f}x)", flush=True)
+              f"{fps_pix:9.1f} pixel frames/s ({fps_pix / gt:6.2f}x), MuJoCo {gt:.1f} frames/s", flush=True)
+    clock.task.close()
 
-    lines = ["| batch | imagined latent frames/s | x MuJoCo | imagined pixel frames/s | x MuJoCo |",
-             "|---|---|---|---|---|"]
+    lines = ["| batch | imagined latent frames/s | x MuJoCo | imagined pixel frames/s | x MuJoCo "
+             "| MuJoCo frames/s |", "|---|---|---|---|---|---|"]
     lines += [f"| {r['batch']} | {r['fps_latent']:.1f} | {r['ratio_latent']:.2f} | {r['fps_pixels']:.1f} | "
-              f"{r['ratio_pixels']:.2f} |" for r in rows]
+              f"{r['ratio_pixels']:.2f} | {r['mujoco_fps']:.0f} |" for r in rows]
     table = "\n".join(lines)
-    print(f"\nMuJoCo step+render: {gt:.1f} frames/s\n{table}")
+    gt = float(np.median(gt_all))
+    print(f"\nMuJoCo step+render ({world.image_size}px, 1 process, timed after each row): "
+          f"median {gt:.1f} frames/s\n{table}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({
         "model": source, "params": n_params, "task": task_name, "horizon": args.horizon, "denoise_steps": steps,
         "device": device, "torch_threads": torch.get_num_threads(), "machine": platform.platform(),
         "cpu": platform.processor() or platform.machine(), "mujoco_fps": gt, "rows": rows}, indent=2))
-    out.with_suffix(".md").write_text(f"MuJoCo step+render: {gt:.1f} frames/s\n\n{table}\n")
+    out.with_suffix(".md").write_text(f"{source}, horizon {args.horizon}, {steps} denoise steps, {device}, "
+                                      f"{torch.get_num_threads()} torch threads; MuJoCo step+render median "
+                                      f"{gt:.1f} frames/s\n\n{table}\n")
     print(f"wrote {out} and {out.with_suffix('.md')}")
 
 
