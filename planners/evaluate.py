@@ -74,7 +74,7 @@ class BenchmarkConfig:
     rae: str = "runs/rae_{task}"     # RAE for oracle_latent ({task} filled in); "" = <model>/rae; missing -> row skipped
     workers: int = 2                 # oracle worker processes
     device: str = ""                 # torch device of the learned model / RAE; "" = cuda if available, else cpu
-    image_size: int = 64             # frame size (must match the RAE / model)
+    image_size: int = 0              # frame size; 0 = the model's (64 without a model); must match the RAE
     plan: PlannerConfigs = field(default_factory=PlannerConfigs)   # planner hyper-parameters (literature defaults)
     oracle_latent_budget: Budget = field(default_factory=Budget)   # planner sizes for oracle_latent (rendering is slow)
     oracle_state_budget: Budget = field(default_factory=Budget)    # planner sizes for oracle_state
@@ -298,6 +298,15 @@ def _goal_frame(task: str, seed: int, image_size: int) -> np.ndarray:
     return g
 
 
+def _with_image_size(cfg: BenchmarkConfig, world) -> BenchmarkConfig:
+    """Resolve image_size=0: frames as large as the world model sees them (64 without one)."""
+    if cfg.image_size > 0:
+        if world is not None and world.image_size != cfg.image_size:
+            raise ValueError(f"image_size={cfg.image_size}, but the model sees {world.image_size}px frames")
+        return cfg
+    return dataclasses.replace(cfg, image_size=world.image_size if world is not None else 64)
+
+
 def benchmark(cfg: BenchmarkConfig) -> list[dict]:
     from envs.mujoco_tasks import TASKS
     from planners.registry import PLANNERS
@@ -319,6 +328,7 @@ def benchmark(cfg: BenchmarkConfig) -> list[dict]:
         from worldmodel.world import LatentWorld
 
         world = LatentWorld.from_pretrained(cfg.model, device=_device(cfg.device))
+    cfg = _with_image_size(cfg, world)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     results = []
@@ -406,6 +416,7 @@ def plan_main(overrides: list[str]) -> int:
         from worldmodel.world import LatentWorld
 
         world = LatentWorld.from_pretrained(b.model, device=_device(b.device))
+    b = _with_image_size(b, world)
     rm = RowModel(b, cfg.task, cfg.row, world)
     try:
         if rm.skip:
