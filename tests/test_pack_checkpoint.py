@@ -1,0 +1,27 @@
+"""Packing a model export for shipping keeps it loadable and (nearly) the same model."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from pretrain.pack_checkpoint import pack
+from tests.test_world import build_tiny_world
+from worldmodel.world import LatentWorld
+
+
+def test_pack_halves_matrices_and_loads_equivalently(tmp_path):
+    src = build_tiny_world(tmp_path / "src")
+    (src.parent / "metrics.jsonl").write_text('{"step": 1, "loss": 1.0}\n')
+    dst = pack(src, tmp_path / "packed")
+    sd = load_file(str(dst / "model.safetensors"))
+    assert any(v.dtype == torch.float16 for v in sd.values())
+    assert all(v.dtype != torch.float16 for v in sd.values() if v.dim() < 2)
+    assert (dst / "training_metrics.jsonl").is_file()
+    a, b = LatentWorld.from_pretrained(src), LatentWorld.from_pretrained(dst)
+    frames = np.random.default_rng(0).integers(0, 256, (2, a.image_size, a.image_size, 3), dtype=np.uint8)
+    za, zb = a.encode_frames(frames), b.encode_frames(frames)
+    assert torch.allclose(za, zb, atol=2e-2 * float(za.abs().max()))
+    with pytest.raises(FileNotFoundError, match="lw pretrain"):
+        pack(tmp_path / "nope", tmp_path / "x")
