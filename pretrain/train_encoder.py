@@ -47,15 +47,15 @@ class TrainEncoderConfig:
     norm_pix_loss: bool = True      # per-patch normalised pixel targets
     visible_loss_weight: float = 0.0  # also reconstruct visible patches (0 = plain MAE)
     # optimisation
-    batch_size: int = 128
+    batch_size: int = 64
     lr: float = 1.5e-3              # peak AdamW learning rate
     min_lr_frac: float = 0.1        # cosine decays to lr * min_lr_frac
     weight_decay: float = 0.05
     warmup_steps: int = 100
     steps: int = 100_000            # upper bound on steps; the run stops at steps or max_minutes
-    max_minutes: float = 5.0        # wall-clock budget (<= 0: no limit); the cosine follows the budget
+    max_minutes: float = 4.0        # wall-clock budget (<= 0: no limit); the cosine follows the budget
     # bookkeeping
-    eval_every: int = 200           # steps between held-out evaluations
+    eval_every: int = 100           # steps between held-out evaluations
     eval_frames: int = 256          # held-out frames used per evaluation
     save_every: int = 1000          # steps between checkpoints (atomic save_pretrained)
     seed: int = 0

@@ -42,26 +42,26 @@ class TrainRAEConfig:
     stats_frames: int = 4096        # training frames used for the latent mean/std
     encode_batch: int = 256         # frames per encoder call when caching latents
     # ViT decoder
-    decoder_dim: int = 256
-    decoder_depth: int = 4
-    decoder_heads: int = 4
+    decoder_dim: int = 192
+    decoder_depth: int = 2
+    decoder_heads: int = 3
     decoder_mlp_ratio: float = 4.0
     # loss
     noise_tau: float = 0.8          # latent noise sigma ~ noise_tau * U(0,1) (latents have std 1)
-    mse_weight: float = 0.0         # > 0 adds an MSE term (PSNR's own loss; pulls thin structures in early)
+    mse_weight: float = 10.0        # > 0 adds an MSE term (PSNR's own loss; pulls thin structures in early)
     perceptual_weight: float = 0.0  # > 0 adds a feature-space loss (needs local weights)
     perceptual_net: str = "resnet18"  # timm CNN for the perceptual loss
     perceptual_weights: str = ""    # local weights file for it ("" = HF cache); missing -> fail fast
     # optimisation
     batch_size: int = 64
-    lr: float = 1e-3
+    lr: float = 3e-3
     min_lr_frac: float = 0.05
     weight_decay: float = 0.0
-    warmup_steps: int = 100
+    warmup_steps: int = 50
     steps: int = 100_000            # the run stops at steps or max_minutes, whichever first
     max_minutes: float = 10.0       # wall-clock budget (<= 0: no limit); the cosine follows the budget
     # bookkeeping
-    eval_every: int = 200
+    eval_every: int = 100
     eval_frames: int = 256
     eval_noise: float = 0.3         # held-out PSNR is also reported with this latent noise sigma
     save_every: int = 1000
