@@ -1,0 +1,44 @@
+"""The shipped checkpoint is what its recipe says: `lw pretrain experiment=reacher_embedded`."""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+
+from pretrain.config import compose
+from pretrain.train import TrainConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+CKPT = ROOT / "checkpoints" / "reacher-tiny"
+pytestmark = pytest.mark.skipif(not (CKPT / "config.json").is_file(), reason="embedded checkpoint not present")
+
+DATA_DERIVED = {"latent_dim", "frame_grid", "action_dim", "action_scale"}  # set from the RAE and the dataset
+
+
+def test_config_matches_the_recipe():
+    recipe = compose(TrainConfig, "pretrain", ["experiment=reacher_embedded"])
+    meta = json.loads((CKPT / "config.json").read_text())
+    want = {k: v for k, v in asdict(recipe.model).items() if k not in DATA_DERIVED}
+    got = {k: v for k, v in meta["config"].items() if k in want}
+    want = json.loads(json.dumps(want))   # tuples -> lists, as stored
+    assert got == want
+    assert meta["train_steps"] == recipe.steps
+    assert meta["seq_len"] == recipe.data.seq_len and meta["context_frames"] == recipe.data.context_frames
+    assert meta["task"] == "reacher" and meta["action_scale"] == 0.2
+    rae = json.loads((CKPT / "rae" / "config.json").read_text())
+    assert meta["config"]["latent_dim"] == rae["latent_dim"]
+    assert meta["config"]["frame_grid"] == rae["grid"]
+    assert "lw pretrain experiment=reacher_embedded" in (CKPT / "RECIPE.md").read_text()
+
+
+def test_checkpoint_fits_the_size_budget_and_loads():
+    size = sum(f.stat().st_size for f in CKPT.rglob("*") if f.is_file())
+    assert size <= 25 * 2**20, f"embedded checkpoint is {size / 2**20:.1f} MiB, budget 25 MiB"
+    from worldmodel.world import LatentWorld
+
+    world = LatentWorld.from_pretrained(CKPT)
+    assert world.image_size == 64 and world.context_frames == 2
+    rows = [json.loads(l) for l in (CKPT / "training_metrics.jsonl").read_text().splitlines()]
+    assert max(r["step"] for r in rows) == json.loads((CKPT / "config.json").read_text())["train_steps"]
