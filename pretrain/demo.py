@@ -45,9 +45,9 @@ class DemoConfig:
     restart: bool = False           # redo finished stages instead of reusing them
     device: str = ""                # "" = cuda if available, else cpu
     scratch: ScratchArgs = field(default_factory=ScratchArgs)
-    eval_episodes: int = 16         # held-out episodes for prediction quality
+    eval_episodes: int = 8          # held-out episodes for prediction quality
     horizon: int = 10               # open-loop imagined steps scored
-    bench_episodes: int = 10        # planning episodes per row (fixed held-out seeds)
+    bench_episodes: int = 4         # planning episodes per row (fixed held-out seeds)
     bench_rows: list[str] = field(default_factory=lambda: ["learned", "oracle_latent", "oracle_state", "random"])
     max_steps: int = 50             # decision steps per planning episode
     bench_overrides: list[str] = field(default_factory=list)  # extra `lw benchmark` overrides
