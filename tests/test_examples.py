@@ -35,3 +35,13 @@ def test_quickstart_writes_gif(tiny_model, tmp_path):
 def test_plan_reacher_executes_in_mujoco(tiny_model):
     out = _run("plan_reacher.py", "--model", str(tiny_model), "--steps", "5", "--samples", "8", "--iterations", "1")
     assert "final fingertip distance" in out and "steps=5" in out
+
+
+def test_imagine_writes_side_by_side_gif(tiny_model, tmp_path):
+    import imageio.v2 as imageio
+
+    gif = tmp_path / "side.gif"
+    out = _run("imagine.py", "--model", str(tiny_model), "--steps", "2", "--scale", "1", "--out", str(gif))
+    frames = imageio.mimread(gif)
+    assert "left MuJoCo" in out and len(frames) == 3
+    assert frames[0].shape[1] == 2 * frames[0].shape[0] + 2   # MuJoCo | gap | imagined
