@@ -272,3 +272,22 @@ def test_perceptual_loss_local_weights(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.safetensors"):
         PerceptualLoss("resnet18", str(tmp_path / "nope.safetensors"))
     assert time.monotonic() - t0 < 2.0
+
+
+def test_timm_weights_from_local_hf_cache(tmp_path, monkeypatch):
+    """encoder_weights="" reads the Hugging Face cache layout (refs/main -> snapshots/<rev>/file)."""
+    import timm
+    from huggingface_hub import constants
+
+    name, kw = "vit_small_patch14_dinov2", TINY_TIMM["vit_small_patch14_dinov2"]
+    repo = timm.models.get_pretrained_cfg(name).hf_hub_id  # timm/vit_small_patch14_dinov2.lvd142m
+    cache = tmp_path / "hub"
+    snap = cache / f"models--{repo.replace('/', '--')}" / "snapshots" / "rev0"
+    snap.mkdir(parents=True)
+    (snap.parent.parent / "refs").mkdir()
+    (snap.parent.parent / "refs" / "main").write_text("rev0")
+    src = timm.create_model(name, pretrained=False, img_size=56, **kw)
+    save_file(src.state_dict(), str(snap / "model.safetensors"))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    enc = build_encoder(f"timm:{name}", "", 56, kw)
+    assert torch.equal(enc.model.blocks[0].attn.qkv.weight, src.blocks[0].attn.qkv.weight)

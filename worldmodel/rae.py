@@ -28,9 +28,9 @@ from .vit import PixelDecoder
 @dataclass
 class RAEConfig:
     image_size: int = 64          # pixel resolution in and out of the RAE (square)
-    decoder_dim: int = 256        # ViT decoder width
-    decoder_depth: int = 4        # ViT decoder blocks
-    decoder_heads: int = 4        # ViT decoder heads
+    decoder_dim: int = 192        # ViT decoder width (the measured reacher default)
+    decoder_depth: int = 2        # ViT decoder blocks
+    decoder_heads: int = 3        # ViT decoder heads
     decoder_mlp_ratio: float = 4.0
     # Filled from the encoder when built: {"encoder": id, "input_size": int, "kwargs": {...}}
     encoder_spec: dict[str, Any] = field(default_factory=dict)
