@@ -135,6 +135,18 @@ class Planner:
             self._generators[device] = g
         return self._generators[device]
 
+    def sample_and_score(self, model: Any, states: Sequence[Any], goals: Sequence[Any], mu_EHA: torch.Tensor,
+                         std_EHA: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """Gaussian candidates around mu (the mean itself first when cfg.include_mean), clamped to the
+        normalised box and scored: (u (E,S,H,A), costs (E,S) with NaN -> inf, model calls)."""
+        E, H, A = mu_EHA.shape
+        eps = torch.randn((E, self.cfg.samples, H, A), generator=g, device=mu_EHA.device)
+        u_ESHA = (mu_EHA[:, None] + std_EHA[:, None] * eps).clamp(-1, 1)
+        if self.cfg.include_mean:
+            u_ESHA[:, 0] = mu_EHA
+        c_ES, calls = evaluate_costs(model, states, goals, self.scaler.to_env(u_ESHA))
+        return u_ESHA, torch.nan_to_num(c_ES, nan=float("inf")), calls
+
     def plan(self, model: Any, states: Sequence[Any], goals: Sequence[Any], init: np.ndarray | None = None) -> PlanResult:
         """Plan E episodes at once. `init` (E, H, A) env units warm-starts the search."""
         t0 = time.perf_counter()

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from planners.base import Planner, evaluate_costs
+from planners.base import Planner
 
 
 @dataclass
@@ -52,13 +52,8 @@ class CEM(Planner):
         best_c = torch.full((E,), float("inf"), device=init_u.device)
         calls = 0
         for _ in range(cfg.iterations):
-            eps = torch.randn((E, cfg.samples, H, A), generator=g, device=init_u.device)
-            u_ESHA = (mu_EHA[:, None] + std_EHA[:, None] * eps).clamp(-1, 1)
-            if cfg.include_mean:
-                u_ESHA[:, 0] = mu_EHA
-            c_ES, k = evaluate_costs(model, states, goals, self.scaler.to_env(u_ESHA))
+            u_ESHA, c_ES, k = self.sample_and_score(model, states, goals, mu_EHA, std_EHA, g)
             calls += k
-            c_ES = torch.nan_to_num(c_ES, nan=float("inf"))
             idx_EK = torch.topk(c_ES, cfg.elites, dim=1, largest=False).indices
             elite = torch.gather(u_ESHA, 1, idx_EK[:, :, None, None].expand(-1, -1, H, A))   # (E, K, H, A)
             mu_EHA = elite.mean(1)
