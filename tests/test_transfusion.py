@@ -20,7 +20,10 @@ def model(ffn="moe", enc="embed", pred="x", **kw):
     torch.manual_seed(0)
     cfg = ModelConfig(d_model=32, n_layers=2, n_heads=2, latent_dim=C, frame_grid=(2, 2), action_dim=A,
                       action_encoding=enc, action_scale=0.5, moe=FFN[ffn], flow=FlowConfig(prediction=pred), **kw)
-    return Transfusion(cfg)
+    m = Transfusion(cfg)
+    if m.prev_in is not None:      # zero at init; non-zero here so every test exercises frame stacking
+        torch.nn.init.normal_(m.prev_in.weight, std=0.3)
+    return m
 
 
 def rnd(*shape, seed=0):
@@ -44,6 +47,37 @@ def caption_doc(seed=0):
 def batch_of(m, docs, seq_len=None, rows=2):
     seq_len = seq_len or sum(document_length(d, m.cfg) for d in docs) + 3
     return collate([pack_rows(docs, seq_len, m.cfg)] * rows)
+
+
+# -- frame stacking: the previous frame's latents at noisy tokens ---------------------------------
+def test_previous_frame_latents_follow_frames_and_documents():
+    m = model("dense")
+    docs = [av_doc(0), caption_doc(1), av_doc(2)]
+    b = pack_rows(docs, sum(document_length(d, m.cfg) for d in docs) + 5, m.cfg)
+    z = rnd(*b.latents.shape, seed=9) * (b.modality == 1)[..., None]   # any clean-copy inputs
+    prev = m.previous_frame_latents(b, z)
+    clean = (b.modality == 1) & ~b.is_noisy
+    frames = z[clean].view(-1, N, C)          # clean copies in order: av0 f0 f1 f2, caption, av2 f0 f1 f2
+    zero = torch.zeros(N, C)
+    want = torch.stack([frames[0], frames[1], zero, frames[4], frames[5]])   # noisy: av0 f1 f2, caption, av2 f1 f2
+    assert torch.equal(prev[b.is_noisy].view(-1, N, C), want)
+    assert prev[~b.is_noisy].abs().sum() == 0
+
+
+def test_prev_frame_input_is_used_and_can_be_disabled():
+    on, off = model("dense"), model("dense", prev_frame_input=False)
+    assert off.prev_in is None and on.prev_in is not None
+    b = batch_of(on, [av_doc(0)])
+    z = b.latents + 0.5 * rnd(*b.latents.shape, seed=4)
+    with torch.no_grad():
+        used = on(b, z=z).flow[b.is_noisy]
+        on.load_state_dict(off.state_dict(), strict=False)   # same weights apart from the stacking input
+        used = on(b, z=z).flow[b.is_noisy]
+        on.prev_in.weight.zero_()
+        unused = on(b, z=z).flow[b.is_noisy]
+        # zero frame-stacking weights == the model without the input
+        assert torch.allclose(unused, off(b, z=z).flow[b.is_noisy], atol=1e-6)
+    assert not torch.allclose(used, unused, atol=1e-3)
 
 
 # -- KV-cached rollout == full recompute --------------------------------------------------------
@@ -108,6 +142,31 @@ def test_text_command_prefix_rollout_equals_full_recompute():
     assert not torch.allclose(got, plain, atol=1e-4)     # the command is seen
     with pytest.raises(ValueError, match="action_encoding='text'"):
         model("dense", "embed").predict_next_frames(ctx, ctx_act, act, text=text)
+
+
+def test_generate_frames_from_captions_equals_full_recompute():
+    m = model("moe").eval()
+    texts = ["the fingertip is left of the target", "up"]
+    with torch.no_grad():
+        got = m.generate_frames(texts, steps=3, generator=torch.Generator().manual_seed(1))
+        docs = [Document([Text(TOK.encode(s, bos=True, eos=True), loss=False), Frame(torch.zeros(N, C))], IMAGE_TEXT)
+                for s in texts]
+        L = max(document_length(d, m.cfg) for d in docs)
+        batch = collate([pack_rows([d], L, m.cfg) for d in docs])
+        noisy = batch.is_noisy
+
+        def predict(z, t):
+            zz, tt = batch.latents.clone(), torch.ones(noisy.shape)
+            zz[noisy], tt[noisy] = z.reshape(-1, C), t.repeat_interleave(N)
+            return m(batch, z=zz, t=tt).flow[noisy].view(2, N, C)
+        ref = m.flow.sample(predict, torch.randn(2, N, C, generator=torch.Generator().manual_seed(1)), 3)
+    assert got.shape == (2, N, C)
+    assert torch.allclose(got, ref, atol=1e-4), (got - ref).abs().max()
+    with torch.no_grad():                                     # the caption is seen: same noise, other text
+        other = m.generate_frames(["something else entirely", "up"], steps=3, generator=torch.Generator().manual_seed(1))
+    assert not torch.allclose(got[0], other[0], atol=1e-3) and torch.allclose(got[1], other[1], atol=1e-5)
+    with pytest.raises(ValueError, match="non-empty"):
+        m.generate_frames([""])
 
 
 def test_rollout_shape_errors_name_the_shapes():

@@ -38,6 +38,9 @@ class ModelConfig:
     flow_weight: float = 3.0           # paper's lambda_flow
     cond_dropout: float = 0.1          # P(a frame target's conditioning is hidden from its noisy copy), for CFG
     context_noise: float = 0.1         # max sigma of noise on clean context frames in training (sigma ~ U(0, this))
+    prev_frame_input: bool = True      # a frame's noisy copy also reads the previous frame's clean latent at the
+                                       # same grid cell (frame stacking, as DIAMOND / GameNGen): dynamics become
+                                       # a residual on the last frame instead of a lookup through attention
     max_seq_len: int = 2048            # longest stream (packed row or rollout) the model accepts
     attn_backend: str = "auto"         # "sdpa" (dense mask), "flex" (FlexAttention), "auto": flex for CUDA training
     init_std: float = 0.02             # std of the normal init; residual output projections use std/sqrt(2*n_layers)

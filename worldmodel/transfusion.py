@@ -43,7 +43,7 @@ from worldmodel.config import ModelConfig
 from worldmodel.flow import RectifiedFlow
 from worldmodel.layers import KVCache
 from worldmodel.moe import active_params, moe_aux_loss, moe_stats
-from worldmodel.sequence import (ACTION_VIDEO, MOD_ACTION, MOD_VISION, SOURCE_NAMES, TEXT, PackedBatch,
+from worldmodel.sequence import (ACTION_VIDEO, IMAGE_TEXT, MOD_ACTION, MOD_VISION, SOURCE_NAMES, TEXT, PackedBatch,
                                  SequenceBuilder, flex_block_mask, mask_from_vectors, sdpa_mask)
 from worldmodel.tokenizer import ByteTokenizer
 from worldmodel.transformer import Transformer
@@ -110,6 +110,7 @@ class Transfusion(nn.Module):
         self.tok_emb = nn.Embedding(cfg.vocab_size, D)
         self.latent_in = nn.Linear(C, D)
         self.time_emb = TimestepEmbedder(D)
+        self.prev_in = nn.Linear(C, D, bias=False) if cfg.prev_frame_input else None
         self.action_in = (nn.Sequential(nn.Linear(cfg.action_dim, D), nn.SiLU(), nn.Linear(D, D))
                           if cfg.action_encoding == "embed" else None)
         self.trunk = Transformer(cfg)
@@ -130,6 +131,8 @@ class Transfusion(nn.Module):
                 nn.init.trunc_normal_(m.weight, std=std, a=-3 * std, b=3 * std)
                 if getattr(m, "bias", None) is not None:
                     nn.init.zeros_(m.bias)
+        if self.prev_in is not None:
+            nn.init.zeros_(self.prev_in.weight)   # starts as the plain model; learns how much to lean on it
         self.trunk.init_weights()
 
     @classmethod
@@ -154,10 +157,41 @@ class Transfusion(nn.Module):
         return self.tok_emb.weight.device
 
     # -- the network ----------------------------------------------------------------------
-    def _embed(self, b: PackedBatch, z: Tensor, t: Tensor) -> Tensor:
-        """Inputs of every token (B, L, D): token embedding, latent projection + t, or action MLP."""
+    def previous_frame_latents(self, b: PackedBatch, z: Tensor) -> Tensor:
+        """(B, L, C): at each noisy frame token, the clean-copy input z of the previous frame of
+        the same document at the same grid cell; 0 elsewhere (first frames, images, text).
+
+        Full packed sequences only (frame ids index frames within the row). Gathered from a
+        (frame, cell) table, no loop over frames; a frame has >= N + 2 tokens, so L // N + 1
+        slots bound the frames of a row without a host sync.
+        """
+        B, L = b.tokens.shape
+        N, (_, W) = self.cfg.frame_tokens, self.cfg.frame_grid
+        F = L // N + 1
+        frame = b.modality == MOD_VISION
+        clean, noisy = frame & ~b.is_noisy, b.is_noisy
+        fid, cell = b.frame_id.clamp_min(0), b.pos_row * W + b.pos_col
+        dump = F * N                                             # slot of everything not written
+        slot = torch.where(clean, fid * N + cell, dump)
+        table = z.new_zeros(B, dump + 1, z.shape[-1]).scatter(1, slot[..., None].expand_as(z), z)
+        frame_doc = torch.full((B, F + 1), -2, dtype=b.doc_id.dtype, device=z.device)
+        frame_doc = frame_doc.scatter(1, torch.where(clean, fid, F), b.doc_id)
+        prev_fid = (fid - 1).clamp_min(0)
+        has_prev = noisy & (fid >= 1) & (frame_doc.gather(1, prev_fid) == b.doc_id)
+        want = torch.where(has_prev, prev_fid * N + cell, dump)
+        prev = table.gather(1, want[..., None].expand_as(z))
+        return prev * has_prev[..., None].to(z.dtype)
+
+    def _embed(self, b: PackedBatch, z: Tensor, t: Tensor, prev: Tensor | None = None) -> Tensor:
+        """Inputs of every token (B, L, D): token embedding, latent projection + t (+ the previous
+        frame at noisy tokens), or action MLP. prev (B, L, C): None = derive it from the full
+        sequence `b` (training / full forward); a KV-cached chunk passes it explicitly."""
         h = self.tok_emb(b.tokens)
         h_frame = self.latent_in(z.to(h.dtype)) + self.time_emb(t)
+        if self.prev_in is not None:
+            if prev is None:
+                prev = self.previous_frame_latents(b, z)
+            h_frame = h_frame + self.prev_in(prev.to(h.dtype)) * b.is_noisy[..., None].to(h.dtype)
         h = torch.where((b.modality == MOD_VISION)[..., None], h_frame.to(h.dtype), h)
         if self.action_in is not None:
             h_act = self.action_in((b.actions / self.cfg.action_scale).to(h.dtype))
@@ -165,11 +199,13 @@ class Transfusion(nn.Module):
         return h
 
     def _run(self, b: PackedBatch, z: Tensor, t: Tensor, mask, stream: _Stream | None = None,
-             commit: bool = False) -> Tensor:
+             commit: bool = False, prev: Tensor | None = None) -> Tensor:
         total = b.seq_len + (stream.cache.length if stream is not None else 0)
         if total > self.cfg.max_seq_len:
             raise ValueError(f"stream of {total} tokens is longer than max_seq_len={self.cfg.max_seq_len}")
-        x = self._embed(b, z, t)
+        if stream is not None and prev is None:
+            prev = torch.zeros_like(z)            # a cached chunk cannot see its earlier frames' latents
+        x = self._embed(b, z, t, prev)
         moe_mod = (b.modality == MOD_VISION).long()     # MoE: frame tokens vision, all others text
         return self.trunk(x, (b.pos_seq, b.pos_row, b.pos_col), moe_mod, mask,
                           stream.cache if stream is not None else None, commit)
@@ -274,16 +310,17 @@ class Transfusion(nn.Module):
         eps = torch.randn(lat.shape, device=lat.device, generator=generator, dtype=lat.dtype)
         return self.flow.interpolate(lat, eps, torch.full(lat.shape[:1], 1.0 - sigma, device=lat.device))
 
-    def _sample_frame(self, stream: _Stream, q: PackedBatch, steps: int | None, cfg_scale: float,
+    def _sample_frame(self, stream: _Stream, q: PackedBatch, prev: Tensor, steps: int | None, cfg_scale: float,
                       generator: torch.Generator | None) -> Tensor:
-        """Euler-sample the noisy frame chunk q (B, N) against the cache -> clean latents (B, N, C)."""
+        """Euler-sample the noisy frame chunk q (B, N) against the cache -> clean latents (B, N, C).
+        prev (B, N, C): the previous frame's clean-copy latents (the frame-stacking input)."""
         keys = stream.keys_with(q)
         mask = mask_from_vectors(q, keys)
         B, N = q.tokens.shape
 
         def run(mask_):
             def predict(z, t):
-                h = self._run(q, z, t[:, None].expand(B, N), mask_, stream, commit=False)
+                h = self._run(q, z, t[:, None].expand(B, N), mask_, stream, commit=False, prev=prev)
                 return self.flow_head(h)
             return predict
 
@@ -333,7 +370,8 @@ class Transfusion(nn.Module):
         if text is not None:
             sb.text([self.tokenizer.encode(s) for s in text], loss=False)
         for i in range(Tc):
-            sb.frame(self._noised(context[:, i].to(self.device), context_noise, generator), loss=False)
+            last = self._noised(context[:, i].to(self.device), context_noise, generator)  # as committed
+            sb.frame(last, loss=False)
             if i < Tc - 1:
                 sb.action(context_actions[:, i].to(self.device))
         stream, out = _Stream(self.cfg.n_layers), []
@@ -342,11 +380,31 @@ class Transfusion(nn.Module):
             sb.begin_frame()
             self._commit(stream, sb.take(), 1.0 - context_noise)   # context / last frame + action + <boi>
             sb.frame_tokens(torch.zeros_like(context[:, 0]).to(self.device), noisy=True)
-            x = self._sample_frame(stream, sb.take(), steps, cfg_scale, generator)
+            x = self._sample_frame(stream, sb.take(), last, steps, cfg_scale, generator)
             out.append(x)
-            sb.frame_tokens(self._noised(x, context_noise, generator), noisy=False)
+            last = self._noised(x, context_noise, generator)
+            sb.frame_tokens(last, noisy=False)
             sb.end_frame()
         return torch.stack(out, 1)
+
+    @torch.no_grad()
+    def generate_frames(self, texts: list[str], steps: int | None = None, cfg_scale: float = 1.0,
+                        generator: torch.Generator | None = None) -> Tensor:
+        """Caption -> image: (B,) strings -> (B, N, C) latent frames, the image-text layout of
+        training ([caption][<boi> frame]) with the frame Euler-sampled against the cached caption."""
+        if not texts or not all(isinstance(s, str) and s.strip() for s in texts):
+            raise ValueError(f"texts={texts!r}, expected a non-empty list of non-empty strings")
+        B, N, C = len(texts), self.cfg.frame_tokens, self.cfg.latent_dim
+        dtype = self.latent_in.weight.dtype
+        sb = SequenceBuilder(self.cfg, B, device=self.device, dtype=dtype)
+        sb.new_document(IMAGE_TEXT)
+        sb.text([self.tokenizer.encode(s, bos=True, eos=True) for s in texts], loss=False)
+        sb.begin_frame()
+        stream = _Stream(self.cfg.n_layers)
+        self._commit(stream, sb.take())
+        zeros = torch.zeros(B, N, C, device=self.device, dtype=dtype)   # no previous frame in an image document
+        sb.frame_tokens(zeros, noisy=True)
+        return self._sample_frame(stream, sb.take(), zeros, steps, cfg_scale, generator)
 
     # -- text --------------------------------------------------------------------------------
     @staticmethod

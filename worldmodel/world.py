@@ -174,6 +174,15 @@ class LatentWorld:
             return z
         return z, self.decode(z)
 
+    def imagine_from_text(self, texts: str | Sequence[str], steps: int | None = None, cfg_scale: float = 1.0,
+                          generator: torch.Generator | None = None) -> Tensor:
+        """Caption -> image in latent space: one string or B strings -> (B, N, C) latents
+        (the model's image-text direction; decode() them to see them). A described goal state
+        becomes a goal latent for the planners."""
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        self.n_calls += 1
+        return self.model.generate_frames(texts, steps=steps, cfg_scale=cfg_scale, generator=generator)
+
     @staticmethod
     def latent_cost(latents: Tensor, goal_latents: Tensor) -> Tensor:
         """(B,) mean squared error between predicted and goal latents (lower is better).
