@@ -70,7 +70,7 @@ class BenchmarkConfig:
     receding_horizon: int = 5        # actions executed per plan (DINO-WM: 5)
     stop_on_success: bool = True     # end an episode once the real task reports success (success = reached in budget)
     lockstep: int = 4                # episodes planned together
-    model: str = ""                  # learned world-model folder (`lw pretrain`); "" skips the learned row
+    model: str = ""                  # learned world-model folder (`lw pretrain`; {task} filled in); "" skips the learned row
     rae: str = "runs/rae_{task}"     # RAE for oracle_latent ({task} filled in); "" = <model>/rae; missing -> row skipped
     workers: int = 2                 # oracle worker processes
     device: str = ""                 # torch device of the learned model / RAE; "" = cuda if available, else cpu
@@ -122,7 +122,24 @@ def planner_settings(cfg: BenchmarkConfig, row: str, planner: str) -> dict[str, 
 def _rae_path(cfg: BenchmarkConfig, task: str) -> str:
     if cfg.rae:
         return cfg.rae.replace("{task}", task)
-    return str(Path(cfg.model) / "rae") if cfg.model else ""
+    return str(Path(_model_path(cfg, task)) / "rae") if cfg.model else ""
+
+
+def _model_path(cfg: BenchmarkConfig, task: str) -> str:
+    """The learned model of `task`: `model` with {task} filled in (one model per task)."""
+    return cfg.model.replace("{task}", task)
+
+
+def _load_world(cfg: BenchmarkConfig, task: str, loaded: dict):
+    """The task's LatentWorld for the learned row (None without one); each folder is loaded once."""
+    if "learned" not in cfg.rows or not cfg.model:
+        return None
+    path = _model_path(cfg, task)
+    if path not in loaded:
+        from worldmodel.world import LatentWorld
+
+        loaded[path] = LatentWorld.from_pretrained(path, device=_device(cfg.device))
+    return loaded[path]
 
 
 class RowModel:
@@ -323,16 +340,14 @@ def benchmark(cfg: BenchmarkConfig) -> list[dict]:
     if cfg.episodes < 1 or cfg.lockstep < 1:
         raise ValueError(f"episodes={cfg.episodes} and lockstep={cfg.lockstep} must be >= 1")
     _preload_model_stack()
-    world = None
-    if "learned" in cfg.rows and cfg.model:
-        from worldmodel.world import LatentWorld
-
-        world = LatentWorld.from_pretrained(cfg.model, device=_device(cfg.device))
-    cfg = _with_image_size(cfg, world)
+    loaded: dict = {}
+    cfg = _with_image_size(cfg, _load_world(cfg, cfg.tasks[0], loaded))
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     results = []
     for task in cfg.tasks:
+        world = _load_world(cfg, task, loaded)
+        _with_image_size(cfg, world)               # every task's model must see the same frame size
         for row in cfg.rows:
             rm = RowModel(cfg, task, row, world)
             try:
@@ -415,7 +430,7 @@ def plan_main(overrides: list[str]) -> int:
     if cfg.row == "learned" and b.model:
         from worldmodel.world import LatentWorld
 
-        world = LatentWorld.from_pretrained(b.model, device=_device(b.device))
+        world = LatentWorld.from_pretrained(_model_path(b, cfg.task), device=_device(b.device))
     b = _with_image_size(b, world)
     rm = RowModel(b, cfg.task, cfg.row, world)
     try:

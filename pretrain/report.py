@@ -90,7 +90,8 @@ def side_by_side_gif(model: str | Path, task: str | None, out: str | Path, seed:
     return out
 
 
-def write_report(model: str | Path, task: str, out: str | Path, seed: int, steps: int) -> list[Path]:
+def write_report(model: str | Path, task: str, out: str | Path, seed: int, steps: int,
+                 denoise_steps: int | None = None) -> list[Path]:
     """Loss curves, imagined-vs-real GIF and executed-plan GIF into `out`."""
     out = Path(out)
     files = []
@@ -99,7 +100,8 @@ def write_report(model: str | Path, task: str, out: str | Path, seed: int, steps
         files.append(plot_loss_curves(metrics, out / "loss_curves.png", f"pretraining losses ({Path(model).name})"))
     else:
         print(f"report: no training metrics found beside {model}; skipping loss_curves.png")
-    files.append(side_by_side_gif(model, task, out / "imagine.gif", seed=seed, steps=steps))
+    files.append(side_by_side_gif(model, task, out / "imagine.gif", seed=seed, steps=steps,
+                                  denoise_steps=denoise_steps))
     plans = sorted((out / "benchmark" / "videos").glob(f"{task}_learned_*.gif"))
     if plans:
         shutil.copyfile(plans[0], out / "plan.gif")

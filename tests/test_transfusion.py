@@ -18,6 +18,7 @@ FFN = {"dense": MoEConfig(kind="dense"), "moe": MoEConfig(kind="moe", n_experts=
 
 def model(ffn="moe", enc="embed", pred="x", **kw):
     torch.manual_seed(0)
+    kw.setdefault("prev_frame", "residual" if pred == "x" else "input")   # residual needs x-prediction
     cfg = ModelConfig(d_model=32, n_layers=2, n_heads=2, latent_dim=C, frame_grid=(2, 2), action_dim=A,
                       action_encoding=enc, action_scale=0.5, moe=FFN[ffn], flow=FlowConfig(prediction=pred), **kw)
     m = Transfusion(cfg)
@@ -65,7 +66,7 @@ def test_previous_frame_latents_follow_frames_and_documents():
 
 
 def test_prev_frame_input_is_used_and_can_be_disabled():
-    on, off = model("dense"), model("dense", prev_frame_input=False)
+    on, off = model("dense", prev_frame="input"), model("dense", prev_frame="off")
     assert off.prev_in is None and on.prev_in is not None
     b = batch_of(on, [av_doc(0)])
     z = b.latents + 0.5 * rnd(*b.latents.shape, seed=4)
@@ -78,6 +79,23 @@ def test_prev_frame_input_is_used_and_can_be_disabled():
         # zero frame-stacking weights == the model without the input
         assert torch.allclose(unused, off(b, z=z).flow[b.is_noisy], atol=1e-6)
     assert not torch.allclose(used, unused, atol=1e-3)
+
+
+def test_residual_prediction_adds_the_previous_frame():
+    m = model("dense", prev_frame="residual")
+    with torch.no_grad():
+        m.flow_head.weight.zero_()
+        m.flow_head.bias.zero_()                  # head(h) = 0: the prediction is "no change"
+    b = batch_of(m, [av_doc(0), caption_doc(1)])
+    out = m(b).flow
+    assert torch.equal(out[b.is_noisy], m.previous_frame_latents(b, b.latents)[b.is_noisy])
+    clean = (b.modality == 1) & ~b.is_noisy
+    frames = b.latents[clean].view(2, -1, N, C)[0]          # row 0: av f0 f1 f2, caption frame
+    assert torch.equal(out[0][b.is_noisy[0]].view(-1, N, C), torch.stack([frames[0], frames[1], torch.zeros(N, C)]))
+    with pytest.raises(ValueError, match="prediction='x'"):
+        ModelConfig(prev_frame="residual", flow=FlowConfig(prediction="v"))
+    with pytest.raises(ValueError, match="prev_frame"):
+        ModelConfig(prev_frame="stacked")
 
 
 # -- KV-cached rollout == full recompute --------------------------------------------------------

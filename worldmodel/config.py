@@ -18,6 +18,7 @@ __all__ = ["ModelConfig", "MoEConfig", "FlowConfig", "MODELS", "make_config"]
 
 ATTN_BACKENDS = ("auto", "sdpa", "flex")
 ACTION_ENCODINGS = ("text", "embed")
+PREV_FRAME_MODES = ("off", "input", "residual")
 
 
 @dataclass
@@ -38,9 +39,10 @@ class ModelConfig:
     flow_weight: float = 3.0           # paper's lambda_flow
     cond_dropout: float = 0.1          # P(a frame target's conditioning is hidden from its noisy copy), for CFG
     context_noise: float = 0.1         # max sigma of noise on clean context frames in training (sigma ~ U(0, this))
-    prev_frame_input: bool = True      # a frame's noisy copy also reads the previous frame's clean latent at the
-                                       # same grid cell (frame stacking, as DIAMOND / GameNGen): dynamics become
-                                       # a residual on the last frame instead of a lookup through attention
+    prev_frame: str = "residual"       # how a video frame's noisy copy uses the previous frame's clean latent at
+                                       # the same grid cell: "off" (attention only); "input" (frame stacking, as
+                                       # DIAMOND / GameNGen: added to the input); "residual" (input, and the
+                                       # x-prediction is prev + head(h): "no change" is the zero output)
     max_seq_len: int = 2048            # longest stream (packed row or rollout) the model accepts
     attn_backend: str = "auto"         # "sdpa" (dense mask), "flex" (FlexAttention), "auto": flex for CUDA training
     init_std: float = 0.02             # std of the normal init; residual output projections use std/sqrt(2*n_layers)
@@ -58,6 +60,11 @@ class ModelConfig:
             self.flow = FlowConfig(**self.flow)
         if len(self.frame_grid) != 2 or min(self.frame_grid) < 1:
             raise ValueError(f"frame_grid={self.frame_grid}, expected (grid_h, grid_w) with both >= 1")
+        if self.prev_frame not in PREV_FRAME_MODES:
+            raise ValueError(f"prev_frame={self.prev_frame!r}, expected one of {PREV_FRAME_MODES}")
+        if self.prev_frame == "residual" and self.flow.prediction != "x":
+            raise ValueError("prev_frame='residual' adds the previous frame to an x-prediction; it needs "
+                             f"flow.prediction='x', got {self.flow.prediction!r} (or use prev_frame='input')")
         if self.action_encoding not in ACTION_ENCODINGS:
             raise ValueError(f"action_encoding={self.action_encoding!r}, expected one of {ACTION_ENCODINGS}")
         if self.attn_backend not in ATTN_BACKENDS:

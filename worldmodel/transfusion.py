@@ -110,7 +110,7 @@ class Transfusion(nn.Module):
         self.tok_emb = nn.Embedding(cfg.vocab_size, D)
         self.latent_in = nn.Linear(C, D)
         self.time_emb = TimestepEmbedder(D)
-        self.prev_in = nn.Linear(C, D, bias=False) if cfg.prev_frame_input else None
+        self.prev_in = nn.Linear(C, D, bias=False) if cfg.prev_frame != "off" else None
         self.action_in = (nn.Sequential(nn.Linear(cfg.action_dim, D), nn.SiLU(), nn.Linear(D, D))
                           if cfg.action_encoding == "embed" else None)
         self.trunk = Transformer(cfg)
@@ -182,15 +182,12 @@ class Transfusion(nn.Module):
         prev = table.gather(1, want[..., None].expand_as(z))
         return prev * has_prev[..., None].to(z.dtype)
 
-    def _embed(self, b: PackedBatch, z: Tensor, t: Tensor, prev: Tensor | None = None) -> Tensor:
+    def _embed(self, b: PackedBatch, z: Tensor, t: Tensor, prev: Tensor | None) -> Tensor:
         """Inputs of every token (B, L, D): token embedding, latent projection + t (+ the previous
-        frame at noisy tokens), or action MLP. prev (B, L, C): None = derive it from the full
-        sequence `b` (training / full forward); a KV-cached chunk passes it explicitly."""
+        frame `prev` (B, L, C) at noisy tokens), or action MLP."""
         h = self.tok_emb(b.tokens)
         h_frame = self.latent_in(z.to(h.dtype)) + self.time_emb(t)
-        if self.prev_in is not None:
-            if prev is None:
-                prev = self.previous_frame_latents(b, z)
+        if self.prev_in is not None and prev is not None:
             h_frame = h_frame + self.prev_in(prev.to(h.dtype)) * b.is_noisy[..., None].to(h.dtype)
         h = torch.where((b.modality == MOD_VISION)[..., None], h_frame.to(h.dtype), h)
         if self.action_in is not None:
@@ -198,13 +195,21 @@ class Transfusion(nn.Module):
             h = torch.where((b.modality == MOD_ACTION)[..., None], h_act, h)
         return h
 
+    def _flow_out(self, h: Tensor, prev: Tensor | None) -> Tensor:
+        """The flow head; with prev_frame='residual' the x-prediction is prev + head(h)
+        (prev is 0 wherever there is no previous frame, so images predict x directly)."""
+        out = self.flow_head(h)
+        return out + prev.to(out.dtype) if self.cfg.prev_frame == "residual" and prev is not None else out
+
+    def _prev(self, b: PackedBatch, z: Tensor) -> Tensor | None:
+        """previous_frame_latents of a full sequence, when the model uses them."""
+        return self.previous_frame_latents(b, z) if self.cfg.prev_frame != "off" else None
+
     def _run(self, b: PackedBatch, z: Tensor, t: Tensor, mask, stream: _Stream | None = None,
              commit: bool = False, prev: Tensor | None = None) -> Tensor:
         total = b.seq_len + (stream.cache.length if stream is not None else 0)
         if total > self.cfg.max_seq_len:
             raise ValueError(f"stream of {total} tokens is longer than max_seq_len={self.cfg.max_seq_len}")
-        if stream is not None and prev is None:
-            prev = torch.zeros_like(z)            # a cached chunk cannot see its earlier frames' latents
         x = self._embed(b, z, t, prev)
         moe_mod = (b.modality == MOD_VISION).long()     # MoE: frame tokens vision, all others text
         return self.trunk(x, (b.pos_seq, b.pos_row, b.pos_col), moe_mod, mask,
@@ -223,8 +228,9 @@ class Transfusion(nn.Module):
         conditioning is hidden (CFG dropout)."""
         z = batch.latents if z is None else z
         t = torch.ones(batch.tokens.shape, device=z.device) if t is None else t
-        h = self._run(batch, z, t, self._full_mask(batch, drop))
-        return Outputs(h, self.text_head(h), self.flow_head(h))
+        prev = self._prev(batch, z)
+        h = self._run(batch, z, t, self._full_mask(batch, drop), prev=prev)
+        return Outputs(h, self.text_head(h), self._flow_out(h, prev))
 
     # -- training loss --------------------------------------------------------------------
     def loss(self, batch: PackedBatch, generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, Any]]:
@@ -254,11 +260,12 @@ class Transfusion(nn.Module):
         eps = torch.randn(x.shape, device=dev, generator=generator, dtype=x.dtype)
         z = torch.where(frame[..., None], self.flow.interpolate(x, eps, t), x)
 
-        h = self._run(batch, z, t, self._full_mask(batch, drop))
+        prev = self._prev(batch, z)
+        h = self._run(batch, z, t, self._full_mask(batch, drop), prev=prev)
         logits = self.text_head(h)
         ce = F.cross_entropy(logits.float().flatten(0, 1), batch.text_targets.flatten(),
                              reduction="none").view(B, L)
-        fl = self.flow.loss(self.flow_head(h), x, eps).mean(-1)        # (B, L) per-token MSE
+        fl = self.flow.loss(self._flow_out(h, prev), x, eps).mean(-1)        # (B, L) per-token MSE
         w_text, w_flow = batch.text_loss.float(), noisy.float()
         loss_text = (ce * w_text).sum() / w_text.sum().clamp_min(1.0)
         loss_flow = (fl * w_flow).sum() / w_flow.sum().clamp_min(1.0)
@@ -321,7 +328,7 @@ class Transfusion(nn.Module):
         def run(mask_):
             def predict(z, t):
                 h = self._run(q, z, t[:, None].expand(B, N), mask_, stream, commit=False, prev=prev)
-                return self.flow_head(h)
+                return self._flow_out(h, prev)
             return predict
 
         uncond = run(mask_from_vectors(q, keys, q.is_noisy)) if cfg_scale != 1.0 else None
