@@ -103,6 +103,7 @@ class ModelConfig:
         if unknown:
             raise ValueError(f"unknown ModelConfig keys {unknown}; expected keys among {sorted(names)}")
         d = dict(d)
+        d.setdefault("prev_frame", "off")   # saved before frame stacking existed: the model has no prev_in
         if isinstance(d.get("moe"), dict):
             d["moe"] = MoEConfig(**d["moe"])
         if isinstance(d.get("flow"), dict):
