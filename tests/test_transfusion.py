@@ -381,3 +381,10 @@ def test_model_info_table(capsys, tmp_path):
     assert 0.9e9 < big["total"] < 1.5e9 and big["active"] < 0.3 * big["total"]
     tiny = Transfusion(MODELS["tiny"](latent_dim=128, frame_grid=(4, 4), action_dim=2))
     assert [r for r in info if r["size"] == "tiny"][0]["total"] == tiny.num_params()
+
+
+def test_configs_saved_before_frame_stacking_load_without_it():
+    d = ModelConfig().to_dict()
+    d.pop("prev_frame")
+    assert ModelConfig.from_dict(d).prev_frame == "off"
+    assert ModelConfig.from_dict(ModelConfig().to_dict()).prev_frame == "input"
