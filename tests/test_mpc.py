@@ -242,3 +242,20 @@ def test_lw_benchmark_and_lw_plan_write_their_outputs(tmp_path):
     assert (tmp_path / "plan" / "episode.gif").stat().st_size > 0
     with pytest.raises(ValueError, match="unknown row 'oracle'"):
         main(["rows=[oracle]", f"out={tmp_path / 'bad'}"])
+
+
+def test_benchmark_loads_one_model_per_task(tmp_path):
+    import json
+
+    from planners.evaluate import main
+    from tests.test_world import build_tiny_world
+
+    for task in ("reacher", "point_maze"):
+        build_tiny_world(tmp_path, task=task)
+    model = str(tmp_path / "world-embed-moe-{task}-2")     # build_tiny_world's folder name, {task} left open
+    rc = main(["tasks=[reacher,point_maze]", "rows=[learned]", f"model={model}", "episodes=1", "max_steps=2",
+               "learned_budget.samples=4", "learned_budget.elites=2", "learned_budget.iterations=1",
+               "learned.denoise_steps=1", "progress=false", f"out={tmp_path / 'bench'}"])
+    assert rc == 0
+    res = json.loads((tmp_path / "bench" / "results.json").read_text())["results"]
+    assert [(r["task"], r["episodes"]) for r in res] == [("reacher", 1), ("point_maze", 1)], res
