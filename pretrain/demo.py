@@ -49,7 +49,7 @@ class DemoConfig:
     horizon: int = 10               # open-loop imagined steps scored
     denoise_steps: int | None = None  # Euler steps per imagined frame (prediction stage, GIF); None = the
                                       # model's own default (1 for the CPU presets; 25 costs ~6x the time)
-    bench_episodes: int = 4         # planning episodes per row (fixed held-out seeds)
+    bench_episodes: int = 8         # planning episodes per row (fixed held-out seeds)
     bench_rows: list[str] = field(default_factory=lambda: ["learned", "oracle_latent", "oracle_state", "random"])
     max_steps: int = 50             # decision steps per planning episode
     bench_overrides: list[str] = field(default_factory=list)  # extra `lw benchmark` overrides
