@@ -71,7 +71,7 @@ class BenchmarkConfig:
     stop_on_success: bool = True     # end an episode once the real task reports success (success = reached in budget)
     lockstep: int = 4                # episodes planned together
     model: str = ""                  # learned world-model folder (`lw pretrain`; {task} filled in); "" skips the learned row
-    rae: str = "runs/rae_{task}"     # RAE for oracle_latent ({task} filled in); "" = <model>/rae; missing -> row skipped
+    rae: str | None = "runs/rae_{task}"  # RAE for oracle_latent ({task} filled in); "" or empty (rae=) = <model>/rae; missing -> row skipped
     workers: int = 2                 # oracle worker processes
     device: str = ""                 # torch device of the learned model / RAE; "" = cuda if available, else cpu
     image_size: int = 0              # frame size; 0 = the model's (64 without a model); must match the RAE
