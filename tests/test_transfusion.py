@@ -22,8 +22,9 @@ def model(ffn="moe", enc="embed", pred="x", **kw):
     cfg = ModelConfig(d_model=32, n_layers=2, n_heads=2, latent_dim=C, frame_grid=(2, 2), action_dim=A,
                       action_encoding=enc, action_scale=0.5, moe=FFN[ffn], flow=FlowConfig(prediction=pred), **kw)
     m = Transfusion(cfg)
-    if m.prev_in is not None:      # zero at init; non-zero here so every test exercises frame stacking
-        torch.nn.init.normal_(m.prev_in.weight, std=0.3)
+    for extra in (m.prev_in, m.action_direct):   # zero at init; non-zero here so every test exercises them
+        if extra is not None:
+            torch.nn.init.normal_(extra.weight, std=0.3)
     return m
 
 
@@ -63,6 +64,34 @@ def test_previous_frame_latents_follow_frames_and_documents():
     want = torch.stack([frames[0], frames[1], zero, frames[4], frames[5]])   # noisy: av0 f1 f2, caption, av2 f1 f2
     assert torch.equal(prev[b.is_noisy].view(-1, N, C), want)
     assert prev[~b.is_noisy].abs().sum() == 0
+
+
+def test_frame_actions_follow_the_action_before_each_frame():
+    m = model("dense")
+    docs = [av_doc(0), caption_doc(1), av_doc(2)]
+    b = pack_rows(docs, sum(document_length(d, m.cfg) for d in docs) + 5, m.cfg)
+    act, ok = m.frame_actions(b)
+    a0, a2 = rnd(2, A, seed=100) * 0.3, rnd(2, A, seed=102) * 0.3      # av_doc's actions
+    noisy = act[b.is_noisy].view(-1, N, A)                # noisy frames: av0 f1 f2, caption, av2 f1 f2
+    has = ok[b.is_noisy].view(-1, N)
+    assert has.all(1).tolist() == [True, True, False, True, True] and not ok[~b.is_noisy].any()
+    for got, want in zip(noisy[has.all(1)], [a0[0], a0[1], a2[0], a2[1]]):
+        assert torch.allclose(got, want.expand(N, A))
+    drop = b.is_noisy & (b.frame_id == 1)
+    assert not m.frame_actions(b, drop)[1][drop].any()    # CFG dropout hides the direct path too
+
+
+def test_direct_action_path_changes_the_prediction():
+    m = model("dense").eval()
+    ctx, ctx_act = rnd(2, 2, N, C, seed=1), rnd(2, 1, A, seed=2) * 0.3
+    act = rnd(2, 1, A, seed=3) * 0.3
+    with torch.no_grad():
+        base = m.predict_next_frames(ctx, ctx_act, act, steps=1, generator=torch.Generator().manual_seed(0))
+        m.action_direct.weight.zero_()
+        plain = m.predict_next_frames(ctx, ctx_act, act, steps=1, generator=torch.Generator().manual_seed(0))
+    assert not torch.allclose(base, plain, atol=1e-4)
+    assert model("dense", enc="text").action_direct is None         # text actions have no raw values
+    assert model("dense", direct_action=False).action_direct is None
 
 
 def test_prev_frame_input_is_used_and_can_be_disabled():
@@ -386,5 +415,7 @@ def test_model_info_table(capsys, tmp_path):
 def test_configs_saved_before_frame_stacking_load_without_it():
     d = ModelConfig().to_dict()
     d.pop("prev_frame")
-    assert ModelConfig.from_dict(d).prev_frame == "off"
+    d.pop("direct_action")
+    old = ModelConfig.from_dict(d)
+    assert old.prev_frame == "off" and old.direct_action is False
     assert ModelConfig.from_dict(ModelConfig().to_dict()).prev_frame == "input"

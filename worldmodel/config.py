@@ -33,6 +33,9 @@ class ModelConfig:
     action_dim: int = 2                # A: action vector length
     action_scale: float = 1.0          # actions are divided by this (the task's action bound) before encoding
     action_encoding: str = "embed"     # "embed": MLP -> one token per step (differentiable); "text": "<act>act a0=+0.12 ...<eoa>"
+    direct_action: bool = True         # embedded actions: the step's action embedding is also added to its frame's
+                                       # noisy-copy input (a direct path, like the time embedding); attention alone
+                                       # left the actions unused at CPU scale (shuffled actions scored the same)
     moe: MoEConfig = field(default_factory=MoEConfig)      # feed-forward: dense / modality / MoE
     flow: FlowConfig = field(default_factory=FlowConfig)   # rectified flow: prediction x/v, time shift, steps
     text_weight: float = 1.0           # loss = text_weight * L_text + flow_weight * L_flow (+ MoE aux)
@@ -106,6 +109,7 @@ class ModelConfig:
             raise ValueError(f"unknown ModelConfig keys {unknown}; expected keys among {sorted(names)}")
         d = dict(d)
         d.setdefault("prev_frame", "off")   # saved before frame stacking existed: the model has no prev_in
+        d.setdefault("direct_action", False)   # likewise for the direct action path
         if isinstance(d.get("moe"), dict):
             d["moe"] = MoEConfig(**d["moe"])
         if isinstance(d.get("flow"), dict):

@@ -111,6 +111,8 @@ class Transfusion(nn.Module):
         self.latent_in = nn.Linear(C, D)
         self.time_emb = TimestepEmbedder(D)
         self.prev_in = nn.Linear(C, D, bias=False) if cfg.prev_frame != "off" else None
+        self.action_direct = (nn.Linear(D, D, bias=False)
+                              if cfg.direct_action and cfg.action_encoding == "embed" else None)
         self.action_in = (nn.Sequential(nn.Linear(cfg.action_dim, D), nn.SiLU(), nn.Linear(D, D))
                           if cfg.action_encoding == "embed" else None)
         self.trunk = Transformer(cfg)
@@ -131,8 +133,9 @@ class Transfusion(nn.Module):
                 nn.init.trunc_normal_(m.weight, std=std, a=-3 * std, b=3 * std)
                 if getattr(m, "bias", None) is not None:
                     nn.init.zeros_(m.bias)
-        if self.prev_in is not None:
-            nn.init.zeros_(self.prev_in.weight)   # starts as the plain model; learns how much to lean on it
+        for extra in (self.prev_in, self.action_direct):
+            if extra is not None:
+                nn.init.zeros_(extra.weight)   # starts as the plain model; learns how much to lean on it
         self.trunk.init_weights()
 
     @classmethod
@@ -182,13 +185,44 @@ class Transfusion(nn.Module):
         prev = table.gather(1, want[..., None].expand_as(z))
         return prev * has_prev[..., None].to(z.dtype)
 
-    def _embed(self, b: PackedBatch, z: Tensor, t: Tensor, prev: Tensor | None) -> Tensor:
+    def frame_actions(self, b: PackedBatch, drop: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """(B, L, A) raw action conditioning each noisy token's frame, and (B, L) bool where there
+        is one (and its conditioning is not dropped). Full packed sequences only; gathered from a
+        per-frame table like previous_frame_latents."""
+        B, L = b.tokens.shape
+        F = L // self.cfg.frame_tokens + 1
+        is_act = (b.modality == MOD_ACTION) & (b.cond_of >= 0)
+        slot = torch.where(is_act, b.cond_of, F)
+        table = b.actions.new_zeros(B, F + 1, b.actions.shape[-1]).scatter(1, slot[..., None].expand_as(b.actions),
+                                                                           b.actions)
+        has = torch.zeros(B, F + 1, dtype=torch.bool, device=b.tokens.device).scatter(1, slot, is_act)
+        fid = b.frame_id.clamp_min(0)
+        ok = b.is_noisy & has.gather(1, fid)
+        if drop is not None:
+            ok = ok & ~drop
+        return table.gather(1, fid[..., None].expand(-1, -1, table.shape[-1])), ok
+
+    def _action_direct(self, b: PackedBatch, drop: Tensor | None) -> Tensor | None:
+        """The direct action input of a full sequence (None when the model has no such path)."""
+        if self.action_direct is None:
+            return None
+        act, ok = self.frame_actions(b, drop)
+        return self._action_feature(act) * ok[..., None].to(act.dtype)
+
+    def _action_feature(self, act: Tensor) -> Tensor:
+        return self.action_direct(self.action_in((act / self.cfg.action_scale).to(self.action_in[0].weight.dtype)))
+
+    def _embed(self, b: PackedBatch, z: Tensor, t: Tensor, prev: Tensor | None,
+               act_feat: Tensor | None = None) -> Tensor:
         """Inputs of every token (B, L, D): token embedding, latent projection + t (+ the previous
-        frame `prev` (B, L, C) at noisy tokens), or action MLP."""
+        frame `prev` (B, L, C) at noisy tokens, + the direct action input `act_feat` (B, L, D)),
+        or action MLP."""
         h = self.tok_emb(b.tokens)
         h_frame = self.latent_in(z.to(h.dtype)) + self.time_emb(t)
         if self.prev_in is not None and prev is not None:
             h_frame = h_frame + self.prev_in(prev.to(h.dtype)) * b.is_noisy[..., None].to(h.dtype)
+        if act_feat is not None:
+            h_frame = h_frame + act_feat.to(h.dtype)
         h = torch.where((b.modality == MOD_VISION)[..., None], h_frame.to(h.dtype), h)
         if self.action_in is not None:
             h_act = self.action_in((b.actions / self.cfg.action_scale).to(h.dtype))
@@ -206,11 +240,11 @@ class Transfusion(nn.Module):
         return self.previous_frame_latents(b, z) if self.cfg.prev_frame != "off" else None
 
     def _run(self, b: PackedBatch, z: Tensor, t: Tensor, mask, stream: _Stream | None = None,
-             commit: bool = False, prev: Tensor | None = None) -> Tensor:
+             commit: bool = False, prev: Tensor | None = None, act_feat: Tensor | None = None) -> Tensor:
         total = b.seq_len + (stream.cache.length if stream is not None else 0)
         if total > self.cfg.max_seq_len:
             raise ValueError(f"stream of {total} tokens is longer than max_seq_len={self.cfg.max_seq_len}")
-        x = self._embed(b, z, t, prev)
+        x = self._embed(b, z, t, prev, act_feat)
         moe_mod = (b.modality == MOD_VISION).long()     # MoE: frame tokens vision, all others text
         return self.trunk(x, (b.pos_seq, b.pos_row, b.pos_col), moe_mod, mask,
                           stream.cache if stream is not None else None, commit)
@@ -229,7 +263,7 @@ class Transfusion(nn.Module):
         z = batch.latents if z is None else z
         t = torch.ones(batch.tokens.shape, device=z.device) if t is None else t
         prev = self._prev(batch, z)
-        h = self._run(batch, z, t, self._full_mask(batch, drop), prev=prev)
+        h = self._run(batch, z, t, self._full_mask(batch, drop), prev=prev, act_feat=self._action_direct(batch, drop))
         return Outputs(h, self.text_head(h), self._flow_out(h, prev))
 
     # -- training loss --------------------------------------------------------------------
@@ -261,7 +295,7 @@ class Transfusion(nn.Module):
         z = torch.where(frame[..., None], self.flow.interpolate(x, eps, t), x)
 
         prev = self._prev(batch, z)
-        h = self._run(batch, z, t, self._full_mask(batch, drop), prev=prev)
+        h = self._run(batch, z, t, self._full_mask(batch, drop), prev=prev, act_feat=self._action_direct(batch, drop))
         logits = self.text_head(h)
         ce = F.cross_entropy(logits.float().flatten(0, 1), batch.text_targets.flatten(),
                              reduction="none").view(B, L)
@@ -318,22 +352,27 @@ class Transfusion(nn.Module):
         return self.flow.interpolate(lat, eps, torch.full(lat.shape[:1], 1.0 - sigma, device=lat.device))
 
     def _sample_frame(self, stream: _Stream, q: PackedBatch, prev: Tensor, steps: int | None, cfg_scale: float,
-                      generator: torch.Generator | None) -> Tensor:
+                      generator: torch.Generator | None, action: Tensor | None = None) -> Tensor:
         """Euler-sample the noisy frame chunk q (B, N) against the cache -> clean latents (B, N, C).
-        prev (B, N, C): the previous frame's clean-copy latents (the frame-stacking input)."""
+        prev (B, N, C): the previous frame's clean-copy latents (the frame-stacking input);
+        action (B, A): the step's raw action (the direct action input), None for none."""
         keys = stream.keys_with(q)
         mask = mask_from_vectors(q, keys)
         B, N = q.tokens.shape
+        act_feat = None
+        if self.action_direct is not None and action is not None:
+            act_feat = self._action_feature(action)[:, None].expand(B, N, -1)
 
-        def run(mask_):
+        def run(mask_, act_):
             def predict(z, t):
-                h = self._run(q, z, t[:, None].expand(B, N), mask_, stream, commit=False, prev=prev)
+                h = self._run(q, z, t[:, None].expand(B, N), mask_, stream, commit=False, prev=prev, act_feat=act_)
                 return self._flow_out(h, prev)
             return predict
 
-        uncond = run(mask_from_vectors(q, keys, q.is_noisy)) if cfg_scale != 1.0 else None
+        # the unconditional branch hides the action both ways: attention and the direct input
+        uncond = run(mask_from_vectors(q, keys, q.is_noisy), None) if cfg_scale != 1.0 else None
         noise = torch.randn(q.latents.shape, device=q.latents.device, generator=generator, dtype=q.latents.dtype)
-        return self.flow.sample(run(mask), noise, steps, cfg_scale, uncond)
+        return self.flow.sample(run(mask, act_feat), noise, steps, cfg_scale, uncond)
 
     def _check_rollout(self, context: Tensor, context_actions: Tensor, actions: Tensor,
                        text: list[str] | None) -> None:
@@ -387,7 +426,7 @@ class Transfusion(nn.Module):
             sb.begin_frame()
             self._commit(stream, sb.take(), 1.0 - context_noise)   # context / last frame + action + <boi>
             sb.frame_tokens(torch.zeros_like(context[:, 0]).to(self.device), noisy=True)
-            x = self._sample_frame(stream, sb.take(), last, steps, cfg_scale, generator)
+            x = self._sample_frame(stream, sb.take(), last, steps, cfg_scale, generator, actions[:, h].to(self.device))
             out.append(x)
             last = self._noised(x, context_noise, generator)
             sb.frame_tokens(last, noisy=False)
