@@ -133,6 +133,12 @@ class Transfusion(nn.Module):
                 nn.init.trunc_normal_(m.weight, std=std, a=-3 * std, b=3 * std)
                 if getattr(m, "bias", None) is not None:
                     nn.init.zeros_(m.bias)
+        if self.action_in is not None:
+            # fan-in scale for the 2-D action input: at std 0.02 the action's features were ~0.03,
+            # 10x weaker than the timestep's sinusoids, and training left the actions unused
+            a = self.action_in[0]
+            nn.init.trunc_normal_(a.weight, std=a.in_features ** -0.5, a=-3 * a.in_features ** -0.5,
+                                  b=3 * a.in_features ** -0.5)
         for extra in (self.prev_in, self.action_direct):
             if extra is not None:
                 nn.init.zeros_(extra.weight)   # starts as the plain model; learns how much to lean on it
