@@ -9,6 +9,7 @@ import pytest
 
 from pretrain.config import compose
 from pretrain.train import TrainConfig
+from worldmodel.config import ModelConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 CKPT = ROOT / "checkpoints" / "reacher-tiny"
@@ -21,7 +22,8 @@ def test_config_matches_the_recipe():
     recipe = compose(TrainConfig, "pretrain", ["experiment=reacher_embedded"])
     meta = json.loads((CKPT / "config.json").read_text())
     want = {k: v for k, v in asdict(recipe.model).items() if k not in DATA_DERIVED}
-    got = {k: v for k, v in meta["config"].items() if k in want}
+    loaded = ModelConfig.from_dict(meta["config"]).to_dict()   # the config as loaded (older keys defaulted)
+    got = {k: v for k, v in loaded.items() if k in want}
     want = json.loads(json.dumps(want))   # tuples -> lists, as stored
     assert got == want
     assert meta["train_steps"] == recipe.steps
