@@ -218,7 +218,7 @@ class Transfusion(nn.Module):
     def _action_feature(self, act: Tensor) -> Tensor:
         return self.action_direct(self.action_in((act / self.cfg.action_scale).to(self.action_in[0].weight.dtype)))
 
-    def _embed(self, b: PackedBatch, z: Tensor, t: Tensor, prev: Tensor | None,
+    def _embed(self, b: PackedBatch, z: Tensor, t: Tensor, prev: Tensor | None = None,
                act_feat: Tensor | None = None) -> Tensor:
         """Inputs of every token (B, L, D): token embedding, latent projection + t (+ the previous
         frame `prev` (B, L, C) at noisy tokens, + the direct action input `act_feat` (B, L, D)),
