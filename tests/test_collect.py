@@ -135,7 +135,7 @@ def test_sigint_during_parallel_collection_leaves_valid_dataset(tmp_path):
     import time
 
     out = tmp_path / "d"
-    proc = subprocess.Popen([sys.executable, "-m", "pretrain.cli", "collect", "task=reacher", "episodes=20000",
+    proc = subprocess.Popen([sys.executable, "-m", "pretrain.cli", "collect", "task=reacher", "episodes=400",
                              "episode_steps=3", "image_size=16", "workers=2", "episodes_per_shard=2",
                              "progress=false", f"out={out}"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -152,5 +152,5 @@ def test_sigint_during_parallel_collection_leaves_valid_dataset(tmp_path):
     assert "interrupted" in log
     ds = Dataset(out)
     ds.verify_all()
-    assert 4 <= len(ds) < 20000 and [e.seed for e in ds.episodes()] == list(range(len(ds)))
+    assert 4 <= len(ds) < 400 and [e.seed for e in ds.episodes()] == list(range(len(ds)))
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
