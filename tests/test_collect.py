@@ -139,7 +139,10 @@ def test_sigint_during_parallel_collection_leaves_valid_dataset(tmp_path):
                              "episode_steps=3", "image_size=16", "workers=2", "episodes_per_shard=2",
                              "progress=false", f"out={out}"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+                            env={**os.environ, "OMP_NUM_THREADS": "1"},
+                            # a background job (nohup, `cmd &`) starts with SIGINT ignored, and Python
+                            # then installs no KeyboardInterrupt handler: give the child the default
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.time() + 120
         while time.time() < deadline and len(list(out.glob("shard-*.npz"))) < 2:
