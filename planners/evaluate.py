@@ -426,11 +426,7 @@ def plan_main(overrides: list[str]) -> int:
         return 0
     b = cfg.bench
     _preload_model_stack()
-    world = None
-    if cfg.row == "learned" and b.model:
-        from worldmodel.world import LatentWorld
-
-        world = LatentWorld.from_pretrained(_model_path(b, cfg.task), device=_device(b.device))
+    world = _load_world(dataclasses.replace(b, rows=[cfg.row]), cfg.task, {})
     b = _with_image_size(b, world)
     rm = RowModel(b, cfg.task, cfg.row, world)
     try:

@@ -215,8 +215,12 @@ class Transfusion(nn.Module):
         act, ok = self.frame_actions(b, drop)
         return self._action_feature(act) * ok[..., None].to(act.dtype)
 
+    def _embed_action(self, act: Tensor) -> Tensor:
+        """Raw actions (..., A) -> the action MLP's embedding (..., D) (scaled by the task's bound)."""
+        return self.action_in((act / self.cfg.action_scale).to(self.action_in[0].weight.dtype))
+
     def _action_feature(self, act: Tensor) -> Tensor:
-        return self.action_direct(self.action_in((act / self.cfg.action_scale).to(self.action_in[0].weight.dtype)))
+        return self.action_direct(self._embed_action(act))
 
     def _embed(self, b: PackedBatch, z: Tensor, t: Tensor, prev: Tensor | None = None,
                act_feat: Tensor | None = None) -> Tensor:
@@ -231,8 +235,7 @@ class Transfusion(nn.Module):
             h_frame = h_frame + act_feat.to(h.dtype)
         h = torch.where((b.modality == MOD_VISION)[..., None], h_frame.to(h.dtype), h)
         if self.action_in is not None:
-            h_act = self.action_in((b.actions / self.cfg.action_scale).to(h.dtype))
-            h = torch.where((b.modality == MOD_ACTION)[..., None], h_act, h)
+            h = torch.where((b.modality == MOD_ACTION)[..., None], self._embed_action(b.actions).to(h.dtype), h)
         return h
 
     def _flow_out(self, h: Tensor, prev: Tensor | None) -> Tensor:
@@ -255,6 +258,13 @@ class Transfusion(nn.Module):
         return self.trunk(x, (b.pos_seq, b.pos_row, b.pos_col), moe_mod, mask,
                           stream.cache if stream is not None else None, commit)
 
+    def _run_full(self, b: PackedBatch, z: Tensor, t: Tensor, drop: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        """A whole packed sequence: its derived inputs (previous frames, direct actions) and mask
+        -> (hidden states, the previous-frame latents the flow head needs)."""
+        prev = self._prev(b, z)
+        h = self._run(b, z, t, self._full_mask(b, drop), prev=prev, act_feat=self._action_direct(b, drop))
+        return h, prev
+
     def _full_mask(self, b: PackedBatch, drop: Tensor | None):
         backend = self.cfg.attn_backend
         if backend == "auto":
@@ -268,8 +278,7 @@ class Transfusion(nn.Module):
         conditioning is hidden (CFG dropout)."""
         z = batch.latents if z is None else z
         t = torch.ones(batch.tokens.shape, device=z.device) if t is None else t
-        prev = self._prev(batch, z)
-        h = self._run(batch, z, t, self._full_mask(batch, drop), prev=prev, act_feat=self._action_direct(batch, drop))
+        h, prev = self._run_full(batch, z, t, drop)
         return Outputs(h, self.text_head(h), self._flow_out(h, prev))
 
     # -- training loss --------------------------------------------------------------------
@@ -300,8 +309,7 @@ class Transfusion(nn.Module):
         eps = torch.randn(x.shape, device=dev, generator=generator, dtype=x.dtype)
         z = torch.where(frame[..., None], self.flow.interpolate(x, eps, t), x)
 
-        prev = self._prev(batch, z)
-        h = self._run(batch, z, t, self._full_mask(batch, drop), prev=prev, act_feat=self._action_direct(batch, drop))
+        h, prev = self._run_full(batch, z, t, drop)
         logits = self.text_head(h)
         ce = F.cross_entropy(logits.float().flatten(0, 1), batch.text_targets.flatten(),
                              reduction="none").view(B, L)
