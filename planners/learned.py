@@ -4,7 +4,8 @@ state = `mpc.PixelContext`: the last RGB observations and the actions between th
         given by `mpc.PixelObserver` (pixels only: never the simulator state). The frames
         are encoded by the model's RAE (`LatentWorld.encode_frames`).
 goal  = the goal IMAGE (H, W, 3) uint8, encoded once to its latent.
-rollout(state, actions (B,H,A)) -> imagined latents (B,H,N,C) (one batched model call);
+rollout(state, actions (B,H,A)) -> imagined latents (B,H,N,C) (one batched model call), or
+        only the final frame (B,1,N,C) when the model jumps (`imagine`, `LatentWorld.jump`);
 cost(latents, goal) -> (B,) latent MSE of the final predicted frame ("final", the default)
         or its mean over the horizon ("mean"). Differentiable in the actions (gradient
         planner) when the model encodes actions with `action_encoding="embed"`.
@@ -33,6 +34,8 @@ class LearnedConfig:
     denoise_steps: int = 0        # Euler steps per imagined frame (0: the model's default)
     cfg_scale: float = 1.0        # classifier-free guidance scale of the frame sampler
     horizon_cost: str = "final"   # "final": last predicted frame; "mean": every horizon step equally
+    imagine: str = "auto"         # "rollout": frame by frame; "jump": only the final frame, in one jump
+                                  # (models pretrained with data.max_jump >= H); "auto": jump when the model can
     context_frames: int = 0       # context length fed to the model (0: the model's own context_frames)
     pad_context: bool = True      # fill a short context by repeating the first frame with zero actions
     seed: int = 0                 # seed of the sampling-noise generator
@@ -48,6 +51,12 @@ class LearnedModel:
         self.cfg = cfg = cfg or LearnedConfig()
         if cfg.horizon_cost not in ("final", "mean"):
             raise ValueError(f"horizon_cost={cfg.horizon_cost!r}, expected 'final' or 'mean'")
+        if cfg.imagine not in ("auto", "rollout", "jump"):
+            raise ValueError(f"imagine={cfg.imagine!r}, expected 'auto', 'rollout' or 'jump'")
+        self.jump = cfg.imagine == "jump" or (cfg.imagine == "auto" and world.max_jump > 1)
+        if self.jump and cfg.horizon_cost != "final":
+            raise ValueError(f"horizon_cost={cfg.horizon_cost!r} scores every imagined step, but a jump imagines only "
+                             f"the final frame; use horizon_cost='final' or imagine='rollout'")
         if action_space.shape != (world.action_dim,):
             raise ValueError(f"action_space has shape {action_space.shape}, expected ({world.action_dim},) "
                              "to match the world model's action_dim")
@@ -102,9 +111,11 @@ class LearnedModel:
 
     # -- protocol ------------------------------------------------------------------------
     def _imagine(self, ctx_BTNC, ctx_a_BTA, actions_BHA):
+        """(B, H, N, C) imagined latents, or (B, 1, N, C) (the final frame) when jumping."""
         self.calls += 1
-        return self.world.rollout(ctx_BTNC, ctx_a_BTA, actions_BHA, steps=self.cfg.denoise_steps or None,
-                                  cfg_scale=self.cfg.cfg_scale, generator=self._generator)
+        imagine = self.world.jump if self.jump else self.world.rollout
+        return imagine(ctx_BTNC, ctx_a_BTA, actions_BHA, steps=self.cfg.denoise_steps or None,
+                       cfg_scale=self.cfg.cfg_scale, generator=self._generator)
 
     def rollout(self, state: PixelContext, actions) -> torch.Tensor:
         a = torch.as_tensor(actions, dtype=torch.float32, device=self.device)

@@ -10,8 +10,13 @@ PSNR and SSIM of the decoded frames against the true MuJoCo frames, and latent M
 against the RAE encoding of the true frames; the same for the copy-last-frame baseline
 (the last real context frame), for the mean-latent baseline (the data's mean latent, 0
 after normalisation, decoded: what a model that learned only a blurry mean scores) and
-for the RAE round trip decode(encode(true)), the pixel ceiling of any latent model. Writes `prediction.md`, `prediction.json` and
-`prediction.png` to `out` (default: <model>/eval_prediction).
+for the RAE round trip decode(encode(true)), the pixel ceiling of any latent model.
+
+Action sensitivity: the model also rolls out every episode with another episode's actions
+(`shuffled`); a model that ignores its actions scores the same with both. `imagine=jump`
+predicts step h in one jump from the context and the first h actions (models pretrained with
+data.max_jump >= horizon), instead of frame by frame. Writes `prediction.md`,
+`prediction.json` and `prediction.png` to `out` (default: <model>/eval_prediction).
 """
 from __future__ import annotations
 
@@ -40,6 +45,7 @@ class EvalPredictionConfig:
     seed: int = 1_000_000           # episode i uses seed + i (collection uses 0, 1, ...)
     sample_seed: int = 0            # seed of the sampling noise
     batch: int = 64                 # episodes per batched model call
+    imagine: str = "rollout"        # "rollout": frame by frame (as LearnedWorld-v0); "jump": step h in one jump
     device: str | None = None       # None: cuda if available, else cpu
     out: str | None = None          # output folder; None: <model>/eval_prediction
 
@@ -73,18 +79,36 @@ def record_episodes(task_name: str, image_size: int, n: int, steps: int, seed: i
     return np.stack([e.frames for e in eps]), np.stack([e.actions for e in eps]).astype(np.float32)
 
 
+IMAGINE = ("rollout", "jump")
+
+
+def imagine(world, ctx, ctx_actions, actions, steps: int | None, generator: torch.Generator, how: str):
+    """(b,H,N,C) predictions of the H steps: one rollout, or H jumps (step h from the first h actions)."""
+    if how == "rollout":
+        return world.rollout(ctx, ctx_actions, actions, steps=steps, generator=generator)
+    return torch.cat([world.jump(ctx, ctx_actions, actions[:, :h + 1], steps=steps, generator=generator)
+                      for h in range(actions.shape[1])], 1)
+
+
 @torch.no_grad()
 def evaluate(world, frames: np.ndarray, actions: np.ndarray, tc: int, horizon: int,
-             steps: int | None, generator: torch.Generator, batch: int = 64) -> dict[str, np.ndarray]:
-    """Per-episode, per-step metrics (E, H) for the model, copy-last and the RAE round trip."""
+             steps: int | None, generator: torch.Generator, batch: int = 64,
+             how: str = "rollout") -> dict[str, np.ndarray]:
+    """Per-episode, per-step metrics (E, H) for the model, copy-last and the RAE round trip, and
+    the model's latent MSE with another episode's actions (`shuffled_latent_mse`; NaN for E = 1)."""
     from pretrain.image_metrics import psnr, ssim
 
     E, T1 = frames.shape[:2]
     if T1 < tc + horizon:
         raise ValueError(f"episodes have {T1} frames, expected at least context_frames + horizon = {tc + horizon}")
+    if how not in IMAGINE:
+        raise ValueError(f"imagine={how!r}, expected one of {IMAGINE}")
     dev = world.device
     out = {f"{who}_{m}": np.zeros((E, horizon)) for who in ("model", "copy_last", "mean_latent", "rae")
            for m in ("psnr", "ssim", "latent_mse")}
+    out["shuffled_latent_mse"] = np.full((E, horizon), np.nan)
+    future = actions[:, tc - 1:tc - 1 + horizon]
+    shuffled = np.roll(future, 1, axis=0)                        # episode i gets episode i-1's actions
     for s in range(0, E, batch):
         fr, ac = frames[s:s + batch], actions[s:s + batch]
         b = len(fr)
@@ -92,8 +116,10 @@ def evaluate(world, frames: np.ndarray, actions: np.ndarray, tc: int, horizon: i
         z = world.encode_frames(fr[:, :tc + horizon].reshape(-1, *fr.shape[2:]))
         z = z.reshape(b, tc + horizon, *z.shape[1:])            # (b,Tc+H,N,C)
         ctx, z_true = z[:, :tc], z[:, tc:]
-        z_pred = world.rollout(ctx, ac[:, :tc - 1], ac[:, tc - 1:tc - 1 + horizon], steps=steps,
-                               generator=generator)            # (b,H,N,C)
+        z_pred = imagine(world, ctx, ac[:, :tc - 1], future[s:s + b], steps, generator, how)    # (b,H,N,C)
+        if E > 1:
+            z_shuf = imagine(world, ctx, ac[:, :tc - 1], shuffled[s:s + b], steps, generator, how)
+            out["shuffled_latent_mse"][s:s + b] = (z_shuf - z_true).pow(2).flatten(2).mean(2).cpu().numpy()
         true = torch.as_tensor(fr[:, tc:tc + horizon], device=dev).permute(0, 1, 4, 2, 3).float() / 255
         last = torch.as_tensor(fr[:, tc - 1], device=dev).permute(0, 3, 1, 2).float() / 255
         z_mean = torch.zeros_like(z_true)                        # the data's mean latent (normalised: 0)
@@ -122,6 +148,7 @@ def markdown_table(res: dict[str, list[float]], horizon: int) -> str:
     cols = [("model_psnr", "PSNR model"), ("copy_last_psnr", "PSNR copy-last"), ("mean_latent_psnr", "PSNR mean"),
             ("rae_psnr", "PSNR RAE"), ("model_ssim", "SSIM model"), ("copy_last_ssim", "SSIM copy-last"),
             ("rae_ssim", "SSIM RAE"), ("model_latent_mse", "latent MSE model"),
+            ("shuffled_latent_mse", "latent MSE shuffled actions"),
             ("copy_last_latent_mse", "latent MSE copy-last"), ("mean_latent_latent_mse", "latent MSE mean")]
     lines = ["| step | " + " | ".join(n for _, n in cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for h in range(horizon):
@@ -139,9 +166,10 @@ def plot(res: dict[str, list[float]], horizon: int, path: Path, title: str) -> N
     x = np.arange(1, horizon + 1)
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
     for ax, metric, label in zip(axes, ("psnr", "ssim", "latent_mse"), ("PSNR (dB)", "SSIM", "latent MSE")):
-        for who, style in (("model", "o-"), ("copy_last", "s--"), ("mean_latent", "x-."), ("rae", ":")):
-            if who == "rae" and metric == "latent_mse":
-                continue  # zero by definition
+        for who, style in (("model", "o-"), ("shuffled", "v-"), ("copy_last", "s--"), ("mean_latent", "x-."),
+                           ("rae", ":")):
+            if (who == "rae" and metric == "latent_mse") or f"{who}_{metric}" not in res:
+                continue  # the RAE's is zero by definition; shuffled actions are scored in latent MSE only
             y, se = np.array(res[f"{who}_{metric}"]), np.array(res[f"{who}_{metric}_se"])
             ax.plot(x, y, style, label=who.replace("_", "-"))
             ax.fill_between(x, y - se, y + se, alpha=0.2)
@@ -187,14 +215,15 @@ def main(overrides: list[str]) -> int:
     frames, actions = record_episodes(task_name, world.image_size, cfg.episodes, n_steps, cfg.seed, **pol)
     t1 = time.perf_counter()
     gen = torch.Generator(device=world.device).manual_seed(cfg.sample_seed)
-    per_ep = evaluate(world, frames, actions, tc, cfg.horizon, steps, gen, cfg.batch)
+    per_ep = evaluate(world, frames, actions, tc, cfg.horizon, steps, gen, cfg.batch, cfg.imagine)
     t2 = time.perf_counter()
     res = summarise(per_ep)
     table = markdown_table(res, cfg.horizon)
     head = (f"# Prediction: {cfg.model} on {task_name}\n\n{cfg.episodes} held-out episodes (seeds "
             f"{cfg.seed}..{cfg.seed + cfg.episodes - 1}, policy {pol['policy']}), {tc} real context frames, "
-            f"open-loop horizon {cfg.horizon}, denoise steps {steps or 'model default'}. "
-            f"Means over episodes; mean = the decoded mean latent (a blurry-mean predictor); "
+            f"open-loop horizon {cfg.horizon} ({cfg.imagine}), denoise steps {steps or 'model default'}. "
+            f"Means over episodes; shuffled actions = the model given another episode's actions (equal to "
+            f"the model's own when it ignores actions); mean = the decoded mean latent (a blurry-mean predictor); "
             f"RAE = decode(encode(true frame)), the pixel ceiling.\n\n")
     (out / "prediction.md").write_text(head + table + "\n")
     payload = {"config": to_dict(cfg), "task": task_name, "context_frames": tc, "policy": pol,

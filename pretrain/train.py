@@ -129,6 +129,9 @@ def model_config(cfg: TrainConfig, info: DataInfo) -> ModelConfig:
         over.update(latent_dim=info.latent_dim, frame_grid=info.frame_grid)
     if info.action_dim is not None:
         over.update(action_dim=info.action_dim, action_scale=info.action_scale)
+    if cfg.data.max_jump > 1 and cfg.model.direct_action and cfg.model.action_encoding == "embed":
+        raise ValueError(f"data.max_jump={cfg.data.max_jump} puts several actions before a frame, but "
+                         f"model.direct_action=true feeds one action per frame; set model.direct_action=false")
     need = cfg.data.seq_len
     if cfg.model.max_seq_len < need:
         over["max_seq_len"] = need
@@ -465,7 +468,7 @@ class Trainer:
     def export_extra(self) -> dict[str, Any]:
         i = self.info
         return {"task": i.task, "action_scale": i.action_scale, "image_size": i.image_size,
-                "context_frames": self.cfg.data.context_frames, "encoder_id": i.encoder_id,
+                "context_frames": self.cfg.data.context_frames, "max_jump": self.cfg.data.max_jump, "encoder_id": i.encoder_id,
                 "dataset": self.cfg.data.dataset, "seq_len": self.cfg.data.seq_len, "train_steps": self.step,
                 "train_tokens": self.tokens_seen, "ema": self.ema is not None}
 

@@ -57,6 +57,7 @@ def test_eval_prediction_writes_table_json_plot(world_dir, tmp_path):
             assert len(per[f"{who}_{m}"]) == 2 and all(np.isfinite(per[f"{who}_{m}"]))
     assert per["rae_latent_mse"] == [0.0, 0.0]  # the reference latents are the RAE's own
     assert per["mean_latent_psnr"][0] != per["copy_last_psnr"][0]
+    assert all(np.isfinite(per["shuffled_latent_mse"])) and per["shuffled_latent_mse"] != per["model_latent_mse"]
     # copy-last PSNR recomputed independently from the same held-out episodes
     frames, _ = record_episodes("reacher", IMAGE, 3, 3, seed=1_000_000, policy="uniform")
     to_f = lambda x: torch.from_numpy(x).permute(0, 3, 1, 2).float() / 255  # noqa: E731
@@ -65,6 +66,21 @@ def test_eval_prediction_writes_table_json_plot(world_dir, tmp_path):
     table = (out / "prediction.md").read_text()
     assert "| 1 |" in table and "| 2 |" in table and "PSNR copy-last" in table
     assert (out / "prediction.png").stat().st_size > 1000
+
+
+def test_eval_prediction_jumps_step_h_from_h_actions(tmp_path, tmp_path_factory, monkeypatch):
+    from worldmodel.world import LatentWorld
+    jumper = build_tiny_world(tmp_path_factory.getbasetemp() / "tiny_worlds", max_jump=2)
+    calls = []
+    real = LatentWorld.jump
+    monkeypatch.setattr(LatentWorld, "jump", lambda self, c, ca, a, **k: calls.append(a.shape[1]) or real(self, c, ca, a, **k))
+    out = tmp_path / "eval"
+    assert main([f"model={jumper}", "episodes=2", "horizon=2", "imagine=jump", "batch=2", f"out={out}"]) == 0
+    assert calls == [1, 2, 1, 2]                              # true then shuffled actions, one jump per step
+    per = json.loads((out / "prediction.json").read_text())["per_step"]
+    assert all(np.isfinite(per["model_latent_mse"])) and all(np.isfinite(per["shuffled_latent_mse"]))
+    with pytest.raises(ValueError, match="jumps of 1..2"):
+        main([f"model={jumper}", "episodes=1", "horizon=3", "imagine=jump", f"out={out}"])
 
 
 def test_eval_prediction_config_errors(tmp_path):

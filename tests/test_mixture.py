@@ -115,6 +115,36 @@ def test_action_video_layout(corpus):
         assert torch.equal(a, torch.from_numpy(eps[0].actions[e, s + i]))
 
 
+def test_action_video_jumps_carry_every_action_between_shown_frames(corpus):
+    eps = episodes(t=20)
+    K = 4
+    mix = Mixture(cfg_for(corpus, text=0.0, image_text=0.0, video=0.0, action_video=1.0, max_jump=K,
+                          seq_len=320), length, eps)   # text-encoded actions: ~20 tokens each
+    lat, act = torch.from_numpy(eps[0].latents), torch.from_numpy(eps[0].actions)
+    predicted = []
+    for doc in (d for _ in range(40) for d in mix.next_row()):
+        frames = [s for s in doc.segments if isinstance(s, Frame)]
+        assert [f.loss for f in frames] == [False, False, True, True]
+        (e, t), = [(e, t) for e in range(lat.shape[0]) for t in range(lat.shape[1])
+                   if torch.equal(lat[e, t], frames[0].latents)]
+        jumps, run = [], 0                                    # actions since the last frame shown
+        for seg in doc.segments[1:]:
+            if isinstance(seg, Action):
+                assert torch.equal(seg.values, act[e, t + run])    # the actions in order, none skipped
+                run += 1
+            else:
+                t += run
+                assert torch.equal(seg.latents, lat[e, t])         # the frame after all of them
+                jumps.append(run)
+                run = 0
+        assert jumps[0] == 1 and all(1 <= k <= K for k in jumps[1:])   # context frames are one step apart
+        predicted += jumps[1:]
+    assert set(predicted) == set(range(1, K + 1))             # every jump length occurs
+    assert len({length(d) for _ in range(10) for d in mix.next_row()}) > 1
+    with pytest.raises(ValueError, match="max_jump"):
+        Mixture(cfg_for(corpus, max_jump=0), length, eps)
+
+
 def test_image_text_both_directions(corpus):
     mix = Mixture(cfg_for(corpus, text=0.0, image_text=1.0, video=0.0, action_video=0.0), length, episodes())
     docs = [d for r in mix.next_rows(40) for d in r]

@@ -115,14 +115,15 @@ class PoisonedTask(gym.Wrapper):
         raise AssertionError("goal_state read on the learned planner's env")
 
 
-def tiny_world(context_frames=2):
+def tiny_world(context_frames=2, max_jump=1):
     torch.manual_seed(0)
     vit = ViTConfig(image_size=64, patch_size=16, dim=32, depth=1, heads=2)
     spec = {"encoder": "own", "input_size": 64, "kwargs": dataclasses.asdict(vit)}
     rae = RAE(RAEConfig(image_size=64, decoder_dim=32, decoder_depth=1, decoder_heads=2, encoder_spec=spec))
     model = Transfusion(ModelConfig(d_model=32, n_layers=1, n_heads=2, latent_dim=32, frame_grid=(4, 4),
-                                    action_dim=2, action_scale=0.2, moe=MoEConfig(kind="dense")))
-    return LatentWorld(model, rae, {"context_frames": context_frames, "task": "reacher"})
+                                    action_dim=2, action_scale=0.2, moe=MoEConfig(kind="dense"),
+                                    direct_action=max_jump == 1))
+    return LatentWorld(model, rae, {"context_frames": context_frames, "task": "reacher", "max_jump": max_jump})
 
 
 class SpyLearned(LearnedModel):
@@ -192,6 +193,31 @@ def test_learned_model_protocol_shapes_padding_and_gradient():
         model.cost(pred, task.goal_state)
 
 
+def test_learned_model_jumps_when_the_model_was_pretrained_to():
+    world = tiny_world(max_jump=3)
+    task = make_task("reacher", render=True)
+    frame, _ = task.reset(seed=1)
+    state = PixelContext(frame[None], np.zeros((0, 2), np.float32))
+    a = torch.rand(4, 3, 2, generator=torch.Generator().manual_seed(0)) * 0.4 - 0.2
+    auto = LearnedModel(world, task.action_space, LearnedConfig(denoise_steps=1))
+    stepwise = LearnedModel(world, task.action_space, LearnedConfig(denoise_steps=1, imagine="rollout"))
+    with torch.no_grad():
+        z_jump, z_roll = auto.rollout(state, a), stepwise.rollout(state, a)
+        assert z_jump.shape == (4, 1, 16, 32) and z_roll.shape == (4, 3, 16, 32)
+        ctx, ctx_a = auto.context(state)
+        ref = world.model.predict_frame_after(ctx.expand(4, -1, -1, -1), ctx_a.expand(4, -1, -1), a,
+                                              steps=1, generator=torch.Generator().manual_seed(0))
+        torch.testing.assert_close(z_jump[:, 0], ref)          # the same seed, the same jump
+        assert auto.cost(z_jump, task.goal_image).shape == (4,)
+        assert auto.rollout_batch([state, state], a.expand(2, -1, -1, -1)).shape == (2, 4, 1, 16, 32)
+    with pytest.raises(ValueError, match="horizon_cost='mean'"):
+        LearnedModel(world, task.action_space, LearnedConfig(horizon_cost="mean"))
+    with pytest.raises(ValueError, match="imagine="):
+        LearnedModel(world, task.action_space, LearnedConfig(imagine="leap"))
+    with pytest.raises(ValueError, match="jumps of 1..3"):
+        auto.rollout(state, torch.zeros(2, 4, 2))
+
+
 def test_pixel_observer_keeps_the_last_frames_and_the_actions_between_them():
     env = make_task("reacher", render=True)
     ob = PixelObserver(context=2)
@@ -252,7 +278,7 @@ def test_benchmark_loads_one_model_per_task(tmp_path):
 
     for task in ("reacher", "point_maze"):
         build_tiny_world(tmp_path, task=task)
-    model = str(tmp_path / "world-embed-moe-{task}-2")     # build_tiny_world's folder name, {task} left open
+    model = str(tmp_path / "world-embed-moe-{task}-2-1")   # build_tiny_world's folder name, {task} left open
     rc = main(["tasks=[reacher,point_maze]", "rows=[learned]", f"model={model}", "episodes=1", "max_steps=2",
                "learned_budget.samples=4", "learned_budget.elites=2", "learned_budget.iterations=1",
                "learned.denoise_steps=1", "progress=false", f"out={tmp_path / 'bench'}"])

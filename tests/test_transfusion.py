@@ -144,22 +144,26 @@ def reference_rollout(m, ctx, ctx_act, actions, steps, cfg_scale, generator, tex
                 segs += [Action(actions[b, j]), Frame(preds[j][b], loss=False)]
             segs += [Action(actions[b, h]), Frame(torch.zeros(N, C), loss=True)]
             docs.append(Document(segs, ACTION_VIDEO))
-        L = max(document_length(d, m.cfg) for d in docs)
-        batch = collate([pack_rows([d], L, m.cfg) for d in docs])
-        noisy = batch.is_noisy
-
-        def predictor(drop):
-            def predict(z, t):
-                zz, tt = batch.latents.clone(), torch.ones(noisy.shape)
-                zz[noisy] = z.reshape(-1, C)
-                tt[noisy] = t.repeat_interleave(N)
-                return m(batch, z=zz, t=tt, drop=drop).flow[noisy].view(B, N, C)
-            return predict
-
-        noise = torch.randn(B, N, C, generator=generator)
-        preds.append(m.flow.sample(predictor(None), noise, steps, cfg_scale,
-                                   predictor(noisy) if cfg_scale != 1 else None))
+        preds.append(sample_last_frame(m, docs, steps, cfg_scale, generator))
     return torch.stack(preds, 1)
+
+
+def sample_last_frame(m, docs, steps, cfg_scale, generator):
+    """Euler-sample the one noisy frame of each document with full forwards -> (B, N, C)."""
+    L = max(document_length(d, m.cfg) for d in docs)
+    batch = collate([pack_rows([d], L, m.cfg) for d in docs])
+    noisy, B = batch.is_noisy, len(docs)
+
+    def predictor(drop):
+        def predict(z, t):
+            zz, tt = batch.latents.clone(), torch.ones(noisy.shape)
+            zz[noisy] = z.reshape(-1, C)
+            tt[noisy] = t.repeat_interleave(N)
+            return m(batch, z=zz, t=tt, drop=drop).flow[noisy].view(B, N, C)
+        return predict
+
+    noise = torch.randn(B, N, C, generator=generator)
+    return m.flow.sample(predictor(None), noise, steps, cfg_scale, predictor(noisy) if cfg_scale != 1 else None)
 
 
 @pytest.mark.parametrize("enc", ["embed", "text"])
@@ -175,6 +179,30 @@ def test_kv_cache_rollout_equals_full_recompute(enc, pred, cfg_scale):
         ref = reference_rollout(m, ctx, ctx_act, act, 3, cfg_scale, torch.Generator().manual_seed(5))
     assert got.shape == (B, H, N, C)
     assert torch.allclose(got, ref, atol=1e-4), (got - ref).abs().max()
+
+
+@pytest.mark.parametrize("cfg_scale", [1.0, 2.5])
+def test_jump_equals_full_recompute_of_the_max_jump_layout(cfg_scale):
+    """predict_frame_after: [context] a_0 .. a_{H-1} <boi> frame, the data.max_jump layout."""
+    m = model("moe", prev_frame="input", direct_action=False).eval()
+    B, Tc, H = 2, 2, 3
+    ctx, ctx_act, act = rnd(B, Tc, N, C, seed=1), rnd(B, Tc - 1, A, seed=2) * 0.3, rnd(B, H, A, seed=3) * 0.3
+    docs = [Document([Frame(ctx[b, 0], loss=False), Action(ctx_act[b, 0]), Frame(ctx[b, 1], loss=False),
+                      *[Action(act[b, h]) for h in range(H)], Frame(torch.zeros(N, C))], ACTION_VIDEO)
+            for b in range(B)]
+    with torch.no_grad():
+        got = m.predict_frame_after(ctx, ctx_act, act, steps=2, cfg_scale=cfg_scale,
+                                    generator=torch.Generator().manual_seed(5))
+        ref = sample_last_frame(m, docs, 2, cfg_scale, torch.Generator().manual_seed(5))
+        other = m.predict_frame_after(ctx, ctx_act, act.flip(1), steps=2, cfg_scale=cfg_scale,
+                                      generator=torch.Generator().manual_seed(5))
+    assert got.shape == (B, N, C)
+    assert torch.allclose(got, ref, atol=1e-4), (got - ref).abs().max()
+    assert not torch.allclose(got, other, atol=1e-4)       # every action, in order, is read
+    with pytest.raises(ValueError, match="at least one action"):
+        m.predict_frame_after(ctx, ctx_act, act[:, :0])
+    with pytest.raises(ValueError, match="direct_action=false"):
+        model("dense", direct_action=True).predict_frame_after(ctx, ctx_act, act)
 
 
 def test_text_command_prefix_rollout_equals_full_recompute():

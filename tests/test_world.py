@@ -24,9 +24,10 @@ _BUILT: dict[tuple, Path] = {}
 
 
 def build_tiny_world(root: Path, action_encoding: str = "embed", ffn: str = "moe", task: str = "reacher",
-                     context_frames: int = 2) -> Path:
-    """A tiny world-model folder under `root` (built once per arguments and session)."""
-    key = (str(root), action_encoding, ffn, task, context_frames)
+                     context_frames: int = 2, max_jump: int = 1) -> Path:
+    """A tiny world-model folder under `root` (built once per arguments and session); max_jump > 1:
+    as pretrained with data.max_jump (no direct action input, `max_jump` in its extras)."""
+    key = (str(root), action_encoding, ffn, task, context_frames, max_jump)
     if key in _BUILT:
         return _BUILT[key]
     torch.manual_seed(0)
@@ -35,10 +36,10 @@ def build_tiny_world(root: Path, action_encoding: str = "embed", ffn: str = "moe
     rae = RAE(RAEConfig(image_size=IMAGE, decoder_dim=16, decoder_depth=1, decoder_heads=2), enc)
     moe = (MoEConfig(kind="moe", n_experts=4, top_k=2, granularity=4) if ffn == "moe" else MoEConfig(kind="dense"))
     cfg = ModelConfig(d_model=32, n_layers=2, n_heads=2, latent_dim=LATENT, frame_grid=(2, 2), action_dim=2,
-                      action_scale=0.2, action_encoding=action_encoding, moe=moe)
-    path = Path(root) / f"world-{action_encoding}-{ffn}-{task}-{context_frames}"
+                      action_scale=0.2, action_encoding=action_encoding, moe=moe, direct_action=max_jump == 1)
+    path = Path(root) / f"world-{action_encoding}-{ffn}-{task}-{context_frames}-{max_jump}"
     Transfusion(cfg).save_pretrained(path, extra={"task": task, "action_scale": 0.2, "image_size": IMAGE,
-                                                  "context_frames": context_frames})
+                                                  "context_frames": context_frames, "max_jump": max_jump})
     rae.save_pretrained(path / "rae")
     _BUILT[key] = path
     return path
@@ -156,3 +157,21 @@ def test_latent_cost_is_mse_of_last_frame():
     assert torch.all(LatentWorld.latent_cost(z[:, -1], z[:, -1]) == 0)
     with pytest.raises(ValueError, match="goal latents have shape"):
         LatentWorld.latent_cost(z, torch.randn(5, LATENT))
+
+
+def test_jump_predicts_the_frame_after_all_actions(tmp_path_factory, worlds):
+    w = LatentWorld.from_pretrained(build_tiny_world(tmp_path_factory.getbasetemp() / "tiny_worlds", max_jump=3))
+    assert w.max_jump == 3 and worlds["embed"].max_jump == 1
+    ctx = w.encode_frames(_frames(4)).view(2, 2, *w.latent_shape)
+    ctx_a = torch.zeros(2, 1, 2)
+    acts = torch.rand(2, 3, 2, generator=torch.Generator().manual_seed(0)) * 0.4 - 0.2
+    with torch.no_grad():
+        z = w.jump(ctx, ctx_a, acts, generator=torch.Generator().manual_seed(1))
+        ref = w.model.predict_frame_after(ctx, ctx_a, acts, generator=torch.Generator().manual_seed(1))
+        shorter = w.jump(ctx, ctx_a, acts[:, :2], generator=torch.Generator().manual_seed(1))
+    assert z.shape == (2, 1, *w.latent_shape) and torch.equal(z[:, 0], ref)
+    assert not torch.allclose(z, shorter)                    # the number of actions matters
+    with pytest.raises(ValueError, match="jumps of 1..3"):
+        w.jump(ctx, ctx_a, torch.zeros(2, 4, 2))
+    with pytest.raises(ValueError, match="jumps of 1..1"):
+        worlds["embed"].jump(ctx, ctx_a, acts)

@@ -408,6 +408,22 @@ class Transfusion(nn.Module):
             if len(text) != B:
                 raise ValueError(f"text has {len(text)} commands, expected one per row ({B})")
 
+    def _context_stream(self, context: Tensor, context_actions: Tensor, text: list[str] | None,
+                        context_noise: float, generator: torch.Generator | None) -> tuple[SequenceBuilder, Tensor]:
+        """[text][frame0][act0][frame1]...[frame_{Tc-1}] in a builder (not yet run), and the
+        last context frame as committed (B, N, C)."""
+        B, Tc = context.shape[:2]
+        sb = SequenceBuilder(self.cfg, B, device=self.device, dtype=context.dtype)
+        sb.new_document(ACTION_VIDEO)
+        if text is not None:
+            sb.text([self.tokenizer.encode(s) for s in text], loss=False)
+        for i in range(Tc):
+            last = self._noised(context[:, i].to(self.device), context_noise, generator)  # as committed
+            sb.frame(last, loss=False)
+            if i < Tc - 1:
+                sb.action(context_actions[:, i].to(self.device))
+        return sb, last
+
     def predict_next_frames(self, context: Tensor, context_actions: Tensor, actions: Tensor,
                             steps: int | None = None, cfg_scale: float = 1.0,
                             generator: torch.Generator | None = None, text: list[str] | None = None,
@@ -425,15 +441,7 @@ class Transfusion(nn.Module):
         B, Tc = context.shape[:2]
         if actions.shape[1] == 0:
             return context.new_zeros(B, 0, *context.shape[2:])
-        sb = SequenceBuilder(self.cfg, B, device=self.device, dtype=context.dtype)
-        sb.new_document(ACTION_VIDEO)
-        if text is not None:
-            sb.text([self.tokenizer.encode(s) for s in text], loss=False)
-        for i in range(Tc):
-            last = self._noised(context[:, i].to(self.device), context_noise, generator)  # as committed
-            sb.frame(last, loss=False)
-            if i < Tc - 1:
-                sb.action(context_actions[:, i].to(self.device))
+        sb, last = self._context_stream(context, context_actions, text, context_noise, generator)
         stream, out = _Stream(self.cfg.n_layers), []
         for h in range(actions.shape[1]):
             sb.action(actions[:, h].to(self.device))
@@ -446,6 +454,32 @@ class Transfusion(nn.Module):
             sb.frame_tokens(last, noisy=False)
             sb.end_frame()
         return torch.stack(out, 1)
+
+    def predict_frame_after(self, context: Tensor, context_actions: Tensor, actions: Tensor,
+                            steps: int | None = None, cfg_scale: float = 1.0,
+                            generator: torch.Generator | None = None, text: list[str] | None = None) -> Tensor:
+        """Jump H steps ahead: (B, Tc, N, C) context, (B, Tc-1, A) its actions, (B, H, A) actions
+        -> (B, N, C), the frame after all H actions, sampled once with no frames in between.
+
+        The layout of `data.max_jump` training ([context] a_0 ... a_{H-1} <boi> frame); it
+        needs a model trained with max_jump >= H (`LatentWorld.max_jump`). One frame instead of
+        H makes an H-step plan H times cheaper to score, and errors do not compound through
+        imagined frames. Differentiable unless called under no_grad.
+        """
+        self._check_rollout(context, context_actions, actions, text)
+        if actions.shape[1] == 0:
+            raise ValueError("actions has shape (B, 0, A); predict_frame_after needs at least one action")
+        if self.action_direct is not None:
+            raise ValueError("the direct action input takes one action per frame; a jump needs a model "
+                             "with direct_action=false")
+        sb, last = self._context_stream(context, context_actions, text, 0.0, generator)
+        for h in range(actions.shape[1]):
+            sb.action(actions[:, h].to(self.device))
+        sb.begin_frame()
+        stream = _Stream(self.cfg.n_layers)
+        self._commit(stream, sb.take())                         # context + all H actions + <boi>
+        sb.frame_tokens(torch.zeros_like(last), noisy=True)
+        return self._sample_frame(stream, sb.take(), last, steps, cfg_scale, generator)
 
     @torch.no_grad()
     def generate_frames(self, texts: list[str], steps: int | None = None, cfg_scale: float = 1.0,

@@ -26,7 +26,7 @@ from torch import Tensor
 from . import hub
 
 # Extra fields the trainer writes into a world-model folder's config.json.
-EXTRA_KEYS = ("task", "action_scale", "image_size", "context_frames")
+EXTRA_KEYS = ("task", "action_scale", "image_size", "context_frames", "max_jump")
 
 
 def _as_tensor(x: np.ndarray | Tensor, device: torch.device, dtype: torch.dtype | None = None) -> Tensor:
@@ -101,6 +101,11 @@ class LatentWorld:
         return int(self.extras.get("context_frames") or 2)
 
     @property
+    def max_jump(self) -> int:
+        """Most steps `jump` may predict ahead: the data.max_jump the model was trained with (1: none)."""
+        return int(self.extras.get("max_jump") or 1)
+
+    @property
     def uses_text_actions(self) -> bool:
         return getattr(self.model.cfg, "action_encoding", "embed") == "text"
 
@@ -173,6 +178,26 @@ class LatentWorld:
         if not pixels:
             return z
         return z, self.decode(z)
+
+    def jump(self, context_latents: np.ndarray | Tensor, context_actions: np.ndarray | Tensor,
+             actions: np.ndarray | Tensor, steps: int | None = None, cfg_scale: float = 1.0,
+             generator: torch.Generator | None = None) -> Tensor:
+        """The frame after all H actions, predicted in one jump (no imagined frames between):
+        same inputs as `rollout` -> latents (B, 1, N, C). Needs H <= max_jump (the model saw
+        jumps up to that length in pretraining, `data.max_jump`). Differentiable in `actions`
+        unless called under torch.no_grad.
+        """
+        dev = self.device
+        ctx = _as_tensor(context_latents, dev, torch.float32)
+        ctx_a = _as_tensor(context_actions, dev, torch.float32)
+        act = _as_tensor(actions, dev, torch.float32)
+        self._check_rollout(ctx, ctx_a, act)
+        if not 1 <= act.shape[1] <= self.max_jump:
+            raise ValueError(f"a jump of {act.shape[1]} actions; this model was trained with jumps of 1..{self.max_jump} "
+                             f"(data.max_jump); use a horizon <= {self.max_jump} or a step-by-step rollout")
+        self.n_calls += 1
+        return self.model.predict_frame_after(ctx, ctx_a, act, steps=steps, cfg_scale=cfg_scale,
+                                              generator=generator)[:, None]
 
     def imagine_from_text(self, texts: str | Sequence[str], steps: int | None = None, cfg_scale: float = 1.0,
                           generator: torch.Generator | None = None) -> Tensor:
