@@ -6,6 +6,7 @@ This is the one primitive that the Gymnasium env (`envs.learned`), the planners
     world = LatentWorld.from_pretrained("runs/tiny_cpu/model", device="cpu")
     z_ctx = world.encode_frames(frames)                      # uint8 (B*Tc,H,W,3) -> (B*Tc,N,C)
     z = world.rollout(z_ctx.view(B, Tc, N, C), ctx_actions, actions)   # (B,H,N,C)
+    z_H = world.jump(z_ctx.view(B, Tc, N, C), ctx_actions, actions)    # (B,1,N,C): step H only
     cost = world.latent_cost(z, goal_latents)                # (B,) MSE of the last frame
 
 Pure model code: it imports only `worldmodel` and torch/numpy, and takes its device
