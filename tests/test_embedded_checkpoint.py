@@ -28,6 +28,7 @@ def test_config_matches_the_recipe():
     assert got == want
     assert meta["train_steps"] == recipe.steps
     assert meta["seq_len"] == recipe.data.seq_len and meta["context_frames"] == recipe.data.context_frames
+    assert meta.get("max_jump", 1) == recipe.data.max_jump     # folders written before max_jump: 1
     assert meta["task"] == "reacher" and meta["action_scale"] == 0.2
     rae = json.loads((CKPT / "rae" / "config.json").read_text())
     assert meta["config"]["latent_dim"] == rae["latent_dim"]

@@ -205,6 +205,42 @@ def test_jump_equals_full_recompute_of_the_max_jump_layout(cfg_scale):
         model("dense", direct_action=True).predict_frame_after(ctx, ctx_act, act)
 
 
+def test_training_learns_a_frame_that_the_actions_decide():
+    """Through the real loss, packing and jump sampling: a target frame = the previous frame moved
+    by both actions before it. The model must learn to read them (it ignores them if actions never
+    reach the noisy copy, are masked, or are misaligned)."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(d_model=32, n_layers=2, n_heads=2, latent_dim=C, frame_grid=(2, 2), action_dim=A,
+                      action_scale=0.2, moe=FFN["dense"], flow=FlowConfig(prediction="x", shift=4.0, sample_steps=1),
+                      prev_frame="input", direct_action=False)
+    m = Transfusion(cfg)
+    P = rnd(2, A, N * C, seed=42) * 0.5        # how each of the two jump actions moves the frame
+
+    def sample(g, n):
+        a = (torch.rand(n, 3, A, generator=g) - 0.5) * 0.4            # a context action, then a 2-step jump
+        f = torch.randn(n, 2, N, C, generator=g)
+        return a, f, f[:, 1] + ((a[:, 1] @ P[0] + a[:, 2] @ P[1]) / 0.2).view(n, N, C)
+
+    opt = torch.optim.AdamW(m.parameters(), lr=3e-3)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(500):
+        a, f, y = sample(g, 16)
+        docs = [Document([Frame(f[i, 0], loss=False), Action(a[i, 0]), Frame(f[i, 1], loss=False), Action(a[i, 1]),
+                          Action(a[i, 2]), Frame(y[i])], ACTION_VIDEO) for i in range(16)]
+        loss, _ = m.loss(collate([pack_rows([d], document_length(docs[0], cfg), cfg) for d in docs]))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    m.eval()
+    a, f, y = sample(torch.Generator().manual_seed(1), 64)
+    with torch.no_grad():
+        err = (m.predict_frame_after(f, a[:, :1], a[:, 1:], generator=torch.Generator().manual_seed(0)) - y).pow(2).mean()
+        other = a[:, 1:].roll(1, 0)
+        err_shuffled = (m.predict_frame_after(f, a[:, :1], other, generator=torch.Generator().manual_seed(0)) - y).pow(2).mean()
+    copy_prev = (f[:, 1] - y).pow(2).mean()
+    assert err < 0.5 * err_shuffled and err < 0.5 * copy_prev, (err, err_shuffled, copy_prev)
+
+
 def test_text_command_prefix_rollout_equals_full_recompute():
     m = model("dense", "text").eval()
     ctx, ctx_act, act = rnd(2, 1, N, C, seed=1), torch.zeros(2, 0, A), rnd(2, 2, A, seed=3) * 0.3
