@@ -38,6 +38,8 @@ class LearnedConfig:
                                   # (models pretrained with data.max_jump >= H); "auto": jump when the model can
     context_frames: int = 0       # context length fed to the model (0: the model's own context_frames)
     pad_context: bool = True      # fill a short context by repeating the first frame with zero actions
+    shared_noise: bool = True     # common random numbers: all candidates of a model call share the sampling
+                                  # noise, so the cost ranks their actions, not their noise draws
     seed: int = 0                 # seed of the sampling-noise generator
 
 
@@ -115,7 +117,7 @@ class LearnedModel:
         self.calls += 1
         imagine = self.world.jump if self.jump else self.world.rollout
         return imagine(ctx_BTNC, ctx_a_BTA, actions_BHA, steps=self.cfg.denoise_steps or None,
-                       cfg_scale=self.cfg.cfg_scale, generator=self._generator)
+                       cfg_scale=self.cfg.cfg_scale, generator=self._generator, shared_noise=self.cfg.shared_noise)
 
     def rollout(self, state: PixelContext, actions) -> torch.Tensor:
         a = torch.as_tensor(actions, dtype=torch.float32, device=self.device)

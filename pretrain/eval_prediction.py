@@ -116,9 +116,13 @@ def evaluate(world, frames: np.ndarray, actions: np.ndarray, tc: int, horizon: i
         z = world.encode_frames(fr[:, :tc + horizon].reshape(-1, *fr.shape[2:]))
         z = z.reshape(b, tc + horizon, *z.shape[1:])            # (b,Tc+H,N,C)
         ctx, z_true = z[:, :tc], z[:, tc:]
+        noise_state = generator.get_state()
         z_pred = imagine(world, ctx, ac[:, :tc - 1], future[s:s + b], steps, generator, how)    # (b,H,N,C)
         if E > 1:
+            after = generator.get_state()
+            generator.set_state(noise_state)          # the same sampling noise: only the actions differ
             z_shuf = imagine(world, ctx, ac[:, :tc - 1], shuffled[s:s + b], steps, generator, how)
+            generator.set_state(after)
             out["shuffled_latent_mse"][s:s + b] = (z_shuf - z_true).pow(2).flatten(2).mean(2).cpu().numpy()
         true = torch.as_tensor(fr[:, tc:tc + horizon], device=dev).permute(0, 1, 4, 2, 3).float() / 255
         last = torch.as_tensor(fr[:, tc - 1], device=dev).permute(0, 3, 1, 2).float() / 255

@@ -205,6 +205,19 @@ def test_jump_equals_full_recompute_of_the_max_jump_layout(cfg_scale):
         model("dense", direct_action=True).predict_frame_after(ctx, ctx_act, act)
 
 
+def test_shared_noise_makes_rows_differ_only_by_their_inputs():
+    m = model("moe", prev_frame="input", direct_action=False).eval()
+    ctx, ctx_act = rnd(1, 2, N, C, seed=1).expand(3, -1, -1, -1), torch.zeros(3, 1, A)
+    act = rnd(3, 2, A, seed=3) * 0.3
+    act[1] = act[0]                                          # rows 0 and 1: the same inputs
+    with torch.no_grad():
+        for predict in (m.predict_next_frames, m.predict_frame_after):
+            shared = predict(ctx, ctx_act, act, steps=2, generator=torch.Generator().manual_seed(0), shared_noise=True)
+            own = predict(ctx, ctx_act, act, steps=2, generator=torch.Generator().manual_seed(0))
+            assert torch.equal(shared[0], shared[1]) and not torch.allclose(shared[0], shared[2], atol=1e-4)
+            assert not torch.allclose(own[0], own[1], atol=1e-4)   # by default every row draws its own noise
+
+
 def test_training_learns_a_frame_that_the_actions_decide():
     """Through the real loss, packing and jump sampling: a target frame = the previous frame moved
     by both actions before it. The model must learn to read them (it ignores them if actions never

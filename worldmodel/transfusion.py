@@ -366,10 +366,12 @@ class Transfusion(nn.Module):
         return self.flow.interpolate(lat, eps, torch.full(lat.shape[:1], 1.0 - sigma, device=lat.device))
 
     def _sample_frame(self, stream: _Stream, q: PackedBatch, prev: Tensor, steps: int | None, cfg_scale: float,
-                      generator: torch.Generator | None, action: Tensor | None = None) -> Tensor:
+                      generator: torch.Generator | None, action: Tensor | None = None,
+                      shared_noise: bool = False) -> Tensor:
         """Euler-sample the noisy frame chunk q (B, N) against the cache -> clean latents (B, N, C).
         prev (B, N, C): the previous frame's clean-copy latents (the frame-stacking input);
-        action (B, A): the step's raw action (the direct action input), None for none."""
+        action (B, A): the step's raw action (the direct action input), None for none;
+        shared_noise: one noise draw for all rows (common random numbers for comparing rows)."""
         keys = stream.keys_with(q)
         mask = mask_from_vectors(q, keys)
         B, N = q.tokens.shape
@@ -385,7 +387,9 @@ class Transfusion(nn.Module):
 
         # the unconditional branch hides the action both ways: attention and the direct input
         uncond = run(mask_from_vectors(q, keys, q.is_noisy), None) if cfg_scale != 1.0 else None
-        noise = torch.randn(q.latents.shape, device=q.latents.device, generator=generator, dtype=q.latents.dtype)
+        shape = q.latents.shape
+        noise = torch.randn((1, *shape[1:]) if shared_noise else shape, device=q.latents.device, generator=generator,
+                            dtype=q.latents.dtype).expand(shape)
         return self.flow.sample(run(mask, act_feat), noise, steps, cfg_scale, uncond)
 
     def _check_rollout(self, context: Tensor, context_actions: Tensor, actions: Tensor,
@@ -427,7 +431,7 @@ class Transfusion(nn.Module):
     def predict_next_frames(self, context: Tensor, context_actions: Tensor, actions: Tensor,
                             steps: int | None = None, cfg_scale: float = 1.0,
                             generator: torch.Generator | None = None, text: list[str] | None = None,
-                            context_noise: float = 0.0) -> Tensor:
+                            context_noise: float = 0.0, shared_noise: bool = False) -> Tensor:
         """Roll the world forward: (B, Tc, N, C) context, (B, Tc-1, A) its actions, (B, H, A)
         actions -> (B, H, N, C) predicted latent frames.
 
@@ -435,7 +439,8 @@ class Transfusion(nn.Module):
         Euler-samples the next frame (its noisy copy at the next position, `steps` steps, CFG
         when cfg_scale != 1) and appends the clean prediction to the KV cache. Differentiable
         unless called under no_grad. context_noise: sigma added to every context frame (given
-        and predicted), with t = 1 - sigma, as in training.
+        and predicted), with t = 1 - sigma, as in training. shared_noise: every row samples from
+        the same noise, so rows differ only by their inputs (a planner comparing candidates).
         """
         self._check_rollout(context, context_actions, actions, text)
         B, Tc = context.shape[:2]
@@ -448,7 +453,8 @@ class Transfusion(nn.Module):
             sb.begin_frame()
             self._commit(stream, sb.take(), 1.0 - context_noise)   # context / last frame + action + <boi>
             sb.frame_tokens(torch.zeros_like(context[:, 0]).to(self.device), noisy=True)
-            x = self._sample_frame(stream, sb.take(), last, steps, cfg_scale, generator, actions[:, h].to(self.device))
+            x = self._sample_frame(stream, sb.take(), last, steps, cfg_scale, generator, actions[:, h].to(self.device),
+                                   shared_noise)
             out.append(x)
             last = self._noised(x, context_noise, generator)
             sb.frame_tokens(last, noisy=False)
@@ -457,7 +463,8 @@ class Transfusion(nn.Module):
 
     def predict_frame_after(self, context: Tensor, context_actions: Tensor, actions: Tensor,
                             steps: int | None = None, cfg_scale: float = 1.0,
-                            generator: torch.Generator | None = None, text: list[str] | None = None) -> Tensor:
+                            generator: torch.Generator | None = None, text: list[str] | None = None,
+                            shared_noise: bool = False) -> Tensor:
         """Jump H steps ahead: (B, Tc, N, C) context, (B, Tc-1, A) its actions, (B, H, A) actions
         -> (B, N, C), the frame after all H actions, sampled once with no frames in between.
 
@@ -479,7 +486,7 @@ class Transfusion(nn.Module):
         stream = _Stream(self.cfg.n_layers)
         self._commit(stream, sb.take())                         # context + all H actions + <boi>
         sb.frame_tokens(torch.zeros_like(last), noisy=True)
-        return self._sample_frame(stream, sb.take(), last, steps, cfg_scale, generator)
+        return self._sample_frame(stream, sb.take(), last, steps, cfg_scale, generator, shared_noise=shared_noise)
 
     @torch.no_grad()
     def generate_frames(self, texts: list[str], steps: int | None = None, cfg_scale: float = 1.0,

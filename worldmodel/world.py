@@ -152,7 +152,8 @@ class LatentWorld:
     def rollout(self, context_latents: np.ndarray | Tensor, context_actions: np.ndarray | Tensor,
                 actions: np.ndarray | Tensor, steps: int | None = None, pixels: bool = False,
                 text: str | Sequence[str] | None = None, cfg_scale: float = 1.0,
-                generator: torch.Generator | None = None) -> Tensor | tuple[Tensor, np.ndarray]:
+                generator: torch.Generator | None = None,
+                shared_noise: bool = False) -> Tensor | tuple[Tensor, np.ndarray]:
         """Imagine H frames for a batch of action sequences in one batched model call.
 
         context_latents (B,Tc,N,C), context_actions (B,Tc-1,A) (the actions between the
@@ -162,6 +163,8 @@ class LatentWorld:
         language command (one string for all rows, or one per row) conditioning every frame
         (text-action models only). Differentiable in
         `actions` unless called under torch.no_grad (gradient planners rely on it).
+        `shared_noise`: all rows sample from one noise draw (common random numbers), so their
+        predictions differ only through their actions and contexts.
         """
         dev = self.device
         ctx = _as_tensor(context_latents, dev, torch.float32)
@@ -175,18 +178,18 @@ class LatentWorld:
                                  f"{getattr(self.model.cfg, 'action_encoding', None)!r}")
         self.n_calls += 1
         z = self.model.predict_next_frames(ctx, ctx_a, act, steps=steps, cfg_scale=cfg_scale,
-                                           generator=generator, text=text)  # (B,H,N,C)
+                                           generator=generator, text=text, shared_noise=shared_noise)  # (B,H,N,C)
         if not pixels:
             return z
         return z, self.decode(z)
 
     def jump(self, context_latents: np.ndarray | Tensor, context_actions: np.ndarray | Tensor,
              actions: np.ndarray | Tensor, steps: int | None = None, cfg_scale: float = 1.0,
-             generator: torch.Generator | None = None) -> Tensor:
+             generator: torch.Generator | None = None, shared_noise: bool = False) -> Tensor:
         """The frame after all H actions, predicted in one jump (no imagined frames between):
         same inputs as `rollout` -> latents (B, 1, N, C). Needs H <= max_jump (the model saw
         jumps up to that length in pretraining, `data.max_jump`). Differentiable in `actions`
-        unless called under torch.no_grad.
+        unless called under torch.no_grad. `shared_noise` as in `rollout`.
         """
         dev = self.device
         ctx = _as_tensor(context_latents, dev, torch.float32)
@@ -198,7 +201,7 @@ class LatentWorld:
                              f"(data.max_jump); use a horizon <= {self.max_jump} or a step-by-step rollout")
         self.n_calls += 1
         return self.model.predict_frame_after(ctx, ctx_a, act, steps=steps, cfg_scale=cfg_scale,
-                                              generator=generator)[:, None]
+                                              generator=generator, shared_noise=shared_noise)[:, None]
 
     def imagine_from_text(self, texts: str | Sequence[str], steps: int | None = None, cfg_scale: float = 1.0,
                           generator: torch.Generator | None = None) -> Tensor:
