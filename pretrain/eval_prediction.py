@@ -13,9 +13,9 @@ after normalisation, decoded: what a model that learned only a blurry mean score
 for the RAE round trip decode(encode(true)), the pixel ceiling of any latent model.
 
 Action sensitivity: the model also rolls out every episode with another episode's actions
-(`shuffled`); a model that ignores its actions scores the same with both. `imagine=jump`
-predicts step h in one jump from the context and the first h actions (models pretrained with
-data.max_jump >= horizon), instead of frame by frame. Writes `prediction.md`,
+(`shuffled`, with the same sampling noise); a model that ignores its actions scores the same
+with both. `imagine=jump` predicts step h in one jump from the context and the first h
+actions (models pretrained with data.max_jump >= horizon), instead of frame by frame. Writes `prediction.md`,
 `prediction.json` and `prediction.png` to `out` (default: <model>/eval_prediction).
 """
 from __future__ import annotations

@@ -468,8 +468,8 @@ class Trainer:
     def export_extra(self) -> dict[str, Any]:
         i = self.info
         return {"task": i.task, "action_scale": i.action_scale, "image_size": i.image_size,
-                "context_frames": self.cfg.data.context_frames, "max_jump": self.cfg.data.max_jump, "encoder_id": i.encoder_id,
-                "dataset": self.cfg.data.dataset, "seq_len": self.cfg.data.seq_len, "train_steps": self.step,
+                "context_frames": self.cfg.data.context_frames, "max_jump": self.cfg.data.max_jump,
+                "encoder_id": i.encoder_id, "dataset": self.cfg.data.dataset, "seq_len": self.cfg.data.seq_len, "train_steps": self.step,
                 "train_tokens": self.tokens_seen, "ema": self.ema is not None}
 
     def export(self, path: str | Path) -> Path | None:

@@ -149,6 +149,13 @@ class LatentWorld:
         if actions.ndim != 3 or actions.shape[0] != B or actions.shape[2] != A:
             raise ValueError(f"actions have shape {tuple(actions.shape)}, expected (B, H, A) = ({B}, H, {A})")
 
+    def _inputs(self, context_latents, context_actions, actions) -> tuple[Tensor, Tensor, Tensor]:
+        """rollout/jump inputs as float32 tensors on the model's device, shape-checked."""
+        dev = self.device
+        ctx, ctx_a, act = (_as_tensor(x, dev, torch.float32) for x in (context_latents, context_actions, actions))
+        self._check_rollout(ctx, ctx_a, act)
+        return ctx, ctx_a, act
+
     def rollout(self, context_latents: np.ndarray | Tensor, context_actions: np.ndarray | Tensor,
                 actions: np.ndarray | Tensor, steps: int | None = None, pixels: bool = False,
                 text: str | Sequence[str] | None = None, cfg_scale: float = 1.0,
@@ -166,11 +173,7 @@ class LatentWorld:
         `shared_noise`: all rows sample from one noise draw (common random numbers), so their
         predictions differ only through their actions and contexts.
         """
-        dev = self.device
-        ctx = _as_tensor(context_latents, dev, torch.float32)
-        ctx_a = _as_tensor(context_actions, dev, torch.float32)
-        act = _as_tensor(actions, dev, torch.float32)
-        self._check_rollout(ctx, ctx_a, act)
+        ctx, ctx_a, act = self._inputs(context_latents, context_actions, actions)
         if text is not None:
             text = [text] * ctx.shape[0] if isinstance(text, str) else list(text)
             if not self.uses_text_actions:
@@ -191,11 +194,7 @@ class LatentWorld:
         jumps up to that length in pretraining, `data.max_jump`). Differentiable in `actions`
         unless called under torch.no_grad. `shared_noise` as in `rollout`.
         """
-        dev = self.device
-        ctx = _as_tensor(context_latents, dev, torch.float32)
-        ctx_a = _as_tensor(context_actions, dev, torch.float32)
-        act = _as_tensor(actions, dev, torch.float32)
-        self._check_rollout(ctx, ctx_a, act)
+        ctx, ctx_a, act = self._inputs(context_latents, context_actions, actions)
         if not 1 <= act.shape[1] <= self.max_jump:
             raise ValueError(f"a jump of {act.shape[1]} actions; this model was trained with jumps of 1..{self.max_jump} "
                              f"(data.max_jump); use a horizon <= {self.max_jump} or a step-by-step rollout")
