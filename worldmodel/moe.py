@@ -111,13 +111,17 @@ class MoEStats:
 
 
 @torch.compiler.assume_constant_result
-def _grouped_mm_runs(device_type: str, dtype: torch.dtype) -> bool:
+def _grouped_mm_runs(device_type: str, dtype: torch.dtype, compiled: bool) -> bool:
     """Whether torch._grouped_mm works forward+backward on this device type and dtype.
 
-    Probed once with a tiny aligned problem and cached; treated as a constant by dynamo so
-    the choice adds no guard or graph break.
+    `compiled`: also under torch.compile, whose fake-tensor tracing runs the op's meta
+    kernel; that kernel can be stricter than the eager one (torch 2.14 accepts float32 on
+    CPU in eager but its meta kernel wants bf16/fp16). Probed once per key with a tiny
+    aligned problem and cached; treated as a constant by dynamo so the choice adds no guard
+    or graph break.
     """
-    return _probe_grouped_mm(device_type, dtype)
+    ok = _probe_grouped_mm(device_type, dtype)
+    return ok and (not compiled or _probe_grouped_mm("meta", dtype))
 
 
 @functools.cache
@@ -129,19 +133,24 @@ def _probe_grouped_mm(device_type: str, dtype: torch.dtype) -> bool:
         w = torch.randn(3, 32, 16, device=device_type, dtype=dtype, requires_grad=True)
         offs = torch.tensor([5, 5, 24], device=device_type, dtype=torch.int32)
         y = torch._grouped_mm(x, w.transpose(-2, -1), offs=offs)
-        ref = torch.cat([x[:5] @ w[0].T, x[5:] @ w[2].T])
         y.backward(torch.ones_like(y))
+        if device_type == "meta":  # shapes and dtypes only: the meta kernel accepted the call
+            return y.shape == (24, 32) and w.grad is not None and w.grad.shape == w.shape
+        ref = torch.cat([x[:5] @ w[0].T, x[5:] @ w[2].T])
         tol = 1e-2 if dtype in (torch.float16, torch.bfloat16) else 1e-4
         return bool(torch.allclose(y, ref, atol=tol, rtol=tol)) and w.grad is not None
     except (RuntimeError, NotImplementedError, TypeError):
         return False
 
 
-def grouped_mm_supported(device: torch.device, dtype: torch.dtype, *dims: int) -> bool:
-    """torch._grouped_mm runs here and every inner dim is 16-byte aligned (its stride rule)."""
+def grouped_mm_supported(device: torch.device, dtype: torch.dtype, *dims: int, compiled: bool | None = None) -> bool:
+    """torch._grouped_mm runs here (eager, or under torch.compile when `compiled`; None = whether
+    we are being compiled now) and every inner dim is 16-byte aligned (its stride rule)."""
+    if compiled is None:
+        compiled = torch.compiler.is_compiling()
     elem = torch.empty((), dtype=dtype).element_size()
     aligned = all((d * elem) % 16 == 0 for d in dims)
-    return aligned and _grouped_mm_runs(device.type, dtype)
+    return aligned and _grouped_mm_runs(device.type, dtype, compiled)
 
 
 def _sort_assignments(idx_TA: Tensor, n: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -247,8 +256,9 @@ class Experts(nn.Module):
         if self.dispatch == "grouped_mm" and not ok:
             raise ValueError(
                 f"dispatch='grouped_mm' but torch._grouped_mm cannot run on device={x.device.type} "
-                f"dtype={x.dtype} with d_model={self.d_model}, hidden={self.hidden} "
-                "(needs a torch with _grouped_mm and 16-byte aligned sizes); expected dispatch='auto' or 'sorted'"
+                f"dtype={x.dtype} with d_model={self.d_model}, hidden={self.hidden}"
+                f"{' under torch.compile' if torch.compiler.is_compiling() else ''} (needs a torch whose "
+                "_grouped_mm takes this dtype, and 16-byte aligned sizes); expected dispatch='auto' or 'sorted'"
             )
         return ok
 
