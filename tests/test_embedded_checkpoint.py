@@ -39,9 +39,16 @@ def test_config_matches_the_recipe():
 def test_checkpoint_fits_the_size_budget_and_loads():
     size = sum(f.stat().st_size for f in CKPT.rglob("*") if f.is_file())
     assert size <= 25 * 2**20, f"embedded checkpoint is {size / 2**20:.1f} MiB, budget 25 MiB"
+    import warnings
+
+    from worldmodel import hub
     from worldmodel.world import LatentWorld
 
-    world = LatentWorld.from_pretrained(CKPT)
+    for folder in (CKPT, CKPT / "rae"):  # checksums recorded, so a damaged copy is refused
+        assert hub.WEIGHTS_NAME in json.loads((folder / hub.CONFIG_NAME).read_text())[hub.CHECKSUMS_KEY]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "records no checksum" warning
+        world = LatentWorld.from_pretrained(CKPT)
     assert world.image_size == 64 and world.context_frames == 2
     rows = [json.loads(l) for l in (CKPT / "training_metrics.jsonl").read_text().splitlines()]
     assert max(r["step"] for r in rows) == json.loads((CKPT / "config.json").read_text())["train_steps"]

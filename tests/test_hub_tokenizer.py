@@ -19,8 +19,13 @@ def test_save_load_roundtrip_and_errors(tmp_path):
         hub.read_config(tmp_path / "m", kind="other")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         hub.read_config(tmp_path / "nope")
+    assert meta[hub.CHECKSUMS_KEY] == {hub.WEIGHTS_NAME: hub.sha256_file(tmp_path / "m" / hub.WEIGHTS_NAME)}
     (tmp_path / "m" / hub.WEIGHTS_NAME).write_bytes(b"garbage")
-    with pytest.raises(ValueError, match="corrupt or truncated"):
+    with pytest.raises(ValueError, match="model.safetensors' fails its checksum"):
+        hub.load_state_dict(tmp_path / "m")
+    meta.pop(hub.CHECKSUMS_KEY)  # a folder saved before checksums: parsed, and a bad file still named
+    (tmp_path / "m" / hub.CONFIG_NAME).write_text(json.dumps(meta))
+    with pytest.warns(UserWarning, match="records no checksum"), pytest.raises(ValueError, match="corrupt or truncated"):
         hub.load_state_dict(tmp_path / "m")
 
 

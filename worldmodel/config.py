@@ -14,7 +14,7 @@ from worldmodel.flow import FlowConfig
 from worldmodel.moe import MoEConfig
 from worldmodel.tokenizer import ByteTokenizer
 
-__all__ = ["ModelConfig", "MoEConfig", "FlowConfig", "MODELS", "make_config"]
+__all__ = ["ModelConfig", "MoEConfig", "FlowConfig", "MODELS", "make_config", "ADDED_KEYS"]
 
 ATTN_BACKENDS = ("auto", "sdpa", "flex")
 ACTION_ENCODINGS = ("text", "embed")
@@ -102,19 +102,67 @@ class ModelConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"unknown ModelConfig keys {unknown}; expected keys among {sorted(names)}")
-        d = dict(d)
-        d.setdefault("prev_frame", "off")   # saved before frame stacking existed: the model has no prev_in
-        d.setdefault("direct_action", False)   # likewise for the direct action path
-        if isinstance(d.get("moe"), dict):
-            d["moe"] = MoEConfig(**d["moe"])
-        if isinstance(d.get("flow"), dict):
-            d["flow"] = FlowConfig(**d["flow"])
+    def from_dict(cls, d: dict[str, Any], source: str | None = None) -> ModelConfig:
+        """The config saved as `d`, which must hold every key (ADDED_KEYS excepted) and no other.
+
+        `source`: the config.json whose "config" entry `d` is; errors name it and the key.
+        """
+        d = with_added_keys(d)
+        check_saved_keys(cls, d, source)
+        d["moe"], d["flow"] = MoEConfig(**d["moe"]), FlowConfig(**d["flow"])
         return cls(**d)
+
+
+# Keys added to ModelConfig after model folders had been saved without them, mapped to the
+# value such an older folder meant (its model lacks the feature). Any other key missing from
+# a saved config is an error. Extend this when adding a field; nested keys are dotted
+# ("moe.new_key").
+ADDED_KEYS: dict[str, Any] = {
+    "prev_frame": "off",       # frame stacking: older models have no prev_in projection
+    "direct_action": False,    # direct action path: older models have no such input
+}
+NESTED = {"moe": MoEConfig, "flow": FlowConfig}  # ModelConfig fields saved as nested dicts
+
+
+def with_added_keys(d: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a saved config dict with absent ADDED_KEYS set to what older folders meant."""
+    d = {k: dict(v) if k in NESTED and isinstance(v, dict) else v for k, v in d.items()}
+    for key, old in ADDED_KEYS.items():
+        *parents, leaf = key.split(".")
+        node = d
+        for p in parents:
+            node = node.get(p) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.setdefault(leaf, old)
+    return d
+
+
+def key_problems(cls: type, d: dict[str, Any], prefix: str = "") -> tuple[list[str], list[str]]:
+    """(unknown, missing) keys of the dict `d` against the dataclass `cls`, dotted into NESTED."""
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = [prefix + k for k in d if k not in names]
+    missing = [prefix + k for k in names if k not in d]
+    for k, sub in NESTED.items() if cls is ModelConfig else ():
+        if isinstance(d.get(k), dict):
+            u, m = key_problems(sub, d[k], f"{prefix}{k}.")
+            unknown, missing = unknown + u, missing + m
+        elif k in d:
+            unknown.append(f"{prefix}{k} (not an object)")  # malformed
+    return unknown, missing
+
+
+def check_saved_keys(cls: type, d: dict[str, Any], source: str | None = None) -> None:
+    """Raise if a saved config dict lacks a field of `cls` or has one it does not know."""
+    where, prefix = (f"{source!r}: ", "config.") if source else ("", "")
+    unknown, missing = key_problems(cls, d)
+    if unknown:
+        names = sorted(f.name for f in dataclasses.fields(cls))
+        raise ValueError(f"{where}unknown {cls.__name__} keys {[prefix + k for k in unknown]}; expected keys "
+                         f"among {names}")
+    if missing:
+        raise ValueError(f"{where}missing key(s) {[prefix + k for k in missing]}: a saved model config must "
+                         f"hold every {cls.__name__} key (of ModelConfig, only worldmodel.config.ADDED_KEYS "
+                         f"may be absent); the folder is incomplete or was edited, re-export it")
 
 
 # -- sizes -------------------------------------------------------------------------------

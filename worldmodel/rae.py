@@ -15,12 +15,14 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn as nn
 
 from . import hub
+from .config import check_saved_keys
 from .encoders import TimmEncoder, build_encoder, encoder_from_spec
 from .vit import PixelDecoder
 
@@ -169,6 +171,7 @@ class RAE(nn.Module):
     @classmethod
     def from_pretrained(cls, path, device="cpu") -> "RAE":
         meta = hub.read_config(path, cls.KIND)
+        check_saved_keys(RAEConfig, meta["config"], str(Path(path) / hub.CONFIG_NAME))
         model = cls(RAEConfig(**meta["config"]))
         model.load_state_dict(hub.load_state_dict(path))
         model.encoder.freeze()

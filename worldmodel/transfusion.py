@@ -554,7 +554,7 @@ class Transfusion(nn.Module):
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu") -> Transfusion:
         meta = hub.read_config(path, KIND)
-        model = cls(ModelConfig.from_dict(meta["config"]))
+        model = cls(ModelConfig.from_dict(meta["config"], source=str(Path(path) / hub.CONFIG_NAME)))
         model.load_state_dict(hub.load_state_dict(path), strict=True)
         model.extra = {k: v for k, v in meta.items() if k not in ("kind", "config")}
         return model.to(device).eval()
