@@ -14,6 +14,8 @@ import sys
 
 import numpy as np
 
+from worldmodel.errors import SystemLibraryError
+
 BACKENDS = ("egl", "osmesa")  # headless backends, in order of preference (EGL is faster)
 SYSTEM_PACKAGES = {"egl": "libegl1 libgl1-mesa-dri", "osmesa": "libosmesa6"}
 
@@ -54,7 +56,7 @@ def select_gl_backend(strict: bool = True) -> str:
     global _selection_error
     if _selection_error is not None:
         if strict:
-            raise RuntimeError(_selection_error)
+            raise SystemLibraryError(_selection_error)
         return ""
     chosen = os.environ.get("MUJOCO_GL", "").strip()
     if chosen:
@@ -77,7 +79,7 @@ def select_gl_backend(strict: bool = True) -> str:
         f"{SYSTEM_PACKAGES['osmesa']}), or set MUJOCO_GL=egl|osmesa|glfw yourself; "
         "make_task(..., render=False) runs the physics without rendering.")
     if strict:
-        raise RuntimeError(_selection_error)
+        raise SystemLibraryError(_selection_error)
     return ""
 
 
@@ -114,7 +116,7 @@ class FrameRenderer:
             self._renderer = mujoco.Renderer(model, height, width)
         except Exception as e:  # the GL error types differ per backend
             backend = os.environ.get("MUJOCO_GL", "<unset>")
-            raise RuntimeError(
+            raise SystemLibraryError(
                 f"could not create a MuJoCo renderer with MUJOCO_GL={backend!r}: {e}. For headless "
                 f"rendering install EGL ({SYSTEM_PACKAGES['egl']}) or OSMesa ({SYSTEM_PACKAGES['osmesa']}) "
                 "and set MUJOCO_GL=egl or MUJOCO_GL=osmesa.") from e

@@ -7,6 +7,7 @@ optional stage never breaks the others.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 # subcommand -> ("module:function", one-line help). Each function takes the list of
@@ -45,8 +46,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"lw: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
     module_name, func_name = COMMANDS[name][0].split(":")
-    func = getattr(importlib.import_module(module_name), func_name)
-    return int(func(overrides) or 0)
+    from worldmodel.errors import UserError
+    try:
+        func = getattr(importlib.import_module(module_name), func_name)
+        return int(func(overrides) or 0)
+    except (UserError, FileNotFoundError) as e:
+        # Something the user can fix (config, data, model folder, system library, a path):
+        # the message says what, a traceback would only bury it. Anything else is a bug and
+        # keeps its traceback. LW_TRACEBACK=1 shows it for these too.
+        if os.environ.get("LW_TRACEBACK", "") not in ("", "0"):
+            raise
+        print(f"lw {name}: error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -14,12 +14,10 @@ from typing import Any, TypeVar
 
 from omegaconf import OmegaConf
 
+from worldmodel.errors import ConfigError  # noqa: F401  (re-exported: `from pretrain.config import ConfigError`)
+
 CONF_DIR = Path(__file__).parent / "conf"
 T = TypeVar("T")
-
-
-class ConfigError(ValueError):
-    pass
 
 
 def _plain_fields(schema: type | None) -> set[str]:
@@ -81,7 +79,10 @@ def compose(schema: type[T], name: str, overrides: list[str] | None = None) -> T
                           f"(valid top-level keys: {', '.join(f.name for f in dataclasses.fields(schema))})") from e
     except OmegaConfBaseException as e:
         raise ConfigError(f"invalid config for '{name}': {e}") from e
-    return OmegaConf.to_object(merged)
+    try:
+        return OmegaConf.to_object(merged)
+    except ValueError as e:  # a schema's __post_init__ rejected a value; its message names the key
+        raise ConfigError(f"invalid config for '{name}': {e}") from e
 
 
 def to_dict(cfg: Any) -> dict:

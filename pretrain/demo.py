@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pretrain.config import compose, save_resolved, to_dict, wants_print
+from worldmodel.errors import UserError
 
 EMBEDDED_MODEL = "checkpoints/reacher-tiny"   # shipped with the repository (see its RECIPE.md)
 MARKER = ".lw-stage.json"
@@ -55,6 +56,10 @@ class DemoConfig:
     bench_overrides: list[str] = field(default_factory=list)  # extra `lw benchmark` overrides
 
 
+class StageFailed(UserError, RuntimeError):
+    """A stage returned a non-zero exit code; it has printed why (the demo stops there)."""
+
+
 class Stages:
     """Runs `lw` commands as numbered stages, reusing the ones that already finished."""
 
@@ -79,7 +84,7 @@ class Stages:
         t0 = time.perf_counter()
         rc = lw(argv)
         if rc:
-            raise RuntimeError(f"demo stage {name!r} failed (exit code {rc}): lw {' '.join(argv)}")
+            raise StageFailed(f"demo stage {name!r} failed (exit code {rc}): lw {' '.join(argv)}")
         self.seconds[name] = time.perf_counter() - t0
         out_dir.mkdir(parents=True, exist_ok=True)
         marker.write_text(json.dumps({"argv": argv, "seconds": self.seconds[name]}, indent=2))

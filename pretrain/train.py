@@ -40,6 +40,7 @@ from pretrain.metrics import (MetricsConfig, MetricsLogger, ProgressBar, Through
                               peak_flops, truncate_jsonl)
 from pretrain.optim import EMA, OptimConfig, build_optimizer, build_scheduler
 from worldmodel.config import ModelConfig
+from worldmodel.errors import ConfigError
 from worldmodel.sequence import TEXT, collate, document_length, pack_rows
 
 PRECISIONS = ("auto", "bf16", "fp32")
@@ -105,8 +106,8 @@ def resolve_data_info(cfg: TrainConfig) -> DataInfo:
         info.encoder_id = str(meta["encoder_id"])
         info.image_size = int(meta["config"]["image_size"])
     elif uses_episodes(cfg.data):
-        raise ValueError("rae.path is empty but the data mixture has vision sources; "
-                         "expected the RAE folder whose latents the dataset caches")
+        raise ConfigError("rae.path is empty but the data mixture has vision sources; "
+                          "expected the RAE folder whose latents the dataset caches")
     if uses_episodes(cfg.data):
         from pretrain.data.shards import read_manifest
         m = read_manifest(cfg.data.dataset)
@@ -130,8 +131,8 @@ def model_config(cfg: TrainConfig, info: DataInfo) -> ModelConfig:
     if info.action_dim is not None:
         over.update(action_dim=info.action_dim, action_scale=info.action_scale)
     if cfg.data.max_jump > 1 and cfg.model.direct_action and cfg.model.action_encoding == "embed":
-        raise ValueError(f"data.max_jump={cfg.data.max_jump} puts several actions before a frame, but "
-                         f"model.direct_action=true feeds one action per frame; set model.direct_action=false")
+        raise ConfigError(f"data.max_jump={cfg.data.max_jump} puts several actions before a frame, but "
+                          f"model.direct_action=true feeds one action per frame; set model.direct_action=false")
     need = cfg.data.seq_len
     if cfg.model.max_seq_len < need:
         over["max_seq_len"] = need
@@ -143,22 +144,22 @@ def switch(value: str | bool, name: str) -> str:
     v = str(value).strip().lower()
     v = {"true": "on", "1": "on", "yes": "on", "false": "off", "0": "off", "no": "off"}.get(v, v)
     if v not in SWITCHES:
-        raise ValueError(f"{name}={value!r}, expected one of {SWITCHES}")
+        raise ConfigError(f"{name}={value!r}, expected one of {SWITCHES}")
     return v
 
 
 def check_config(cfg: TrainConfig, world_size: int) -> int:
     """Validate the step arithmetic; returns rows per micro-batch per rank."""
     if cfg.precision not in PRECISIONS:
-        raise ValueError(f"precision={cfg.precision!r}, expected one of {PRECISIONS}")
+        raise ConfigError(f"precision={cfg.precision!r}, expected one of {PRECISIONS}")
     cfg.compile = switch(cfg.compile, "compile")
     if cfg.steps < 1 or cfg.grad_accum < 1 or cfg.batch_size < 1:
-        raise ValueError(f"steps={cfg.steps}, grad_accum={cfg.grad_accum}, batch_size={cfg.batch_size}; "
-                         f"expected all >= 1")
+        raise ConfigError(f"steps={cfg.steps}, grad_accum={cfg.grad_accum}, batch_size={cfg.batch_size}; "
+                          f"expected all >= 1")
     per = world_size * cfg.grad_accum
     if cfg.batch_size % per:
-        raise ValueError(f"batch_size={cfg.batch_size} is not divisible by world_size*grad_accum={per}; "
-                         f"expected a multiple of {per}")
+        raise ConfigError(f"batch_size={cfg.batch_size} is not divisible by world_size*grad_accum={per}; "
+                          f"expected a multiple of {per}")
     return cfg.batch_size // per
 
 

@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from . import hub
+from .errors import ModelFolderError
 
 # Extra fields the trainer writes into a world-model folder's config.json.
 EXTRA_KEYS = ("task", "action_scale", "image_size", "context_frames", "max_jump")
@@ -56,7 +57,7 @@ class LatentWorld:
         path = Path(path)
         meta = hub.read_config(path)  # names the missing folder / config.json
         if meta.get("kind") != "transfusion":
-            raise ValueError(f"{str(path)!r} holds a {meta.get('kind')!r} model, expected a 'transfusion' "
+            raise ModelFolderError(f"{str(path)!r} holds a {meta.get('kind')!r} model, expected a 'transfusion' "
                              f"world-model folder (exported by `lw pretrain`)")
         rae_dir = path / "rae"
         if not (rae_dir / hub.CONFIG_NAME).is_file():

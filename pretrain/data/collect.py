@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pretrain.config import compose, to_dict, wants_print
+from pretrain.config import ConfigError, compose, to_dict, wants_print
 from pretrain.data.policies import POLICIES, make_policy, pick_policy
 from pretrain.data.shards import Episode, ShardWriter, dataset_summary
 
@@ -107,18 +107,18 @@ def _validate(cfg: CollectConfig) -> None:
     from envs.mujoco_tasks import TASKS
 
     if cfg.task not in TASKS:
-        raise ValueError(f"task={cfg.task!r}, expected one of {sorted(TASKS)}")
+        raise ConfigError(f"task={cfg.task!r}, expected one of {sorted(TASKS)}")
     if cfg.policy not in (*POLICIES, "mixture"):
-        raise ValueError(f"policy={cfg.policy!r}, expected one of {[*POLICIES, 'mixture']}")
+        raise ConfigError(f"policy={cfg.policy!r}, expected one of {[*POLICIES, 'mixture']}")
     bad = [k for k in cfg.mixture if k not in POLICIES]
     if bad or any(w < 0 for w in cfg.mixture.values()) or sum(cfg.mixture.values()) <= 0:
-        raise ValueError(f"mixture={cfg.mixture}, expected non-negative weights over {list(POLICIES)} "
-                         f"with a positive sum")
+        raise ConfigError(f"mixture={cfg.mixture}, expected non-negative weights over {list(POLICIES)} "
+                          f"with a positive sum")
     for name in ("episodes", "workers", "image_size", "hold", "episodes_per_shard"):
         if getattr(cfg, name) < 1:
-            raise ValueError(f"{name}={getattr(cfg, name)}, expected >= 1")
+            raise ConfigError(f"{name}={getattr(cfg, name)}, expected >= 1")
     if cfg.episode_steps is not None and cfg.episode_steps < 1:
-        raise ValueError(f"episode_steps={cfg.episode_steps}, expected >= 1 or null")
+        raise ConfigError(f"episode_steps={cfg.episode_steps}, expected >= 1 or null")
 
 
 # ----------------------------------------------------------------------------- driver

@@ -38,6 +38,7 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
+from worldmodel.errors import DataError
 from worldmodel.sequence import ACTION_VIDEO, IMAGE_TEXT, TEXT, VIDEO, Action, Document, Frame, Text
 from worldmodel.tokenizer import ByteTokenizer
 
@@ -118,7 +119,7 @@ def load_episodes(root: str | Path, encoder_id: str, split: str = "train",
     ds = Dataset(root)
     if not ds.has_latents(encoder_id):
         have = sorted({k for s in ds.shards for k in s.get("latents", {})})
-        raise ValueError(f"dataset {str(root)!r} has no cached latents for encoder {encoder_id!r} "
+        raise DataError(f"dataset {str(root)!r} has no cached latents for encoder {encoder_id!r} "
                          f"in every shard (has {have}); run `lw encode-dataset`")
     keep = holdout_mask(len(ds), holdout)
     if split == "train":
@@ -134,7 +135,7 @@ def load_episodes(root: str | Path, encoder_id: str, split: str = "train",
         out.append(EpisodeData(latents=lat[sel] if len(sel) < len(lat) else lat,
                                actions=arrays["actions"][sel].copy(), captions=arrays["captions"][sel].copy()))
     if not out:
-        raise ValueError(f"split {split!r} of {str(root)!r} holds no episodes (holdout={holdout})")
+        raise DataError(f"split {split!r} of {str(root)!r} holds no episodes (holdout={holdout})")
     return out
 
 

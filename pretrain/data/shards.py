@@ -43,6 +43,8 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from worldmodel.errors import DataError
+
 FORMAT = "learnedworld-episodes"
 VERSION = 1
 MANIFEST = "manifest.json"
@@ -54,7 +56,7 @@ WINDOW_FIELDS = ("frames", "actions", "states", "rewards", "captions", "goal_fra
                  "episode", "start", "latents")
 
 
-class ShardCorruptError(ValueError):
+class ShardCorruptError(DataError):
     """A shard (or its cached latents) is missing, truncated, fails its checksum or lacks a key."""
 
 
@@ -135,9 +137,9 @@ def read_manifest(root: str | Path) -> dict:
     except json.JSONDecodeError as e:
         raise ShardCorruptError(f"{str(path)!r} is not valid JSON: {e}") from e
     if manifest.get("format") != FORMAT:
-        raise ValueError(f"{str(path)!r} has format {manifest.get('format')!r}, expected {FORMAT!r}")
+        raise DataError(f"{str(path)!r} has format {manifest.get('format')!r}, expected {FORMAT!r}")
     if manifest.get("version") != VERSION:
-        raise ValueError(f"{str(path)!r} has format version {manifest.get('version')!r}, "
+        raise DataError(f"{str(path)!r} has format version {manifest.get('version')!r}, "
                          f"expected {VERSION}")
     return manifest
 
@@ -246,14 +248,14 @@ class ShardWriter:
         if exists and append:
             manifest = read_manifest(self.root)
             if manifest["task"] != task:
-                raise ValueError(f"cannot append task {task!r} to {str(self.root)!r}, which holds "
-                                 f"task {manifest['task']!r}")
+                raise DataError(f"cannot append task {task!r} to {str(self.root)!r}, which holds "
+                                f"task {manifest['task']!r}")
             if image_size is not None and manifest["image_size"] not in (None, image_size):
-                raise ValueError(f"cannot append image_size={image_size} to {str(self.root)!r}, "
-                                 f"which holds image_size={manifest['image_size']}")
+                raise DataError(f"cannot append image_size={image_size} to {str(self.root)!r}, "
+                                f"which holds image_size={manifest['image_size']}")
         elif exists and not overwrite:
-            raise ValueError(f"{str(self.root)!r} already holds a dataset; pass append=true to add "
-                             f"episodes or overwrite=true to replace it")
+            raise DataError(f"{str(self.root)!r} already holds a dataset; pass append=true to add "
+                            f"episodes or overwrite=true to replace it")
         else:
             if exists:  # overwrite: remove only the files the old manifest lists
                 for entry in read_manifest(self.root)["shards"]:
@@ -411,10 +413,15 @@ class Dataset:
                                         f"expected {sha256[:16]}...")
             self._verified.add(str(path))
 
+    def verify_shard(self, i: int) -> None:
+        """Check shard i's file (present, size, sha256) against the manifest without loading it."""
+        entry = self.shards[i]
+        self._check_file(self.root / entry["file"], entry["sha256"], entry["bytes"])
+
     def verify_all(self) -> None:
         """Check every shard and recorded latent file against the manifest."""
         for i, entry in enumerate(self.shards):
-            self._check_file(self.root / entry["file"], entry["sha256"], entry["bytes"])
+            self.verify_shard(i)
             for enc in entry.get("latents", {}):
                 self.load_latents(i, enc, mmap=True)
 
