@@ -4,8 +4,11 @@
 
 Matrices (>= 2-D float tensors) are stored in float16, which halves the folder; vectors
 (norm scales, biases, the RAE's latent mean/std) stay float32. `from_pretrained` copies
-them into float32 modules, so loading code does not change. The run's metrics.jsonl is
-copied as training_metrics.jsonl (the demo plots it).
+them into float32 modules, so loading code does not change. Each folder is re-saved with
+save_pretrained, so its checksums describe the packed weights, and the RAE's fingerprint is
+recomputed from them (the cast changes its encoder's latents slightly, so latents cached
+with the float32 RAE are not valid for the packed one). The run's metrics.jsonl is copied as
+training_metrics.jsonl (the demo plots it).
 """
 from __future__ import annotations
 
@@ -14,17 +17,26 @@ import sys
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 
+from worldmodel import hub
 from worldmodel.hub import CONFIG_NAME, WEIGHTS_NAME
+from worldmodel.rae import RAE, RAEConfig
 
 
-def _half(path: Path) -> None:
-    sd = load_file(str(path))
-    out = {k: (v.half() if v.is_floating_point() and v.dim() >= 2 else v).contiguous() for k, v in sd.items()}
-    tmp = path.with_suffix(".tmp")
-    save_file(out, str(tmp), metadata={"packed": "float16 matrices"})
-    tmp.replace(path)
+def _half(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: (v.half() if v.is_floating_point() and v.dim() >= 2 else v) for k, v in sd.items()}
+
+
+def _pack_folder(src: Path, dst: Path) -> None:
+    """Save the save_pretrained folder `src` at `dst` with half-precision matrices."""
+    meta = hub.read_config(src)
+    sd = _half(hub.load_state_dict(src))  # verified against src's checksum
+    extra = {k: v for k, v in meta.items() if k not in ("kind", "config", hub.CHECKSUMS_KEY)}
+    if meta["kind"] == RAE.KIND:  # the fingerprint every tool recomputes from the loaded weights
+        rae = RAE(RAEConfig(**meta["config"]))
+        rae.load_state_dict(sd)
+        extra["fingerprint"] = rae.fingerprint()
+    hub.save_pretrained(dst, meta["kind"], meta["config"], sd, extra=extra)
 
 
 def pack(src: str | Path, dst: str | Path) -> Path:
@@ -36,11 +48,8 @@ def pack(src: str | Path, dst: str | Path) -> Path:
     tmp = dst.with_name(f".{dst.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    (tmp / "rae").mkdir()
     for sub in ("", "rae"):
-        shutil.copyfile(src / sub / CONFIG_NAME, tmp / sub / CONFIG_NAME)
-        shutil.copyfile(src / sub / WEIGHTS_NAME, tmp / sub / WEIGHTS_NAME)
-        _half(tmp / sub / WEIGHTS_NAME)
+        _pack_folder(src / sub, tmp / sub)
     if (src.parent / "metrics.jsonl").is_file():
         shutil.copyfile(src.parent / "metrics.jsonl", tmp / "training_metrics.jsonl")
     if (dst / "RECIPE.md").is_file():          # keep the hand-written recipe when re-packing

@@ -52,3 +52,11 @@ def test_checkpoint_fits_the_size_budget_and_loads():
     assert world.image_size == 64 and world.context_frames == 2
     rows = [json.loads(l) for l in (CKPT / "training_metrics.jsonl").read_text().splitlines()]
     assert max(r["step"] for r in rows) == json.loads((CKPT / "config.json").read_text())["train_steps"]
+
+
+def test_shipped_rae_fingerprint_matches_its_weights():
+    """`lw encode-dataset rae=checkpoints/reacher-tiny/rae` recomputes this and refuses a mismatch."""
+    from pretrain.data.latent_cache import rae_identity
+    from worldmodel.rae import RAE
+
+    assert rae_identity(CKPT / "rae")[1] == RAE.from_pretrained(CKPT / "rae").fingerprint()

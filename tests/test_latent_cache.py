@@ -1,5 +1,6 @@
 """lw train-encoder / train-rae / encode-dataset end to end on a tiny dataset; latent cache integrity."""
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -135,3 +136,18 @@ def test_cache_of_another_rae_is_rejected(trained, tmp_path):
     (tmp_path / "other" / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(ValueError, match="modified or corrupt"):
         encode_main([f"data={data}", f"rae={tmp_path / 'other'}", "device=cpu", "progress=false"])
+
+
+def test_corrupt_shard_under_valid_latents_is_an_error(trained, tmp_path, capsys):
+    data, _, rae_dir = trained
+    copy = tmp_path / "data"
+    shutil.copytree(data, copy)
+    encode_main([f"data={copy}", f"rae={rae_dir}", "device=cpu", "progress=false"])  # latents valid
+    path = copy / "shard-00001.npz"
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF  # inside the frames: the latents cached from them stay valid
+    path.write_bytes(bytes(raw))
+    capsys.readouterr()
+    with pytest.raises(ShardCorruptError, match="shard-00001.npz' fails its checksum"):
+        encode_main([f"data={copy}", f"rae={rae_dir}", "device=cpu", "progress=false"])
+    assert "already valid" not in capsys.readouterr().out

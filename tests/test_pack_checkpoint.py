@@ -1,6 +1,8 @@
 """Packing a model export for shipping keeps it loadable and (nearly) the same model."""
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -25,3 +27,21 @@ def test_pack_halves_matrices_and_loads_equivalently(tmp_path):
     assert torch.allclose(za, zb, atol=2e-2 * float(za.abs().max()))
     with pytest.raises(FileNotFoundError, match="lw pretrain"):
         pack(tmp_path / "nope", tmp_path / "x")
+
+
+def test_packed_folder_is_accepted_by_every_tool(tmp_path):
+    """Checksums and the RAE fingerprint describe the packed (float16) weights, not the source's."""
+    from pretrain.data.latent_cache import EncodeDatasetConfig, encode_dataset, verify_latents
+    from tests.test_train import make_world
+    from worldmodel import hub
+    from worldmodel.rae import RAE
+
+    dst = pack(build_tiny_world(tmp_path / "src"), tmp_path / "packed")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # checksums recorded and matching
+        LatentWorld.from_pretrained(dst)
+    meta = hub.read_config(dst / "rae")
+    assert meta["fingerprint"] == RAE.from_pretrained(dst / "rae").fingerprint()
+    _, data = make_world(tmp_path / "world")  # a dataset of 16-px frames, as the tiny world's RAE
+    encode_dataset(EncodeDatasetConfig(data=str(data), rae=str(dst / "rae"), device="cpu", progress=False))
+    assert verify_latents(data, dst / "rae") == meta["encoder_id"]

@@ -8,7 +8,8 @@ frame. Each file is written atomically, then recorded in the dataset manifest wi
 sha256, shape, dtype and the RAE's *fingerprint* (sha256 of the encoder spec, encoder
 weights and latent mean/std: equal fingerprints give identical latents). Re-running
 skips shards whose recorded latents exist, pass their checksum and carry the same
-fingerprint; anything else is re-encoded. Readers use `load_latents` /
+fingerprint, once the shard itself passes its checksum (a corrupt shard is an error naming
+it); anything else is re-encoded. Readers use `load_latents` /
 `verify_latents`, which check the checksum (a corrupt file raises ShardCorruptError
 naming it) and that the fingerprint matches the RAE they decode with, so pretraining
 never re-runs the encoder.
@@ -136,6 +137,9 @@ def encode_dataset(cfg: EncodeDatasetConfig) -> dict:
         shape = [entry["n_episodes"], entry["episode_steps"] + 1, N, C]
         reason = "force=true" if cfg.force else _invalid_reason(ds, i, encoder_id, fingerprint, shape)
         if reason is None:
+            # valid latents are not enough: training reads the shard too (actions, captions), and
+            # a corrupt shard cannot be re-encoded, so it is an error naming the file
+            ds.verify_shard(i)
             skipped += 1
             bar.update(entry["n_frames"])
             continue
