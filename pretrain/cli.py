@@ -32,7 +32,8 @@ def _usage() -> str:
     width = max(len(c) for c in COMMANDS)
     lines = ["usage: lw <command> [key=value ...]", "", "commands:"]
     lines += [f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items()]
-    lines += ["", "Each command takes Hydra overrides; `lw <command> --cfg` prints its resolved config."]
+    lines += ["", "Each command takes Hydra overrides; `lw <command> --help` says what it does and lists its",
+              "config keys with their defaults, `lw <command> --cfg` prints its resolved config."]
     return "\n".join(lines)
 
 
@@ -46,10 +47,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"lw: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
     module_name, func_name = COMMANDS[name][0].split(":")
+    from pretrain.config import HelpRequested
     from worldmodel.errors import UserError
     try:
         func = getattr(importlib.import_module(module_name), func_name)
         return int(func(overrides) or 0)
+    except HelpRequested as h:  # `lw <command> --help`: raised by the command's config compose
+        print(h.text)
+        return 0
     except (UserError, FileNotFoundError) as e:
         # Something the user can fix (config, data, model folder, system library, a path):
         # the message says what, a traceback would only bury it. Anything else is a bug and

@@ -528,4 +528,5 @@ def main(overrides: list[str]) -> int:
 
 
 if __name__ == "__main__":  # torchrun --nproc_per_node=N -m pretrain.train key=value ...
-    raise SystemExit(main(sys.argv[1:]))
+    from pretrain.cli import main as lw  # the same --help and error messages as `lw pretrain`
+    raise SystemExit(lw(["pretrain", *sys.argv[1:]]))

@@ -90,3 +90,48 @@ def test_console_shows_no_traceback():
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 2, r.stderr
     assert "Traceback" not in r.stderr and "lw pretrain: error: unknown config key" in r.stderr, r.stderr
+
+
+# ---------------------------------------------------------------- lw <command> --help
+def _help(capsys, *argv: str) -> str:
+    assert lw(list(argv)) == 0
+    return capsys.readouterr().out
+
+
+def _key_line(text: str, key: str) -> str:
+    return next(line for line in text.splitlines() if line.strip().startswith(f"{key} "))
+
+
+def test_command_help_lists_keys_defaults_and_comments(capsys):
+    out = _help(capsys, "benchmark", "--help")
+    assert out.startswith("`lw benchmark` and `lw plan`: plan in a model, execute in real MuJoCo")
+    assert "usage: lw benchmark [key=value ...]" in out
+    assert _key_line(out, "episodes").split() == ["episodes", "=", "20", "#", "per", "(task,", "row,", "planner)"]
+    assert "= 300" in _key_line(out, "plan.cem.samples")          # nested dicts and dataclasses, dotted
+    assert "# world-model folder" in _key_line(out, "model")      # the comment of the YAML file
+    assert "# seed of the sampling-noise generator" in _key_line(out, "learned.seed")  # the schema's comment
+    # a comment wrapped over two YAML lines is read whole
+    imagine = out.split("learned.imagine", 1)[1].split("learned.", 1)[0]
+    assert "data.max_jump" in imagine and ">= 2" in imagine
+    assert _help(capsys, "benchmark", "-h") == out
+
+
+def test_help_shows_groups_and_applies_the_other_arguments(capsys):
+    out = _help(capsys, "pretrain", "--help")
+    assert "model=tiny" in out and "choices: 1b, base, small, tiny, tiny_dense" in out
+    assert "= 128" in _key_line(out, "model.d_model")
+    assert "resume" in out and "run_dir" in out
+    small = _help(capsys, "pretrain", "model=small", "--help")
+    assert "model=small" in small and "= 384" in _key_line(small, "model.d_model")
+
+
+@pytest.mark.parametrize("command", list(cli.COMMANDS))
+def test_every_command_has_help(command, capsys):
+    out = _help(capsys, command, "--help")
+    assert f"usage: lw {command} " in out and "config keys" in out, out[:500]
+    assert "not of the form key=value" not in out
+
+
+def test_top_level_help_lists_commands_and_points_to_command_help(capsys):
+    out = _help(capsys, "--help")
+    assert all(name in out for name in cli.COMMANDS) and "lw <command> --help" in out
