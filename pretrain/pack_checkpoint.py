@@ -31,7 +31,7 @@ def _pack_folder(src: Path, dst: Path) -> None:
     """Save the save_pretrained folder `src` at `dst` with half-precision matrices."""
     meta = hub.read_config(src)
     sd = _half(hub.load_state_dict(src))  # verified against src's checksum
-    extra = {k: v for k, v in meta.items() if k not in ("kind", "config", hub.CHECKSUMS_KEY)}
+    extra = {k: v for k, v in meta.items() if k not in ("kind", "config")}
     if meta["kind"] == RAE.KIND:  # the fingerprint every tool recomputes from the loaded weights
         rae = RAE(RAEConfig(**meta["config"]))
         rae.load_state_dict(sd)

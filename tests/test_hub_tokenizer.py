@@ -19,6 +19,8 @@ def test_save_load_roundtrip_and_errors(tmp_path):
         hub.read_config(tmp_path / "m", kind="other")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         hub.read_config(tmp_path / "nope")
+    assert hub.CHECKSUMS_KEY not in meta  # not an extra: read by verify_weights only
+    meta = json.loads((tmp_path / "m" / hub.CONFIG_NAME).read_text())
     assert meta[hub.CHECKSUMS_KEY] == {hub.WEIGHTS_NAME: hub.sha256_file(tmp_path / "m" / hub.WEIGHTS_NAME)}
     (tmp_path / "m" / hub.WEIGHTS_NAME).write_bytes(b"garbage")
     with pytest.raises(ValueError, match="model.safetensors' fails its checksum"):

@@ -12,6 +12,7 @@ import pytest
 from tests.test_world import build_tiny_world
 from worldmodel import hub
 from worldmodel.config import ADDED_KEYS, ModelConfig
+from worldmodel.errors import ModelFolderError
 from worldmodel.world import LatentWorld
 
 
@@ -39,7 +40,7 @@ def edit_config(path: Path, fn) -> None:
 def test_flipped_weight_bytes_are_refused_naming_the_file(folder, sub):
     weights = folder / sub / hub.WEIGHTS_NAME
     flip_bytes(weights)
-    with pytest.raises(ValueError, match=f"{weights}.*fails its checksum"):
+    with pytest.raises(ModelFolderError, match=f"{weights}.*fails its checksum"):
         LatentWorld.from_pretrained(folder)
 
 
@@ -52,13 +53,13 @@ def test_missing_config_key_is_an_error_naming_key_and_file(folder, key):
             node = node[p]
         del node[leaf]
     edit_config(folder, drop)
-    with pytest.raises(ValueError, match=rf"{folder / hub.CONFIG_NAME}.*'config\.{key}'"):
+    with pytest.raises(ModelFolderError, match=rf"{folder / hub.CONFIG_NAME}.*'config\.{key}'"):
         LatentWorld.from_pretrained(folder)
 
 
 def test_missing_rae_config_key_is_an_error(folder):
     edit_config(folder / "rae", lambda meta: meta["config"].pop("image_size"))
-    with pytest.raises(ValueError, match=rf"{folder / 'rae' / hub.CONFIG_NAME}.*'config\.image_size'"):
+    with pytest.raises(ModelFolderError, match=rf"{folder / 'rae' / hub.CONFIG_NAME}.*'config\.image_size'"):
         LatentWorld.from_pretrained(folder)
 
 
@@ -74,7 +75,7 @@ def test_added_keys_load_as_older_folders_meant():
 def test_invalid_config_json_names_the_file(folder, sub):
     cfg = folder / sub / hub.CONFIG_NAME
     cfg.write_text(cfg.read_text()[:-20])  # truncated
-    with pytest.raises(ValueError, match=f"{cfg}.*is not valid JSON"):
+    with pytest.raises(ModelFolderError, match=f"{cfg}.*is not valid JSON"):
         LatentWorld.from_pretrained(folder)
 
 

@@ -10,6 +10,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from worldmodel.errors import ModelFolderError
 from worldmodel.flow import FlowConfig
 from worldmodel.moe import MoEConfig
 from worldmodel.tokenizer import ByteTokenizer
@@ -154,13 +155,14 @@ def key_problems(cls: type, d: dict[str, Any], prefix: str = "") -> tuple[list[s
 def check_saved_keys(cls: type, d: dict[str, Any], source: str | None = None) -> None:
     """Raise if a saved config dict lacks a field of `cls` or has one it does not know."""
     where, prefix = (f"{source!r}: ", "config.") if source else ("", "")
+    error = ModelFolderError if source else ValueError  # a folder's file is the user's to fix
     unknown, missing = key_problems(cls, d)
     if unknown:
         names = sorted(f.name for f in dataclasses.fields(cls))
-        raise ValueError(f"{where}unknown {cls.__name__} keys {[prefix + k for k in unknown]}; expected keys "
+        raise error(f"{where}unknown {cls.__name__} keys {[prefix + k for k in unknown]}; expected keys "
                          f"among {names}")
     if missing:
-        raise ValueError(f"{where}missing key(s) {[prefix + k for k in missing]}: a saved model config must "
+        raise error(f"{where}missing key(s) {[prefix + k for k in missing]}: a saved model config must "
                          f"hold every {cls.__name__} key (of ModelConfig, only worldmodel.config.ADDED_KEYS "
                          f"may be absent); the folder is incomplete or was edited, re-export it")
 

@@ -19,6 +19,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from .errors import ModelFolderError
+
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 CHECKSUMS_KEY = "sha256"  # config.json entry: {weights file name: sha256 hex}
@@ -71,7 +73,13 @@ def save_pretrained(path: str | Path, kind: str, config: dict[str, Any],
 
 
 def read_config(path: str | Path, kind: str | None = None) -> dict[str, Any]:
-    """Return the full config.json dict of a model folder, checking it exists and its kind."""
+    """The config.json dict of a model folder (without its checksums), checking it exists and its kind."""
+    meta = _read_meta(path, kind)
+    meta.pop(CHECKSUMS_KEY, None)  # for verify_weights only; callers pass the rest on as extras
+    return meta
+
+
+def _read_meta(path: str | Path, kind: str | None = None) -> dict[str, Any]:
     path = Path(path)
     cfg_file = path / CONFIG_NAME
     if not path.is_dir():
@@ -82,32 +90,33 @@ def read_config(path: str | Path, kind: str | None = None) -> dict[str, Any]:
     try:
         meta = json.loads(cfg_file.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{str(cfg_file)!r} is not valid JSON ({e}); the model folder is damaged, "
-                         f"re-export or re-download it") from e
+        raise ModelFolderError(f"{str(cfg_file)!r} is not valid JSON ({e}); the model folder is damaged, "
+                               f"re-export or re-download it") from e
     if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict):
-        raise ValueError(f"{str(cfg_file)!r} has no 'config' object; expected a config.json written by "
-                         f"save_pretrained")
+        raise ModelFolderError(f"{str(cfg_file)!r} has no 'config' object; expected a config.json written "
+                               f"by save_pretrained")
     if kind is not None and meta.get("kind") != kind:
-        raise ValueError(f"{str(path)!r} holds a {meta.get('kind')!r} model, expected {kind!r}")
+        raise ModelFolderError(f"{str(path)!r} holds a {meta.get('kind')!r} model, expected {kind!r}")
     return meta
 
 
 def verify_weights(path: str | Path) -> None:
     """Check the weights file against the sha256 that config.json records for it."""
     path = Path(path)
-    weights, sums = path / WEIGHTS_NAME, read_config(path).get(CHECKSUMS_KEY)
+    weights, sums = path / WEIGHTS_NAME, _read_meta(path).get(CHECKSUMS_KEY)
     if sums is None:  # saved before checksums existed: loadable, but nothing can vouch for it
         warnings.warn(f"{str(path / CONFIG_NAME)!r} records no checksum, so {str(weights)!r} cannot be "
                       f"verified (folder saved before checksums existed); re-save it to add them",
                       stacklevel=3)
         return
     if not isinstance(sums, dict) or not isinstance(sums.get(WEIGHTS_NAME), str):
-        raise ValueError(f"{str(path / CONFIG_NAME)!r}: '{CHECKSUMS_KEY}' has no entry for {WEIGHTS_NAME!r}")
+        raise ModelFolderError(f"{str(path / CONFIG_NAME)!r}: '{CHECKSUMS_KEY}' has no entry for "
+                               f"{WEIGHTS_NAME!r}")
     got = sha256_file(weights)
     if got != sums[WEIGHTS_NAME]:
-        raise ValueError(f"{str(weights)!r} fails its checksum: sha256 {got[:16]}..., {CONFIG_NAME} records "
-                         f"{sums[WEIGHTS_NAME][:16]}... (damaged or modified file); re-export or re-download "
-                         f"the model folder")
+        raise ModelFolderError(f"{str(weights)!r} fails its checksum: sha256 {got[:16]}..., {CONFIG_NAME} "
+                               f"records {sums[WEIGHTS_NAME][:16]}... (damaged or modified file); re-export or "
+                               f"re-download the model folder")
 
 
 def load_state_dict(path: str | Path, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
@@ -119,4 +128,5 @@ def load_state_dict(path: str | Path, device: str | torch.device = "cpu") -> dic
     try:
         return load_file(str(weights), device=str(device))
     except Exception as e:
-        raise ValueError(f"{str(weights)!r} is not a readable safetensors file (corrupt or truncated?): {e}") from e
+        raise ModelFolderError(f"{str(weights)!r} is not a readable safetensors file (corrupt or truncated?): "
+                               f"{e}") from e
