@@ -83,6 +83,17 @@ def select_gl_backend(strict: bool = True) -> str:
     return ""
 
 
+def _load_triton_first() -> None:
+    """Mesa's software GL and triton each load an LLVM; importing triton (which torch.compile,
+    torch._dynamo and even `torch.optim` construction do lazily) after a GL context exists
+    crashes the process. Import it before the first context, when it is installed."""
+    if os.environ.get("MUJOCO_GL") in ("egl", "osmesa"):
+        try:
+            import triton  # noqa: F401
+        except ImportError:
+            pass
+
+
 def free_camera(distance: float, elevation: float, azimuth: float, lookat) -> "mujoco.MjvCamera":
     """A fixed free camera (degrees for the angles, metres for the rest)."""
     import mujoco
@@ -107,6 +118,7 @@ class FrameRenderer:
 
     def __init__(self, model, height: int, width: int, camera):
         select_gl_backend()
+        _load_triton_first()
         import mujoco
 
         model.light_castshadow[:] = 0

@@ -6,6 +6,8 @@
 
 Rows (what the planner plans in):
     learned        the world model (`model=<folder>`), pixels-only observations, latent cost
+    jepa           the deterministic latent predictor of the JEPA encoder (`jepa=<folder>`), same
+                   planner, pixels and latent cost: the baseline a generative world model must match
     oracle_latent  MuJoCo itself with the SAME latent cost (RAE of the goal image): model error = 0
     oracle_state   MuJoCo with the true-state task cost: the upper bound
     random         uniform random actions (no model)
@@ -36,7 +38,7 @@ from planners.mppi import MPPIConfig
 from planners.random_shooting import RandomShootingConfig
 from planners.stats import mean_sem, wilson_interval
 
-ROWS = ("learned", "oracle_latent", "oracle_state", "random")
+ROWS = ("learned", "jepa", "oracle_latent", "oracle_state", "random")
 
 
 @dataclass
@@ -62,7 +64,7 @@ class Budget:
 @dataclass
 class BenchmarkConfig:
     tasks: list[str] = field(default_factory=lambda: ["reacher", "point_maze", "pusher"])
-    rows: list[str] = field(default_factory=lambda: list(ROWS))   # learned | oracle_latent | oracle_state | random
+    rows: list[str] = field(default_factory=lambda: list(ROWS))   # learned | jepa | oracle_latent | oracle_state | random
     planners: list[str] = field(default_factory=lambda: ["cem"])  # for the model rows (random uses no planner)
     episodes: int = 20               # evaluation episodes per (task, row, planner)
     seed: int = 10_000               # episode i uses seed + i, disjoint from collection seeds 0..
@@ -72,13 +74,14 @@ class BenchmarkConfig:
     lockstep: int = 4                # episodes planned together
     model: str = ""                  # learned world-model folder (`lw pretrain`; {task} filled in); "" skips the learned row
     rae: str | None = "runs/rae_{task}"  # RAE for oracle_latent ({task} filled in); "" or empty (rae=) = <model>/rae; missing -> row skipped
+    jepa: str | None = ""            # JEPA folder for the jepa row ({task} filled in); "" = <model>/jepa; missing -> row skipped
     workers: int = 2                 # oracle worker processes
     device: str = ""                 # torch device of the learned model / RAE; "" = cuda if available, else cpu
     image_size: int = 0              # frame size; 0 = the model's (64 without a model); must match the RAE
     plan: PlannerConfigs = field(default_factory=PlannerConfigs)   # planner hyper-parameters (literature defaults)
     oracle_latent_budget: Budget = field(default_factory=Budget)   # planner sizes for oracle_latent (rendering is slow)
     oracle_state_budget: Budget = field(default_factory=Budget)    # planner sizes for oracle_state
-    learned_budget: Budget = field(default_factory=Budget)         # planner sizes for learned
+    learned_budget: Budget = field(default_factory=Budget)         # planner sizes for learned and jepa
     learned: LearnedConfig = field(default_factory=LearnedConfig)        # learned-model cost / sampling
     oracle_horizon_cost: str = "final"   # oracle cost over the horizon: final step or mean
     out: str = "runs/benchmark"      # results folder: results.json, results.md, success.png, videos/
@@ -109,7 +112,7 @@ def _preload_model_stack() -> None:
 def planner_settings(cfg: BenchmarkConfig, row: str, planner: str) -> dict[str, Any]:
     """The planner's fields: its config in `cfg.plan`, then the row's budget overrides (known keys only)."""
     base = dataclasses.asdict(getattr(cfg.plan, planner))
-    budget = {"learned": cfg.learned_budget, "oracle_latent": cfg.oracle_latent_budget,
+    budget = {"learned": cfg.learned_budget, "jepa": cfg.learned_budget, "oracle_latent": cfg.oracle_latent_budget,
               "oracle_state": cfg.oracle_state_budget}.get(row)
     if budget is not None:
         b = dataclasses.asdict(budget)
@@ -123,6 +126,12 @@ def _rae_path(cfg: BenchmarkConfig, task: str) -> str:
     if cfg.rae:
         return cfg.rae.replace("{task}", task)
     return str(Path(_model_path(cfg, task)) / "rae") if cfg.model else ""
+
+
+def _jepa_path(cfg: BenchmarkConfig, task: str) -> str:
+    if cfg.jepa:
+        return cfg.jepa.replace("{task}", task)
+    return str(Path(_model_path(cfg, task)) / "jepa") if cfg.model else ""
 
 
 def _model_path(cfg: BenchmarkConfig, task: str) -> str:
@@ -148,9 +157,20 @@ class RowModel:
     def __init__(self, cfg: BenchmarkConfig, task: str, row: str, world=None):
         from planners.oracle import OracleConfig, OracleModel
 
-        self.row, self.model, self.skip, self.render = row, None, "", row in ("learned", "oracle_latent")
-        if row == "learned":
-            if world is None:
+        self.row, self.model, self.skip = row, None, ""
+        self.render = row in ("learned", "jepa", "oracle_latent")
+        if row == "jepa":
+            path = _jepa_path(cfg, task)
+            if not path or not (Path(path) / "config.json").is_file():
+                self.skip = f"no JEPA at {path!r} (jepa=<folder written by `lw train-encoder method=jepa`>)"
+            else:
+                from worldmodel.jepa import JEPAWorld
+
+                world = JEPAWorld.from_pretrained(path, device=_device(cfg.device))
+        if row in ("learned", "jepa"):
+            if self.skip:
+                pass
+            elif world is None:
                 self.skip = "no model given (model=<folder written by `lw pretrain`>)"
             elif world.extras.get("task") not in (None, task):
                 self.skip = f"the model was trained on {world.extras.get('task')!r}"
@@ -178,7 +198,7 @@ class RowModel:
             raise ValueError(f"unknown benchmark row {row!r}, expected one of {ROWS}")
 
     def observer(self):
-        if self.row == "learned":
+        if self.row in ("learned", "jepa"):
             return self.model.observer()
         if self.row == "random":
             return NullObserver()
@@ -406,7 +426,7 @@ def main(overrides: list[str]) -> int:
 @dataclass
 class PlanOneConfig:
     task: str = "reacher"            # a key of envs.mujoco_tasks.TASKS
-    row: str = "oracle_state"        # learned | oracle_latent | oracle_state | random
+    row: str = "oracle_state"        # learned | jepa | oracle_latent | oracle_state | random
     planner: str = "cem"             # cem | mppi | gradient | random_shooting
     seed: int = 10_000               # episode seed
     bench: BenchmarkConfig = field(default_factory=BenchmarkConfig)   # everything else (model, budgets, steps)

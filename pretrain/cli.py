@@ -14,7 +14,9 @@ import sys
 # Hydra overrides (strings like "task=reacher") and returns an exit code or None.
 COMMANDS: dict[str, tuple[str, str]] = {
     "collect": ("pretrain.data.collect:main", "collect MuJoCo episodes into checksummed shards"),
-    "train-encoder": ("pretrain.train_encoder:main", "pretrain the offline ('own') MAE representation encoder"),
+    "train-encoder": ("pretrain.train_encoder:main",
+                      "train the representation encoder: method=mae (MAE ViT) or method=jepa (for control)"),
+    "probe-latent": ("pretrain.latent_probe:main", "minutes-long proxy: action gain and latent-cost quality of a latent"),
     "train-rae": ("pretrain.train_rae:main", "train the RAE pixel decoder on a frozen encoder"),
     "encode-dataset": ("pretrain.data.latent_cache:main", "cache the frozen encoder's latents beside each shard"),
     "model-info": ("pretrain.model_info:main", "print parameter counts (total / active) of the model sizes"),

@@ -1,4 +1,5 @@
-"""`lw train-encoder`: pretrain the offline ('own') ViT encoder with masked autoencoding.
+"""`lw train-encoder`: pretrain the offline ('own') ViT encoder with masked autoencoding
+(`method=mae`, this module) or a representation for control (`method=jepa`, pretrain.train_jepa).
 
     lw train-encoder data=data/reacher out=runs/mae_reacher max_minutes=5
 
@@ -30,6 +31,7 @@ from pretrain.config import compose, save_resolved, to_dict, wants_print
 
 @dataclass
 class TrainEncoderConfig:
+    method: str = "mae"             # mae (this trainer) | jepa (pretrain.train_jepa: a representation for control)
     data: str = "data/reacher"      # episode dataset root (lw collect)
     out: str = "runs/mae_reacher"   # run folder; the model is saved here (config.json + model.safetensors)
     holdout: float = 0.1            # last fraction of episodes held out for evaluation
@@ -283,6 +285,13 @@ def _pixel_mask(mask: torch.Tensor, model) -> torch.Tensor:
 
 
 def main(overrides: list[str]) -> int:
+    methods = [o.split("=", 1)[1] for o in overrides if o.startswith("method=")]
+    method = methods[-1] if methods else "mae"
+    if method == "jepa":
+        from pretrain import train_jepa
+        return train_jepa.main(overrides)
+    if method != "mae":
+        raise ValueError(f"method={method!r}, expected 'mae' (masked autoencoder) or 'jepa' (predictive, for control)")
     show, overrides = wants_print(overrides)
     cfg = compose(TrainEncoderConfig, "train_encoder", overrides)
     if show:

@@ -35,8 +35,8 @@ class TrainRAEConfig:
     holdout: float = 0.1            # last fraction of episodes held out for evaluation
     image_size: int = 64            # RAE pixel resolution (in and out)
     # frozen encoder
-    encoder: str = "own"            # own | timm:<model name>
-    encoder_weights: str = "runs/mae_reacher"  # own: lw train-encoder folder; timm: local file ("" = HF cache)
+    encoder: str = "own"            # own | jepa | timm:<model name>
+    encoder_weights: str = "runs/mae_reacher"  # own, jepa: lw train-encoder folder; timm: local file ("" = HF cache)
     input_size: int = 0             # encoder input resolution (0 = own size / image_size rounded to the patch)
     encoder_kwargs: dict[str, Any] = field(default_factory=dict)  # extra timm.create_model kwargs
     stats_frames: int = 4096        # training frames used for the latent mean/std

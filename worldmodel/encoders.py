@@ -2,6 +2,8 @@
 
     own                  the project's small MAE-pretrained ViT (weights: an `lw train-encoder`
                          folder or a .safetensors of its encoder state dict)
+    jepa                 a CNN trained for prediction and control (worldmodel.jepa; weights: an
+                         `lw train-encoder method=jepa` folder); its latent is a few dims per frame
     timm:<model name>    any timm ViT: DINOv2, SigLIP2, MAE ... (weights: a local .safetensors /
                          .pth file, or the local Hugging Face cache; never the network)
 
@@ -75,10 +77,13 @@ def encoder_from_spec(spec: dict[str, Any]) -> TimmEncoder:
         if spec["input_size"] != cfg.image_size:
             raise ValueError(f"own encoder input_size={spec['input_size']}, expected its image_size={cfg.image_size}")
         return TimmEncoder(make_own_encoder(cfg), spec, OWN_MEAN, OWN_STD)
+    if name == "jepa":
+        from .jepa import JEPAConfig, JEPAEncoder
+        return JEPAEncoder(JEPAConfig(**spec["kwargs"]), spec)
     if name.startswith("timm:"):
         model = _create_timm(name[5:], spec["input_size"], spec["kwargs"], file=None)
         return TimmEncoder(model, spec, *_timm_mean_std(model))
-    raise ValueError(f"unknown encoder {name!r}, expected 'own' or 'timm:<model name>'")
+    raise ValueError(f"unknown encoder {name!r}, expected 'own', 'jepa' or 'timm:<model name>'")
 
 
 def _create_timm(model_name: str, input_size: int, kwargs: dict, file: str | None) -> nn.Module:
@@ -107,8 +112,15 @@ def build_encoder(encoder: str, weights: str | None = None, input_size: int = 0,
     kwargs = dict(kwargs or {})
     if encoder == "own":
         return _load_own(weights, input_size)
+    if encoder == "jepa":
+        if not weights:
+            raise ValueError("encoder='jepa' needs encoder_weights=<folder written by `lw train-encoder method=jepa`>")
+        if input_size:
+            raise ValueError(f"encoder='jepa' takes frames at its training size; expected input_size=0, got {input_size}")
+        from .jepa import load_jepa_encoder
+        return load_jepa_encoder(weights)
     if not encoder.startswith("timm:"):
-        raise ValueError(f"unknown encoder {encoder!r}, expected 'own' or 'timm:<model name>'")
+        raise ValueError(f"unknown encoder {encoder!r}, expected 'own', 'jepa' or 'timm:<model name>'")
     import timm
 
     model_name = encoder[5:]

@@ -1,0 +1,218 @@
+"""`lw train-encoder method=jepa`: train a representation for control (worldmodel.jepa).
+
+    lw train-encoder method=jepa data=data/reacher out=runs/jepa_reacher max_minutes=20
+
+Episodes are held in memory as uint8 frames; the last `holdout` fraction of episodes is
+never trained on. Each step samples windows of `history + rollout_steps` consecutive frames
+and the actions between them, and trains encoder, predictor and inverse-dynamics head
+together (`JEPA.loss`). Every `eval_every` steps the held-out proxy scores of
+`pretrain.latent_probe` (action gain at 1 and 5 steps, latent-cost Spearman, state probe
+R^2, per-dimension std) go to metrics.jsonl and the console, and the folder is saved
+atomically with the optimiser and RNG state (no pickle), so `resume=true` continues a
+killed run. The finished folder is what `lw train-rae encoder=jepa encoder_weights=...`
+freezes, and what the benchmark's `jepa` row plans with.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from pretrain.config import compose, save_resolved, to_dict, wants_print
+from pretrain.latent_probe import EpisodeArrays, encode_episodes, load_episodes, score_latents
+from pretrain.train_encoder import Budget, MetricsLog, lr_at, pick_device, progress_bar, set_threads, tqdm_write
+
+
+@dataclass
+class TrainJEPAConfig:
+    method: str = "jepa"            # lw train-encoder method=jepa (method=mae: the MAE trainer)
+    data: str = "data/reacher"      # episode dataset root (lw collect)
+    out: str = "runs/jepa_reacher"  # run folder = the model folder (config.json + model.safetensors)
+    holdout: float = 0.15           # last fraction of episodes held out for the proxy scores
+    # model (worldmodel.jepa.JEPAConfig)
+    image_size: int = 64
+    input_size: int = 32            # frames are average-pooled to this before the CNN
+    channels: list[int] = field(default_factory=lambda: [32, 64, 64])
+    hidden: int = 256
+    grid: list[int] = field(default_factory=lambda: [1, 1])   # latent tokens per frame (grid_h, grid_w)
+    latent_dim: int = 32            # channels per token
+    history: int = 2                # frames the predictor reads
+    pred_hidden: int = 512
+    pred_layers: int = 2
+    # loss
+    rollout_steps: int = 2          # R: predictions unrolled on their own outputs in training
+    regularizer: str = "vicreg"     # vicreg | sigreg (anti-collapse term on the embeddings)
+    reg_weight: float = 1.0
+    inverse_weight: float = 1.0     # inverse-dynamics loss weight (0 = off)
+    # optimisation
+    batch_size: int = 96
+    lr: float = 1e-3
+    min_lr_frac: float = 1.0        # 1.0 = constant after warm-up (what the measured recipe used)
+    weight_decay: float = 1e-4
+    warmup_steps: int = 100
+    steps: int = 1_000_000          # upper bound; the run stops at steps or max_minutes
+    max_minutes: float = 20.0       # wall-clock budget (<= 0: no limit)
+    # bookkeeping
+    eval_every: int = 1000          # steps between held-out proxy scores and saves
+    eval_episodes: int = 200        # held-out episodes scored (the first ones)
+    resume: bool = False            # continue the run in `out` (step, optimiser, RNG)
+    seed: int = 0
+    device: str = "auto"
+    threads: int = 0
+    progress: bool = True
+
+
+OPT_FILE, STATE_FILE = "optimizer.safetensors", "train_state.json"
+
+
+def _save_train_state(out: Path, opt: torch.optim.Optimizer, gen: torch.Generator, step: int,
+                      budget_s: float) -> None:
+    """Optimiser tensors + sampler RNG in safetensors, the rest in JSON: resuming reads no pickle."""
+    from worldmodel.hub import atomic_write_bytes
+
+    sd = opt.state_dict()
+    tensors = {f"{i}.{k}": v.detach().cpu().contiguous() for i, st in sd["state"].items() for k, v in st.items()}
+    tensors["generator"] = gen.get_state()
+    tmp = out / f".{OPT_FILE}.tmp"
+    save_file(tensors, str(tmp))
+    tmp.replace(out / OPT_FILE)
+    atomic_write_bytes(out / STATE_FILE, json.dumps({"step": step, "elapsed_s": budget_s,
+                                                     "param_groups": sd["param_groups"]}).encode())
+
+
+def _load_train_state(out: Path, opt: torch.optim.Optimizer, gen: torch.Generator) -> tuple[int, float]:
+    meta = json.loads((out / STATE_FILE).read_text())
+    tensors = load_file(str(out / OPT_FILE))
+    gen.set_state(tensors.pop("generator"))
+    state: dict = {}
+    for name, v in tensors.items():
+        i, k = name.split(".", 1)
+        state.setdefault(int(i), {})[k] = v
+    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    return int(meta["step"]), float(meta["elapsed_s"])
+
+
+def _windows(eps: EpisodeArrays, n: int, h: int, R: int, gen: torch.Generator, device):
+    """n random training windows: frames (n, h+R, 3, H, W) float in [0, 1] and actions (n, R, A)."""
+    frames, actions, _ = eps.split("train")
+    E, T1 = frames.shape[:2]
+    e = torch.randint(0, E, (n,), generator=gen)
+    t = torch.randint(0, T1 - h - R + 1, (n,), generator=gen)           # first frame of the window
+    fi = t[:, None] + torch.arange(h + R)
+    ai = t[:, None] + h - 1 + torch.arange(R)                            # a[t+h-1] moves frame h-1 -> h
+    x = frames[e[:, None], fi].to(device).float().div_(255)
+    return x, actions[e[:, None], ai].to(device)
+
+
+@torch.no_grad()
+def evaluate(model, eps: EpisodeArrays, n_eval: int, device) -> dict:
+    """The held-out proxy scores (pretrain.latent_probe) with the model's own predictor."""
+    model.eval()
+    f_tr, _, s_tr = eps.split("train")
+    f_te, a_te, s_te = eps.split("held")
+    f_te, a_te, s_te = f_te[:n_eval], a_te[:n_eval], s_te[:n_eval]
+    k = min(len(f_tr), n_eval)
+    z_tr = encode_episodes(model.encoder, f_tr[:k], device=device)
+    z_te = encode_episodes(model.encoder, f_te, device=device)
+    cpu = model.predictor.to("cpu")
+    res = score_latents(z_tr, z_te, a_te, s_tr[:k], s_te, eps.task,
+                        lambda zh, a: cpu.unroll(zh, model.scale_actions(a)), model.cfg.history)
+    model.predictor.to(device)
+    std = z_te.flatten(0, 1).std(0)
+    res["latent_std_min"], res["latent_std_mean"] = round(float(std.min()), 4), round(float(std.mean()), 4)
+    model.train()
+    return res
+
+
+def train(cfg: TrainJEPAConfig) -> dict:
+    from worldmodel.jepa import JEPA, JEPAConfig
+
+    set_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    device = pick_device(cfg.device)
+    out = Path(cfg.out)
+    if cfg.resume and not (out / STATE_FILE).is_file():
+        raise FileNotFoundError(f"resume=true but {str(out / STATE_FILE)!r} does not exist; expected the folder "
+                                f"of an earlier `lw train-encoder method=jepa` run (or resume=false)")
+    if not cfg.resume:  # the model's save_pretrained then replaces config.json (its extra keeps this config)
+        save_resolved(cfg, out)
+    log = MetricsLog(out)
+    eps = load_episodes(cfg.data, cfg.holdout, cfg.image_size)
+    scale = eps.action_scale
+    mcfg = JEPAConfig(cfg.image_size, cfg.input_size, tuple(cfg.channels), cfg.hidden, tuple(cfg.grid),
+                      cfg.latent_dim, eps.actions.shape[-1], scale, cfg.history, cfg.pred_hidden, cfg.pred_layers)
+    if cfg.history < 2 and cfg.inverse_weight > 0:
+        raise ValueError("inverse_weight > 0 reads (z[t-1], z[t], z[t+1]); it needs history >= 2 (or inverse_weight=0)")
+    model = JEPA(mcfg).to(device)
+    decay = [p for p in model.parameters() if p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.ndim < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    step, spent = 0, 0.0
+    if cfg.resume:
+        model.load_state_dict(JEPA.from_pretrained(out).state_dict())
+        step, spent = _load_train_state(out, opt, gen)
+        print(f"train-encoder jepa: resumed {out} at step {step} ({spent / 60:.1f} min spent)", flush=True)
+    n_params = sum(p.numel() for p in model.encoder.parameters())
+    f_tr = eps.split("train")[0]
+    print(f"train-encoder jepa: {len(f_tr)} train / {len(eps.frames) - len(f_tr)} held-out episodes of "
+          f"{cfg.data!r} ({eps.task}); encoder {n_params / 1e6:.2f}M params -> {mcfg.tokens}x{mcfg.latent_dim} latent; "
+          f"{cfg.regularizer} x{cfg.reg_weight}, inverse x{cfg.inverse_weight}, R={cfg.rollout_steps}; device {device}",
+          flush=True)
+    budget = Budget(cfg.steps, cfg.max_minutes)
+    budget.t0 -= spent  # the budget and the schedule count the time of earlier runs
+    extra = {"task": eps.task, "data": cfg.data, "train_config": to_dict(cfg)}
+    bar = progress_bar(cfg.progress, None, "train-encoder jepa")
+    last: dict = {}
+
+    def checkpoint() -> None:
+        model.save_pretrained(out, extra={**extra, "step": step, "scores": last})
+        _save_train_state(out, opt, gen, step, budget.elapsed())
+
+    model.train()
+    while not budget.done(step):
+        lr = lr_at(step, budget.frac(step), cfg.lr, cfg.warmup_steps, cfg.min_lr_frac)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        frames, actions = _windows(eps, cfg.batch_size, cfg.history, cfg.rollout_steps, gen, device)
+        loss, parts = model.loss(frames, actions, cfg.regularizer, cfg.reg_weight, cfg.inverse_weight)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{parts['loss']:.4f}", refresh=False)
+        if step % 50 == 0 or step == 1:
+            log.write(step=step, minutes=round(budget.elapsed() / 60, 3), lr=lr, **parts)
+        if step % cfg.eval_every == 0:
+            last = {"step": step, "minutes": round(budget.elapsed() / 60, 2), **evaluate(model, eps, cfg.eval_episodes, device)}
+            log.write(**last)
+            tqdm_write(f"step {step} ({last['minutes']} min): gain 1/5 steps {last['k1']['action_gain']}/"
+                       f"{last['k5']['action_gain']}, spearman {last['spearman']}, probe R2 {last['probe_r2']}, "
+                       f"min std {last['latent_std_min']}")
+            checkpoint()
+    bar.close()
+    if last.get("step") != step:
+        last = {"step": step, "minutes": round(budget.elapsed() / 60, 2), **evaluate(model, eps, cfg.eval_episodes, device)}
+        log.write(**last, final=True)
+    checkpoint()
+    summary = {**last, "config": asdict(cfg)}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    print(f"train-encoder jepa: {step} steps in {budget.elapsed() / 60:.1f} min; held-out action gain "
+          f"{last['k1']['action_gain']} (1 step) / {last['k5']['action_gain']} (5 steps), latent-cost spearman "
+          f"{last['spearman']}; saved {out}", flush=True)
+    return summary
+
+
+def main(overrides: list[str]) -> int:
+    show, overrides = wants_print(overrides)
+    cfg = compose(TrainJEPAConfig, "train_encoder_jepa", overrides)
+    if show:
+        print(json.dumps(to_dict(cfg), indent=2))
+        return 0
+    train(cfg)
+    return 0

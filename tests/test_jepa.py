@@ -1,0 +1,151 @@
+"""The representation for control (worldmodel.jepa): training, anti-collapse, the RAE encoder,
+the jepa benchmark row, the proxy scores and resume."""
+import json
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from pretrain.cli import main as lw
+from pretrain.latent_probe import action_gain, load_episodes
+from worldmodel.jepa import JEPA, JEPAConfig, JEPAWorld, sigreg, vicreg
+
+TINY_MODEL = ["image_size=32", "input_size=16", "channels=[8,16]", "hidden=32", "latent_dim=8", "pred_hidden=64",
+              "batch_size=32", "eval_episodes=4", "progress=false", "threads=1", "max_minutes=0"]
+
+
+@pytest.fixture(scope="module")
+def reacher_data(tmp_path_factory):
+    out = tmp_path_factory.mktemp("jepa") / "reacher"
+    assert lw(["collect", "task=reacher", "episodes=12", "episode_steps=12", "image_size=32", "workers=1",
+               "policy=uniform", "progress=false", f"out={out}"]) == 0
+    return out
+
+
+def test_loss_falls_and_latent_does_not_collapse(reacher_data, tmp_path):
+    out = tmp_path / "jepa"
+    assert lw(["train-encoder", "method=jepa", f"data={reacher_data}", f"out={out}", "steps=150", "eval_every=150",
+               "holdout=0.25", *TINY_MODEL]) == 0
+    log = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in log if "loss" in r and "k1" not in r]
+    assert np.mean(losses[-3:]) < 0.7 * losses[0], losses
+    final = [r for r in log if "k1" in r][-1]
+    assert final["latent_std_min"] > 0.05, final   # VICReg keeps every dimension alive
+    for key in ("probe_r2", "spearman", "k1", "k5"):
+        assert key in final
+    m = JEPA.from_pretrained(out)
+    assert m.cfg.latent_dim == 8 and m.cfg.action_scale == pytest.approx(0.2, rel=1e-3)
+
+
+def test_without_regulariser_the_latent_collapses_and_vicreg_prevents_it():
+    torch.manual_seed(0)
+    z = torch.randn(256, 8) * 1e-3                    # a collapsed embedding
+    assert vicreg(z) > 0.9 and vicreg(torch.randn(256, 8)) < 0.2
+    g = torch.Generator().manual_seed(0)
+    assert sigreg(z, generator=g) > 10 * sigreg(torch.randn(256, 8), generator=torch.Generator().manual_seed(0))
+
+
+def test_resume_is_exact(reacher_data, tmp_path):
+    common = ["method=jepa", f"data={reacher_data}", "holdout=0.25", "eval_every=10", *TINY_MODEL]
+    assert lw(["train-encoder", *common, "steps=20", f"out={tmp_path / 'full'}"]) == 0
+    assert lw(["train-encoder", *common, "steps=10", f"out={tmp_path / 'part'}"]) == 0
+    assert lw(["train-encoder", *common, "steps=20", "resume=true", f"out={tmp_path / 'part'}"]) == 0
+    a, b = load_file(str(tmp_path / "full/model.safetensors")), load_file(str(tmp_path / "part/model.safetensors"))
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
+    assert lw(["train-encoder", *common, "resume=true", f"out={tmp_path / 'nothing'}"]) == 2   # nothing to resume
+
+
+def test_jepa_encoder_inside_an_rae(reacher_data, tmp_path):
+    from worldmodel.rae import RAE, RAEConfig
+
+    jepa_dir = tmp_path / "jepa"
+    JEPA(JEPAConfig(image_size=32, input_size=16, channels=(8, 16), hidden=32, grid=(2, 2), latent_dim=4,
+                    action_scale=0.2)).save_pretrained(jepa_dir)
+    rae = RAE.build(RAEConfig(image_size=32, decoder_dim=32, decoder_depth=1, decoder_heads=2), "jepa", str(jepa_dir))
+    x = torch.rand(3, 3, 32, 32)
+    z = rae.encode(x)
+    assert z.shape == (3, 4, 4) and rae.grid == (2, 2) and rae.decode(z).shape == (3, 3, 32, 32)
+    rae.save_pretrained(tmp_path / "rae")
+    back = RAE.from_pretrained(tmp_path / "rae")
+    torch.testing.assert_close(back.encode(x), z)
+    assert back.fingerprint() == rae.fingerprint()
+    # the frozen encoder is the JEPA's encoder, in eval mode (BatchNorm running statistics)
+    ref = JEPA.from_pretrained(jepa_dir).encoder(x)
+    torch.testing.assert_close(z, rae.normalize(ref))
+
+
+def test_jepa_world_rollout_and_pixels_only_planning():
+    from planners.learned import LearnedModel
+    from planners.mpc import PixelContext
+
+    torch.manual_seed(0)
+    cfg = JEPAConfig(image_size=32, input_size=16, channels=(8, 16), hidden=32, latent_dim=6, action_scale=0.2)
+    world = JEPAWorld(JEPA(cfg).eval())
+    frames = np.random.default_rng(0).integers(0, 255, (2, 32, 32, 3), dtype=np.uint8)
+    ctx = world.encode_frames(frames)[None].expand(5, -1, -1, -1)        # (B, Tc, N, C)
+    acts = torch.rand(5, 4, 2) * 0.4 - 0.2
+    z = world.rollout(ctx, torch.zeros(5, 1, 2), acts)
+    assert z.shape == (5, 4, 1, 6)
+    ref = world.model.predictor.unroll(ctx.flatten(2), acts / 0.2)
+    torch.testing.assert_close(z.flatten(2), ref)
+    assert not torch.allclose(z[0], z[1])                              # different actions, different futures
+    with pytest.raises(ValueError, match="expected \\(B, H, 2\\)"):
+        world.rollout(ctx, torch.zeros(5, 1, 2), torch.zeros(5, 4, 3))
+    space = gym.spaces.Box(-np.float32(0.2), np.float32(0.2), (2,), np.float32)
+    model = LearnedModel(world, space)
+    assert model.rollout(PixelContext(frames, np.zeros((1, 2), np.float32)), acts).shape == (5, 4, 1, 6)
+    # the jepa row cannot read simulator state: a state vector is refused, only pixels are accepted
+    with pytest.raises(ValueError, match="PixelContext"):
+        model.rollout(np.zeros(8), acts)
+
+
+def test_jepa_benchmark_row_plans_in_mujoco(tmp_path):
+    from planners.evaluate import BenchmarkConfig, RowModel
+
+    d = tmp_path / "jepa"
+    JEPA(JEPAConfig(image_size=64, input_size=16, channels=(8, 16), hidden=32, latent_dim=6,
+                    action_scale=0.2)).save_pretrained(d, extra={"task": "reacher"})
+    cfg = BenchmarkConfig(tasks=["reacher"], rows=["jepa"], jepa=str(d), device="cpu")
+    rm = RowModel(cfg, "reacher", "jepa")
+    assert rm.skip == "" and isinstance(rm.model.world, JEPAWorld)
+    assert type(rm.observer()).__name__ == "PixelObserver"            # pixels and actions, never the state
+    assert lw(["benchmark", "tasks=[reacher]", "rows=[jepa]", f"jepa={d}", "episodes=1", "lockstep=1",
+               "max_steps=4", "learned_budget.samples=8", "learned_budget.iterations=1", "progress=false",
+               f"out={tmp_path / 'bench'}"]) == 0
+    res = json.loads((tmp_path / "bench/results.json").read_text())
+    row = [r for r in (res["results"] if isinstance(res, dict) else res) if r["row"] == "jepa"][0]
+    assert row["episodes"] == 1
+    missing = RowModel(BenchmarkConfig(rows=["jepa"], jepa=str(tmp_path / "none")), "reacher", "jepa")
+    assert "no JEPA" in missing.skip
+
+
+def test_action_gain_sees_ignored_actions():
+    """The proxy's action gain is 1 for a predictor that ignores actions and > 1 for one that uses them."""
+    g = torch.Generator().manual_seed(0)
+    E, T = 16, 10
+    a = torch.rand(E, T, 2, generator=g) - 0.5
+    z = torch.zeros(E, T + 1, 2)
+    for t in range(T):
+        z[:, t + 1] = z[:, t] + a[:, t]                             # the latent integrates the actions
+    uses = lambda zh, acts: zh[:, -1:] + acts.cumsum(1)              # noqa: E731
+    ignores = lambda zh, acts: zh[:, -1:].expand(-1, acts.shape[1], -1)  # noqa: E731
+    assert action_gain(z, a, uses, 2)["k1"]["mse_true"] < 1e-10
+    assert action_gain(z, a, ignores, 2)["k5"]["action_gain"] == pytest.approx(1.0)
+
+
+def test_probe_latent_command(reacher_data, tmp_path):
+    d = tmp_path / "jepa"
+    JEPA(JEPAConfig(image_size=32, input_size=16, channels=(8, 16), hidden=32, latent_dim=6,
+                    action_scale=0.2)).save_pretrained(d)
+    out = tmp_path / "scores.json"
+    assert lw(["probe-latent", f"data={reacher_data}", f"rep={d}", "minutes=0.02", "holdout=0.25",
+               f"out={out}"]) == 0
+    res = json.loads(out.read_text())
+    for who in ("own", "mlp"):
+        assert set(res[who]) >= {"probe_r2", "spearman", "k1", "k5"}
+    eps = load_episodes(str(reacher_data), 0.25)
+    assert res["heldout_episodes"] == len(eps.frames) - eps.n_train == 3

@@ -1,0 +1,345 @@
+"""A representation made for control: an encoder trained with an action-conditioned latent predictor.
+
+    encoder:   frame (B, 3, H, W) in [0, 1] -> average-pooled to `input_size` -> strided CNN
+               -> MLP -> latent vector of N*C dims, shown as (B, N, C) tokens (N = grid cells)
+    predictor: (z[t-h+1..t], a[t]) -> z[t+1] = z[t] + MLP(...)   (residual, deterministic)
+    inverse:   (z[t-1], z[t], z[t+1]) -> a[t]                      (inverse dynamics, training only)
+
+Trained jointly (JEPA / PLDM style, `lw train-encoder method=jepa`): multi-step latent
+prediction + an anti-collapse regulariser on the embeddings (VICReg or SIGReg) + inverse
+dynamics. Why: an MAE latent spends its capacity on pixels, and on Reacher the part of it no
+predictor can explain dwarfs what one action changes, so a world model in it ignores its
+actions (action gain 1.00, docs/EXPERIMENTS.md). A latent trained to be *predictable from
+actions* carries the action's effect.
+
+The encoder is then frozen and used as the RAE's representation encoder (`encoder="jepa"` in
+`worldmodel.encoders`), and the predictor is a deterministic world model of its own
+(`JEPAWorld`: the `jepa` baseline row of the planning benchmark).
+
+Legend: B batch, T frames, h history, R unrolled steps, N tokens per frame, C channels per
+token, D = N*C latent size, A action dim.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from . import hub
+
+REGULARIZERS = ("vicreg", "sigreg")
+
+
+@dataclass
+class JEPAConfig:
+    image_size: int = 64                 # frames given to the encoder (square)
+    input_size: int = 32                 # frames are average-pooled to this first (the arm is visible at 32 px)
+    channels: tuple[int, ...] = (32, 64, 64)  # widths of the stride-2 4x4 convolutions
+    hidden: int = 256                    # width of the MLP after the convolutions
+    grid: tuple[int, int] = (1, 1)       # latent tokens per frame, as (grid_h, grid_w)
+    latent_dim: int = 32                 # C: channels per token (latent size D = gh * gw * C)
+    action_dim: int = 2                  # A
+    action_scale: float = 1.0            # actions are divided by this (the task's bound) before the predictor
+    history: int = 2                     # h: frames the predictor reads (z[t-1], z[t]: velocity)
+    pred_hidden: int = 512               # predictor MLP width
+    pred_layers: int = 2                 # predictor hidden layers
+
+    def __post_init__(self) -> None:
+        self.channels = tuple(int(c) for c in self.channels)
+        self.grid = tuple(int(g) for g in self.grid)
+        if len(self.grid) != 2 or min(self.grid) < 1:
+            raise ValueError(f"grid={self.grid}, expected (grid_h, grid_w) with both >= 1")
+        if self.image_size % self.grid[0] or self.image_size % self.grid[1]:
+            raise ValueError(f"image_size={self.image_size} is not divisible by grid={self.grid}")
+        if self.input_size > self.image_size or self.image_size % self.input_size:
+            raise ValueError(f"input_size={self.input_size}, expected a divisor of image_size={self.image_size}")
+        if self.input_size % (2 ** len(self.channels)):
+            raise ValueError(f"input_size={self.input_size} is not divisible by 2**{len(self.channels)} "
+                             f"(one halving per conv in channels={self.channels})")
+        if self.history < 1:
+            raise ValueError(f"history={self.history}, expected >= 1")
+        if self.action_scale <= 0:
+            raise ValueError(f"action_scale={self.action_scale}, expected > 0")
+        for name in ("hidden", "latent_dim", "action_dim", "pred_hidden", "pred_layers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)}, expected >= 1")
+
+    @property
+    def tokens(self) -> int:
+        return self.grid[0] * self.grid[1]
+
+    @property
+    def size(self) -> int:
+        """D: the latent vector's length (all tokens of a frame)."""
+        return self.tokens * self.latent_dim
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["channels"], d["grid"] = list(self.channels), list(self.grid)
+        return d
+
+
+class ConvEncoder(nn.Module):
+    """Frames (B, 3, H, W) in [0, 1] -> latents (B, N, C). Trainable (the JEPA's online encoder)."""
+
+    def __init__(self, cfg: JEPAConfig):
+        super().__init__()
+        self.cfg = cfg
+        widths = (3, *cfg.channels)
+        self.conv = nn.Sequential(*[m for i in range(len(cfg.channels))
+                                    for m in (nn.Conv2d(widths[i], widths[i + 1], 4, 2, 1), nn.GELU())])
+        cells = (cfg.input_size // 2 ** len(cfg.channels)) ** 2
+        # BatchNorm in the head: measured to train faster than none here (shared/experiments/jepa_probe.py);
+        # frozen afterwards, it uses its running statistics (eval mode).
+        self.head = nn.Sequential(nn.Linear(cfg.channels[-1] * cells, cfg.hidden), nn.BatchNorm1d(cfg.hidden),
+                                  nn.GELU(), nn.Linear(cfg.hidden, cfg.size))
+
+    def forward(self, images: Tensor) -> Tensor:
+        cfg = self.cfg
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"images have shape {tuple(images.shape)}, expected (B, 3, H, W)")
+        x = images.float() - 0.5
+        if x.shape[-1] != cfg.input_size or x.shape[-2] != cfg.input_size:
+            x = F.adaptive_avg_pool2d(x, cfg.input_size)  # box filter: exact 2x2 means at 64 -> 32
+        z = self.head(self.conv(x).flatten(1))
+        return z.view(len(z), cfg.tokens, cfg.latent_dim)
+
+
+def _mlp(d_in: int, hidden: int, layers: int, d_out: int) -> nn.Sequential:
+    mods: list[nn.Module] = []
+    for i in range(layers):
+        mods += [nn.Linear(d_in if i == 0 else hidden, hidden), nn.GELU()]
+    return nn.Sequential(*mods, nn.Linear(hidden, d_out))
+
+
+class LatentPredictor(nn.Module):
+    """(z history (B, h, D), action (B, A) already scaled) -> z[t+1] (B, D) = z[t] + MLP(...)."""
+
+    def __init__(self, size: int, history: int, action_dim: int, hidden: int, layers: int):
+        super().__init__()
+        self.history = history
+        self.net = _mlp(history * size + action_dim, hidden, layers, size)
+
+    def forward(self, z_hist: Tensor, action: Tensor) -> Tensor:
+        return z_hist[:, -1] + self.net(torch.cat([z_hist.flatten(1), action], -1))
+
+    def unroll(self, z_hist: Tensor, actions: Tensor) -> Tensor:
+        """Open loop: z history (B, h, D), actions (B, H, A) scaled -> predictions (B, H, D)."""
+        out = []
+        for k in range(actions.shape[1]):  # H is a handful of steps; each step needs the last
+            z_next = self(z_hist, actions[:, k])
+            out.append(z_next)
+            z_hist = torch.cat([z_hist[:, 1:], z_next[:, None]], 1)
+        return torch.stack(out, 1)
+
+
+# ----------------------------------------------------------------------------- regularisers
+
+def vicreg(z: Tensor, eps: float = 1e-4) -> Tensor:
+    """VICReg's variance (hinge at std 1) + covariance (off-diagonal) terms on embeddings (M, D)."""
+    z = z - z.mean(0)
+    std = torch.sqrt(z.var(0) + eps)
+    cov = (z.T @ z) / (len(z) - 1)
+    off = cov - torch.diag(torch.diag(cov))
+    return F.relu(1 - std).mean() + off.pow(2).sum() / z.shape[1]
+
+
+def sigreg(z: Tensor, projections: int = 256, knots: int = 17, generator: torch.Generator | None = None) -> Tensor:
+    """SIGReg (LeJEPA): embeddings (M, D) pushed towards an isotropic standard Gaussian.
+
+    Epps-Pulley statistic on random 1-D projections: the weighted squared distance between
+    each projection's empirical characteristic function and exp(-t^2/2), integrated over
+    t in [0, 5] (the integrand is even) with a Gaussian window, averaged over projections.
+    """
+    dirs = torch.randn(z.shape[1], projections, device=z.device, generator=generator)
+    p = z.float() @ (dirs / dirs.norm(dim=0, keepdim=True))                  # (M, P)
+    t = torch.linspace(0, 5, knots, device=z.device)
+    tp = p[None] * t[:, None, None]                                          # (knots, M, P)
+    err = (tp.cos().mean(1) - torch.exp(-t ** 2 / 2)[:, None]) ** 2 + tp.sin().mean(1) ** 2
+    weighted = err * torch.exp(-t ** 2 / 2)[:, None]                         # (knots, P)
+    return torch.trapezoid(weighted, t, dim=0).mean() * 2 * len(z) / 100     # / 100: a VICReg-like scale
+
+
+# ----------------------------------------------------------------------------- the model
+
+class JEPA(nn.Module):
+    """Encoder + latent predictor + inverse-dynamics head, trained together."""
+
+    KIND = "jepa"
+
+    def __init__(self, cfg: JEPAConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = ConvEncoder(cfg)
+        self.predictor = LatentPredictor(cfg.size, cfg.history, cfg.action_dim, cfg.pred_hidden, cfg.pred_layers)
+        self.inverse = _mlp(3 * cfg.size, 256, 1, cfg.action_dim)
+
+    def encode(self, frames: Tensor) -> Tensor:
+        """(..., 3, H, W) in [0, 1] -> (..., D) latent vectors."""
+        lead = frames.shape[:-3]
+        return self.encoder(frames.reshape(-1, *frames.shape[-3:])).reshape(*lead, self.cfg.size)
+
+    def scale_actions(self, actions: Tensor) -> Tensor:
+        return actions / self.cfg.action_scale
+
+    def loss(self, frames: Tensor, actions: Tensor, regularizer: str = "vicreg", reg_weight: float = 1.0,
+             inverse_weight: float = 1.0) -> tuple[Tensor, dict[str, float]]:
+        """One training loss on windows: frames (B, h+R, 3, H, W) in [0, 1], raw actions (B, R, A)
+        (actions[:, k] moves frame h-1+k to h+k) -> (loss, its parts).
+
+        Predictions are unrolled R steps on their own outputs (multi-step loss), the targets are
+        the encoder's embeddings of the true frames (no stop-gradient: the regulariser is what
+        keeps them from collapsing, as in VICReg/LeJEPA)."""
+        h, (B, T) = self.cfg.history, frames.shape[:2]
+        R = T - h
+        if R < 1 or tuple(actions.shape) != (B, R, self.cfg.action_dim):
+            raise ValueError(f"frames {tuple(frames.shape)} and actions {tuple(actions.shape)}: expected "
+                             f"(B, h+R, 3, H, W) and (B, R, {self.cfg.action_dim}) with h={h}, R >= 1")
+        if regularizer not in REGULARIZERS:
+            raise ValueError(f"regularizer={regularizer!r}, expected one of {REGULARIZERS}")
+        a = self.scale_actions(actions)
+        z = self.encode(frames)                                          # (B, T, D)
+        pred = self.predictor.unroll(z[:, :h], a)                        # (B, R, D)
+        l_pred = F.mse_loss(pred, z[:, h:])
+        flat = z.flatten(0, 1)
+        l_reg = vicreg(flat) if regularizer == "vicreg" else sigreg(flat)
+        loss = l_pred + reg_weight * l_reg
+        parts = {"pred": l_pred.item(), "reg": l_reg.item()}
+        if inverse_weight > 0:
+            if h < 2:
+                raise ValueError("the inverse-dynamics loss reads (z[t-1], z[t], z[t+1]); it needs history >= 2")
+            l_inv = F.mse_loss(self.inverse(torch.cat([z[:, h - 2], z[:, h - 1], z[:, h]], -1)), a[:, 0])
+            loss = loss + inverse_weight * l_inv
+            parts["inverse"] = l_inv.item()
+        parts["loss"] = loss.item()
+        return loss, parts
+
+    # -- save / load ---------------------------------------------------------------
+    def save_pretrained(self, path: str | Path, extra: dict[str, Any] | None = None) -> None:
+        hub.save_pretrained(path, self.KIND, self.cfg.to_dict(), self.state_dict(), extra=extra)
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu") -> "JEPA":
+        meta = hub.read_config(path, cls.KIND)
+        model = cls(JEPAConfig(**meta["config"]))
+        model.load_state_dict(hub.load_state_dict(path))
+        model.extra = {k: v for k, v in meta.items() if k not in ("kind", "config")}
+        return model.to(device).eval()
+
+
+class JEPAEncoder(nn.Module):
+    """A trained JEPA's encoder, frozen, with the interface the RAE expects of a representation
+    encoder (`spec`, `encoder_id`, `input_size`, `grid`, `dim`, images -> (B, N, C))."""
+
+    def __init__(self, cfg: JEPAConfig, spec: dict[str, Any] | None = None):
+        super().__init__()
+        self.model = ConvEncoder(cfg)
+        self.spec = spec or {"encoder": "jepa", "input_size": cfg.image_size, "kwargs": cfg.to_dict()}
+        self.encoder_id = "jepa"
+        self.input_size = cfg.image_size
+        self.grid = cfg.grid
+        self.dim = cfg.latent_dim
+        self.freeze()
+
+    def freeze(self) -> None:
+        for p in self.parameters():
+            p.requires_grad_(False)
+        self.eval()
+
+    def train(self, mode: bool = True):
+        return super().train(False)  # frozen: BatchNorm uses its running statistics
+
+    @torch.no_grad()
+    def forward(self, images: Tensor) -> Tensor:
+        if images.shape[-2:] != (self.input_size, self.input_size):
+            images = F.interpolate(images.float(), size=(self.input_size, self.input_size), mode="area")
+        return self.model(images)
+
+
+def load_jepa_encoder(path: str | Path) -> JEPAEncoder:
+    """The frozen encoder of a `lw train-encoder method=jepa` folder."""
+    meta = hub.read_config(path, JEPA.KIND)
+    enc = JEPAEncoder(JEPAConfig(**meta["config"]))
+    sd = hub.load_state_dict(path)
+    enc.model.load_state_dict({k[len("encoder."):]: v for k, v in sd.items() if k.startswith("encoder.")})
+    enc.freeze()
+    return enc
+
+
+# ----------------------------------------------------------------------------- as a world
+
+class JEPAWorld:
+    """The JEPA's encoder + deterministic predictor as a batched latent world (the protocol
+    `planners.learned.LearnedModel` plans in): the baseline a generative world model in the
+    same latent must match. It sees pixels only, like every learned row."""
+
+    max_jump = 1
+
+    def __init__(self, model: JEPA):
+        self.model = model.eval()
+        self.cfg = model.cfg
+        self.extras = dict(getattr(model, "extra", {}))
+        self.n_calls = 0
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu") -> "JEPAWorld":
+        return cls(JEPA.from_pretrained(path, device))
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def action_dim(self) -> int:
+        return self.cfg.action_dim
+
+    @property
+    def context_frames(self) -> int:
+        return self.cfg.history
+
+    @property
+    def image_size(self) -> int:
+        return self.cfg.image_size
+
+    @property
+    def latent_shape(self) -> tuple[int, int]:
+        return (self.cfg.tokens, self.cfg.latent_dim)
+
+    @torch.no_grad()
+    def encode_frames(self, frames: np.ndarray | Tensor) -> Tensor:
+        """uint8 frames (B, H, W, 3) -> latents (B, N, C)."""
+        s = self.cfg.image_size
+        if frames.dtype not in (np.uint8, torch.uint8) or frames.ndim != 4 or tuple(frames.shape[1:]) != (s, s, 3):
+            raise ValueError(f"frames have shape {tuple(frames.shape)} dtype {frames.dtype}, "
+                             f"expected uint8 (B, {s}, {s}, 3)")
+        x = torch.as_tensor(np.ascontiguousarray(frames) if isinstance(frames, np.ndarray) else frames)
+        x = x.to(self.device).permute(0, 3, 1, 2).float().div_(255.0)
+        return self.model.encoder(x)
+
+    def rollout(self, context_latents: Tensor, context_actions: Tensor, actions: Tensor, **_ignored) -> Tensor:
+        """context (B, Tc, N, C), context actions (B, Tc-1, A), actions (B, H, A) -> (B, H, N, C).
+        Deterministic: sampling options (steps, noise, cfg) of generative worlds do not apply."""
+        dev = self.device
+        ctx = torch.as_tensor(context_latents, dtype=torch.float32, device=dev)
+        act = torch.as_tensor(actions, dtype=torch.float32, device=dev)
+        B, Tc = ctx.shape[:2]
+        h = self.cfg.history
+        if ctx.ndim != 4 or Tc < h or tuple(ctx.shape[2:]) != self.latent_shape:
+            raise ValueError(f"context latents have shape {tuple(ctx.shape)}, expected (B, Tc >= {h}, "
+                             f"{self.latent_shape[0]}, {self.latent_shape[1]})")
+        if act.ndim != 3 or act.shape[0] != B or act.shape[2] != self.action_dim:
+            raise ValueError(f"actions have shape {tuple(act.shape)}, expected (B, H, {self.action_dim})")
+        self.n_calls += 1
+        z = self.model.predictor.unroll(ctx[:, -h:].flatten(2), self.model.scale_actions(act))
+        return z.view(B, act.shape[1], *self.latent_shape)
+
+    @staticmethod
+    def latent_cost(latents: Tensor, goal_latents: Tensor) -> Tensor:
+        from .world import LatentWorld
+        return LatentWorld.latent_cost(latents, goal_latents)
