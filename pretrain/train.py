@@ -2,6 +2,7 @@
 
     lw pretrain experiment=tiny_cpu                      # ~10 min on 2 CPU cores
     lw pretrain experiment=tiny_cpu resume=true          # continue a killed run exactly
+    lw pretrain experiment=tiny_cpu resume=auto          # continue if run_dir has a checkpoint, else start
     torchrun --nproc_per_node=8 -m pretrain.train model=base data.seq_len=2048
 
 One code path for one process and many: under torchrun the model is sharded with FSDP2
@@ -46,6 +47,7 @@ from worldmodel.sequence import TEXT, collate, document_length, pack_rows
 PRECISIONS = ("auto", "bf16", "fp32")
 GROUPS = ("group/text", "group/frames", "group/action_video")  # loss groups shown on the progress bar
 SWITCHES = ("auto", "on", "off")
+RESUMES = ("false", "true", "auto")
 
 
 @dataclass
@@ -64,7 +66,9 @@ class TrainConfig:
     max_steps_this_run: int = 0     # stop this invocation after this many steps (0 = run to `steps`)
     batch_size: int = 8             # packed rows per optimizer step (global: all ranks x micro-batches)
     grad_accum: int = 1             # micro-batches per rank per optimizer step
-    resume: bool = False            # continue from the newest checkpoint in run_dir/checkpoints
+    resume: str = "false"           # false: a new run (refused if run_dir holds checkpoints) | true: continue
+                                    # the newest checkpoint in run_dir/checkpoints (refused if there is none)
+                                    # | auto: continue if there is one, else start at step 0 (and say so)
     precision: str = "auto"         # auto (bf16 autocast on CUDA, fp32 on CPU) | bf16 | fp32
     compile: str = "auto"           # torch.compile the transformer blocks: auto (CUDA only) | on | off (or true/false)
     prefetch: int = -1              # steps of batches built ahead in a thread; -1 = auto (2 on CUDA, 0 on CPU)
@@ -77,6 +81,9 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+
+    def __post_init__(self) -> None:
+        self.resume = resume_mode(self.resume)
 
 
 # ---------------------------------------------------------------- data and model shapes
@@ -148,8 +155,39 @@ def switch(value: str | bool, name: str) -> str:
     return v
 
 
+def resume_mode(value: str | bool) -> str:
+    """'false' | 'true' | 'auto' (the CLI's resume=true arrives as the bool True or the string 'True')."""
+    v = str(value).strip().lower()
+    v = {"1": "true", "yes": "true", "on": "true", "0": "false", "no": "false", "off": "false"}.get(v, v)
+    if v not in RESUMES:
+        raise ConfigError(f"resume={value!r}, expected one of {RESUMES}")
+    return v
+
+
+def resume_checkpoint(cfg: TrainConfig) -> Path | None:
+    """The checkpoint this run continues from (None: start at step 0), by `cfg.resume`.
+
+    resume=true with nothing to continue is refused: a mistyped or empty run_dir would
+    otherwise silently train from scratch. resume=auto accepts that case; resume=false
+    refuses a run_dir that already holds checkpoints (it would mix two runs)."""
+    root = Path(cfg.run_dir) / "checkpoints"
+    last = ckpt.latest(root)
+    mode = resume_mode(cfg.resume)
+    if mode == "false" and last is not None:
+        raise ConfigError(f"{str(root)!r} already holds checkpoints; pass resume=true to continue "
+                          f"that run, or choose another run_dir")
+    if mode == "true" and last is None:
+        where = (f"run_dir {cfg.run_dir!r} does not exist" if not Path(cfg.run_dir).exists()
+                 else f"{str(root)!r} holds no checkpoint")
+        raise ConfigError(f"resume=true, but {where}: there is no run to continue (is run_dir mistyped?). "
+                          f"Pass resume=auto to continue when there is a checkpoint and start at step 0 "
+                          f"otherwise, or resume=false to start a new run")
+    return None if mode == "false" else last
+
+
 def check_config(cfg: TrainConfig, world_size: int) -> int:
     """Validate the step arithmetic; returns rows per micro-batch per rank."""
+    cfg.resume = resume_mode(cfg.resume)
     if cfg.precision not in PRECISIONS:
         raise ConfigError(f"precision={cfg.precision!r}, expected one of {PRECISIONS}")
     cfg.compile = switch(cfg.compile, "compile")
@@ -246,6 +284,7 @@ class Trainer:
         self.micro_rows = check_config(cfg, self.dist.world_size)
         self.quiet = quiet or not self.dist.is_main
         self.run_dir = Path(cfg.run_dir)
+        self._resume_from = resume_checkpoint(cfg)  # decided (or refused) before any data or model is built
         self.info = info or resolve_data_info(cfg)
         self.model_cfg = model_config(cfg, self.info)
         torch.manual_seed(cfg.seed)
@@ -413,12 +452,11 @@ class Trainer:
         cfg = self.cfg
         ckpt_root = self.run_dir / "checkpoints"
         resumed_from = None
-        if cfg.resume and (last := ckpt.latest(ckpt_root)) is not None:
-            self.load_checkpoint(last)
+        if self._resume_from is not None:
+            self.load_checkpoint(self._resume_from)
             resumed_from = self.step
-        elif not cfg.resume and ckpt.latest(ckpt_root) is not None:
-            raise ValueError(f"{str(ckpt_root)!r} already holds checkpoints; pass resume=true to continue "
-                             f"that run, or choose another run_dir")
+        elif cfg.resume == "auto" and not self.quiet:
+            print(f"resume=auto: no checkpoint in {str(ckpt_root)!r}; starting a new run at step 0", flush=True)
         logger = None
         if self.dist.is_main:
             from pretrain.config import save_resolved

@@ -79,3 +79,31 @@ def test_sigkill_and_resume_is_exact(reference):
     assert got == ref
     a, b = weights(root / "ref"), weights(root / "killed")
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_true_without_a_checkpoint_is_refused(tmp_path, capsys):
+    """A mistyped or empty run_dir with resume=true used to train from step 0 without a word."""
+    from pretrain.cli import main as lw
+    assert lw(["pretrain", f"run_dir={tmp_path / 'typo'}", "resume=true", "device=cpu"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("lw pretrain: error: resume=true, but run_dir") and "does not exist" in err, err
+    assert "resume=auto" in err
+    assert not (tmp_path / "typo").exists()  # refused before anything was written
+    (tmp_path / "empty").mkdir()
+    assert lw(["pretrain", f"run_dir={tmp_path / 'empty'}", "resume=true", "device=cpu"]) == 2
+    assert "checkpoints' holds no checkpoint" in capsys.readouterr().err
+    assert lw(["pretrain", "resume=maybe"]) == 2
+    assert "expected one of ('false', 'true', 'auto')" in capsys.readouterr().err
+
+
+def test_resume_auto_starts_fresh_then_continues(tmp_path, capsys):
+    make_world(tmp_path)
+    over = tiny_overrides(tmp_path, "auto", steps=4, **{"checkpoint.every": 2}) + ["resume=auto"]
+    assert main(over + ["max_steps_this_run=2"]) == 0
+    out = capsys.readouterr().out
+    assert "resume=auto: no checkpoint in" in out and "starting a new run at step 0" in out, out
+    assert [s for s, _ in ckpt.list_checkpoints(tmp_path / "auto" / "checkpoints")] == [2]
+    assert main(over) == 0
+    out = capsys.readouterr().out
+    assert "resuming at step 2" in out and "no checkpoint" not in out, out
+    assert sorted(losses(tmp_path / "auto")) == [1, 2, 3, 4]
