@@ -241,3 +241,25 @@ def test_language_command(world_dirs):
     assert np.allclose(env.step(acts[0])[0], told[0])
     with pytest.raises(ValueError, match="action_encoding='text'"):
         LearnedWorldEnv(model=str(world_dirs["embed"]), denoise_steps=1).set_command("move the tip left")
+
+
+EMBEDDED = REPO / "checkpoints" / "reacher-tiny"
+
+
+@pytest.mark.skipif(not (EMBEDDED / "config.json").is_file(), reason="embedded checkpoint not present")
+def test_record_video_of_the_learned_env(tmp_path):
+    """gym.wrappers.RecordVideo writes an mp4 of the imagined episode (it needs MoviePy, a dependency)."""
+    import imageio.v2 as iio
+
+    env = gym.make("LearnedWorld-v0", model=str(EMBEDDED), render_mode="rgb_array")
+    env = gym.wrappers.RecordVideo(env, str(tmp_path / "videos"), episode_trigger=lambda i: True,
+                                   disable_logger=True)
+    env.reset(seed=0)
+    for _ in range(3):
+        env.step(env.action_space.sample())
+    env.close()
+    videos = list((tmp_path / "videos").glob("*.mp4"))
+    assert len(videos) == 1 and videos[0].stat().st_size > 0, videos
+    frames = [f for f in iio.get_reader(str(videos[0]), format="ffmpeg")]
+    size = env.unwrapped.world.image_size
+    assert len(frames) == 4 and frames[0].shape == (size, size, 3)  # the reset frame + 3 imagined ones
