@@ -11,8 +11,10 @@ and the state of B imagined episodes (context latents, context actions, goal lat
 - step(action) predicts the next latent frame with the Transfusion (few Euler steps,
   `denoise_steps`), sliding the context window. Reward = -MSE(latent, goal latent);
   terminated when that distance <= goal_threshold; truncated at max_episode_steps.
-- Sampling noise comes from a torch.Generator seeded from the env's np_random at reset:
-  same seed + same actions -> same observations.
+- Sampling noise comes from one torch.Generator per env, seeded at reset from that env's own
+  random stream: same seed + same actions -> same observations, and env i of a vector env
+  reset with seed s imagines exactly what a single env reset with seed s + i imagines (as
+  Gymnasium's own vector envs seed env i with s + i).
 
 Legend: B batch (envs), Tc context frames, N tokens per frame, C latent channels,
 A action dim, H horizon.
@@ -27,6 +29,7 @@ import numpy as np
 import torch
 from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.utils import seeding
 from gymnasium.vector.utils import batch_space
 
 from worldmodel.world import LatentWorld
@@ -147,11 +150,19 @@ class _Imagination:
         self.dist = np.zeros(n, np.float64)                             # current latent distance to goal
         self.frames: np.ndarray | None = None                           # decoded current frames (cache)
         self.command: str | None = None                                 # language command (text models)
-        self.generator = torch.Generator(device=dev)                    # env stepping noise
+        self.generators = [torch.Generator(device=dev) for _ in range(n)]  # env stepping noise, one per env
         self.plan_generator = torch.Generator(device=dev)               # rollout() noise (kept apart)
         self.started = False
 
     # -- reset ---------------------------------------------------------------------
+    def seed_env(self, i: int, rng: np.random.Generator, seed: int | None) -> tuple[int, int]:
+        """Seed env i for a reset from its own random stream `rng`; returns (task seed, seed for
+        rollout() noise). The draws are those of a single env's reset(seed=seed), so env i of a
+        vector env and a single env given the same stream start and imagine alike."""
+        task_seed = int(seed) if seed is not None else int(rng.integers(SEED_MAX))
+        self.generators[i].manual_seed(int(rng.integers(SEED_MAX)))
+        return task_seed, int(rng.integers(SEED_MAX))
+
     def real_context(self, seed: int, goal_state=None) -> tuple[np.ndarray, np.ndarray, dict]:
         """Reset MuJoCo with `seed`; Tc real frames (zero actions between them) and the goal image."""
         opts = {"goal_state": goal_state} if goal_state is not None else None
@@ -258,7 +269,8 @@ class _Imagination:
         w, dev = self.world, self.world.device
         a = torch.as_tensor(actions, dtype=torch.float32, device=dev)
         z = w.rollout(self.ctx[idx], self.ctx_actions[idx], a[:, None], steps=self.steps,
-                      text=self.command, cfg_scale=self.cfg_scale, generator=self.generator)[:, 0]  # (b,N,C)
+                      text=self.command, cfg_scale=self.cfg_scale,
+                      generator=[self.generators[i] for i in idx])[:, 0]  # (b,N,C): each env its own noise
         # Slide the context window: drop the oldest frame (and the action after it).
         self.ctx[idx] = torch.cat([self.ctx[idx, 1:], z[:, None]], 1)
         if self.tc > 1:
@@ -355,9 +367,8 @@ class LearnedWorldEnv(gym.Env):
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
-        task_seed = int(seed) if seed is not None else int(self.np_random.integers(SEED_MAX))
-        self.core.generator.manual_seed(int(self.np_random.integers(SEED_MAX)))
-        self.core.plan_generator.manual_seed(int(self.np_random.integers(SEED_MAX)))
+        task_seed, plan_seed = self.core.seed_env(0, self.np_random, seed)
+        self.core.plan_generator.manual_seed(plan_seed)
         extra = self.core.start(np.array([0]), [task_seed], options, single=True)[0]
         return self._obs(), {**self._info(), **extra}
 
@@ -405,6 +416,10 @@ class LearnedWorldVectorEnv(VectorEnv):
     Autoreset: NEXT_STEP (Gymnasium's default) — the step after an episode ends resets that
     env (its action is ignored) while the others advance.
 
+    Seeding, as Gymnasium's vector envs: reset(seed=s) seeds env i with s + i (or seed=[s0, ...]
+    one each), and env i then starts and imagines exactly as a single env after reset(seed=s + i),
+    with the same actions; an unseeded reset or an autoreset continues env i's own stream.
+
     Kwargs: model (folder or LatentWorld), task (default: the model folder's task),
     render_mode ("rgb_array"), obs ("pixels" | "latent" | "both"), denoise_steps (Euler
     steps per frame; None: the model's default), context_frames (None: the model's),
@@ -434,16 +449,29 @@ class LearnedWorldVectorEnv(VectorEnv):
         self.action_space = batch_space(self.single_action_space, self.num_envs)
         self.metadata = {**self.metadata, "render_fps": self.core.render_fps}
         self._autoreset = np.zeros(self.num_envs, bool)
+        # each env's own random stream, as a single env's np_random: reset(seed=s) seeds env i
+        # with s + i; an unseeded reset (and the autoreset) continues the stream
+        self._env_rngs: list[np.random.Generator | None] = [None] * self.num_envs
 
-    def _seeds(self, seed: int | Sequence[int] | None, n: int) -> list[int]:
+    def _seeds(self, seed: int | Sequence[int | None] | None, n: int) -> list[int | None]:
+        """One seed (or None: continue that env's stream) per env, as Gymnasium's vector envs do."""
         if seed is None:
-            return [int(s) for s in self.np_random.integers(SEED_MAX, size=n)]
+            return [None] * n
         if isinstance(seed, (int, np.integer)):
             return [int(seed) + i for i in range(n)]
-        seeds = [int(s) for s in seed]
+        seeds = [None if s is None else int(s) for s in seed]
         if len(seeds) != n:
             raise ValueError(f"seed has {len(seeds)} entries, expected one per env ({n})")
         return seeds
+
+    def _start(self, idx: np.ndarray, seeds: Sequence[int | None], options: dict | None) -> list[dict]:
+        """(Re)start envs `idx`, each seeded from its own stream exactly as a single env would be."""
+        task_seeds = []
+        for i, seed in zip(idx, seeds):
+            if seed is not None or self._env_rngs[i] is None:
+                self._env_rngs[i], _ = seeding.np_random(seed)  # what gym.Env.reset(seed=seed) does
+            task_seeds.append(self.core.seed_env(int(i), self._env_rngs[i], seed)[0])
+        return self.core.start(idx, task_seeds, options, single=False)
 
     def _infos(self, idx: np.ndarray | None = None, extra: list[dict] | None = None) -> dict:
         c, n = self.core, self.num_envs
@@ -458,7 +486,7 @@ class LearnedWorldVectorEnv(VectorEnv):
     def reset(self, *, seed: int | Sequence[int] | None = None, options: dict | None = None):
         if isinstance(seed, (int, np.integer)):
             super().reset(seed=int(seed))
-        elif seed is not None:
+        elif seed is not None and all(s is not None for s in seed):
             self._np_random = np.random.default_rng([int(s) for s in seed])
             self._np_random_seed = -1
         options = dict(options or {})
@@ -467,11 +495,9 @@ class LearnedWorldVectorEnv(VectorEnv):
         if mask is not None and np.asarray(mask).shape != (self.num_envs,):
             raise ValueError(f"options['reset_mask'] has shape {np.asarray(mask).shape}, expected ({self.num_envs},)")
         seeds = self._seeds(seed, self.num_envs)
-        seeds = [seeds[i] for i in idx]
         if mask is None:
-            self.core.generator.manual_seed(int(self.np_random.integers(SEED_MAX)))
             self.core.plan_generator.manual_seed(int(self.np_random.integers(SEED_MAX)))
-        extra = self.core.start(idx, seeds, options, single=False)
+        extra = self._start(idx, [seeds[i] for i in idx], options)
         self._autoreset[idx] = False
         return self.core.observe(), self._infos(idx, extra)
 
@@ -484,7 +510,7 @@ class LearnedWorldVectorEnv(VectorEnv):
         live = np.flatnonzero(~self._autoreset)
         extra: list[dict] = []
         if len(done):
-            extra = c.start(done, self._seeds(None, len(done)), None, single=False)
+            extra = self._start(done, [None] * len(done), None)
         if len(live):
             c.advance(live, a[live])
         reward, terminated, truncated = c.step_results()

@@ -263,3 +263,45 @@ def test_record_video_of_the_learned_env(tmp_path):
     frames = [f for f in iio.get_reader(str(videos[0]), format="ffmpeg")]
     size = env.unwrapped.world.image_size
     assert len(frames) == 4 and frames[0].shape == (size, size, 3)  # the reset frame + 3 imagined ones
+
+
+def _assert_same_obs(a: dict, b: dict, what: str):
+    np.testing.assert_allclose(a["latent"], b["latent"], atol=1e-5, err_msg=what)
+    assert np.abs(a["pixels"].astype(int) - b["pixels"].astype(int)).max() <= 1, what
+
+
+def test_vector_env_i_imagines_as_a_single_env_seeded_s_plus_i(world_dirs):
+    """Gymnasium's convention: env i of make_vec(...).reset(seed=s) is a single env reset(seed=s + i).
+    The first frames always matched; the imagined ones did not (one noise generator for the batch)."""
+    n, s = 4, 7
+    kw = dict(model=str(world_dirs["embed"]), obs="both", denoise_steps=STEPS)
+    venv = gym.make_vec("LearnedWorld-v0", num_envs=n, **kw)
+    acts = np.random.default_rng(0).uniform(-0.2, 0.2, (3, n, 2)).astype(np.float32)
+    vec = [venv.reset(seed=s)[0]] + [venv.step(a)[0] for a in acts]
+    env = gym.make("LearnedWorld-v0", **kw)
+    for i in range(n):
+        single = [env.reset(seed=s + i)[0]] + [env.step(a[i])[0] for a in acts]
+        for t, (v, o) in enumerate(zip(vec, single)):
+            _assert_same_obs({k: x[i] for k, x in v.items()}, o, f"env {i}, step {t}")
+    # a list of seeds gives env i its own seed
+    venv.reset(seed=[s + 2, s, s + 5, s + 9])
+    first = venv.step(acts[0])[0]
+    env.reset(seed=s)
+    _assert_same_obs({k: x[1] for k, x in first.items()}, env.step(acts[0, 1])[0], "seed list, env 1")
+
+
+def test_vector_autoreset_continues_each_envs_stream_like_a_single_env(world):
+    """After an autoreset, env i goes on as a single env would after an unseeded reset()."""
+    kw = dict(model=world, obs="both", denoise_steps=STEPS, max_episode_steps=2)
+    venv = LearnedWorldVectorEnv(num_envs=2, **kw)
+    acts = np.random.default_rng(1).uniform(-0.2, 0.2, (5, 2, 2)).astype(np.float32)
+    venv.reset(seed=3)
+    vec = [venv.step(a) for a in acts]   # steps 1-2, autoreset (action ignored), steps 1-2
+    for i in range(2):
+        env = LearnedWorldEnv(**kw)
+        env.reset(seed=3 + i)
+        single = [env.step(acts[0, i]), env.step(acts[1, i]), env.reset(), env.step(acts[3, i]),
+                  env.step(acts[4, i])]
+        assert vec[2][4]["task_seed"][i] == single[2][1]["task_seed"]
+        for t, (v, o) in enumerate(zip(vec, single)):
+            _assert_same_obs({k: x[i] for k, x in v[0].items()}, o[0], f"env {i}, call {t}")

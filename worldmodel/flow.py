@@ -16,10 +16,26 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 from torch import Tensor
+
+# Sampling noise: one generator for the whole batch, or one per row (see `randn`).
+Generators = torch.Generator | Sequence[torch.Generator] | None
+
+
+def randn(shape: Sequence[int], generator: Generators, device: torch.device | str | None,
+          dtype: torch.dtype | None = None) -> Tensor:
+    """Standard normal noise of `shape`, from one generator (or torch's default) or from one
+    generator per row: row i then comes from generator i alone, exactly as a batch of one would
+    draw it, so B episodes stepped in one batch see the noise of B separate ones."""
+    if generator is None or isinstance(generator, torch.Generator):
+        return torch.randn(tuple(shape), generator=generator, device=device, dtype=dtype)
+    gens = list(generator)
+    if len(gens) != shape[0]:
+        raise ValueError(f"{len(gens)} generators for noise of shape {tuple(shape)}; expected one per row")
+    return torch.stack([torch.randn(tuple(shape[1:]), generator=g, device=device, dtype=dtype) for g in gens])
 
 
 @dataclass

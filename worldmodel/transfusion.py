@@ -40,7 +40,7 @@ from torch import Tensor, nn
 
 from worldmodel import hub
 from worldmodel.config import ModelConfig
-from worldmodel.flow import RectifiedFlow
+from worldmodel.flow import RectifiedFlow, randn
 from worldmodel.layers import KVCache
 from worldmodel.moe import active_params, moe_aux_loss, moe_stats
 from worldmodel.sequence import (ACTION_VIDEO, IMAGE_TEXT, MOD_ACTION, MOD_VISION, SOURCE_NAMES, TEXT, PackedBatch,
@@ -362,7 +362,7 @@ class Transfusion(nn.Module):
     def _noised(self, lat: Tensor, sigma: float, generator: torch.Generator | None) -> Tensor:
         if sigma <= 0:
             return lat
-        eps = torch.randn(lat.shape, device=lat.device, generator=generator, dtype=lat.dtype)
+        eps = randn(lat.shape, generator, lat.device, lat.dtype)  # one generator, or one per row
         return self.flow.interpolate(lat, eps, torch.full(lat.shape[:1], 1.0 - sigma, device=lat.device))
 
     def _sample_frame(self, stream: _Stream, q: PackedBatch, prev: Tensor, steps: int | None, cfg_scale: float,
@@ -388,8 +388,8 @@ class Transfusion(nn.Module):
         # the unconditional branch hides the action both ways: attention and the direct input
         uncond = run(mask_from_vectors(q, keys, q.is_noisy), None) if cfg_scale != 1.0 else None
         shape = q.latents.shape
-        noise = torch.randn((1, *shape[1:]) if shared_noise else shape, device=q.latents.device, generator=generator,
-                            dtype=q.latents.dtype).expand(shape)
+        noise = randn((1, *shape[1:]) if shared_noise else shape, generator, q.latents.device,
+                      q.latents.dtype).expand(shape)  # generator: one, or one per row (flow.randn)
         return self.flow.sample(run(mask, act_feat), noise, steps, cfg_scale, uncond)
 
     def _check_rollout(self, context: Tensor, context_actions: Tensor, actions: Tensor,

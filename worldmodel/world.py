@@ -172,7 +172,9 @@ class LatentWorld:
         (text-action models only). Differentiable in
         `actions` unless called under torch.no_grad (gradient planners rely on it).
         `shared_noise`: all rows sample from one noise draw (common random numbers), so their
-        predictions differ only through their actions and contexts.
+        predictions differ only through their actions and contexts. `generator`: one for the
+        batch, or a list of B (row i's noise from generator i alone: B envs stepped together
+        imagine what each would alone, see `flow.randn`).
         """
         ctx, ctx_a, act = self._inputs(context_latents, context_actions, actions)
         if text is not None:
