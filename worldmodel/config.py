@@ -160,11 +160,11 @@ def check_saved_keys(cls: type, d: dict[str, Any], source: str | None = None) ->
     if unknown:
         names = sorted(f.name for f in dataclasses.fields(cls))
         raise error(f"{where}unknown {cls.__name__} keys {[prefix + k for k in unknown]}; expected keys "
-                         f"among {names}")
+                    f"among {names}")
     if missing:
+        late = " except worldmodel.config.ADDED_KEYS" if cls is ModelConfig else ""
         raise error(f"{where}missing key(s) {[prefix + k for k in missing]}: a saved model config must "
-                         f"hold every {cls.__name__} key (of ModelConfig, only worldmodel.config.ADDED_KEYS "
-                         f"may be absent); the folder is incomplete or was edited, re-export it")
+                    f"hold every {cls.__name__} key{late}; the folder is incomplete or was edited, re-export it")
 
 
 # -- sizes -------------------------------------------------------------------------------
