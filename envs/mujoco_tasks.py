@@ -15,9 +15,10 @@ chosen first, since MuJoCo reads it at import.
 """
 from __future__ import annotations
 
-from envs.rendering import select_gl_backend
+from envs.rendering import import_mujoco, select_gl_backend
 
 select_gl_backend(strict=False)  # before the first `import mujoco`; errors surface when rendering
+import_mujoco()  # a MUJOCO_GL whose library is missing fails here: say which, not PyOpenGL's error
 
 from envs.tasks.base import GoalPixelTask, TaskSpec, check_action  # noqa: E402
 from envs.tasks.point_maze import PointMazeTask  # noqa: E402

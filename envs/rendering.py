@@ -94,6 +94,24 @@ def _load_triton_first() -> None:
             pass
 
 
+def import_mujoco():
+    """`import mujoco`, which initialises the MUJOCO_GL backend. A backend whose system library is
+    missing fails there, deep inside PyOpenGL and with an unrelated-looking error (an
+    AttributeError on 'glGetError', an ImportError): named here as a SystemLibraryError."""
+    try:
+        import mujoco
+    except Exception as e:  # the error type differs per backend and library
+        backend = os.environ.get("MUJOCO_GL", "").strip()
+        if not backend:
+            raise
+        raise SystemLibraryError(
+            f"import mujoco failed with MUJOCO_GL={backend!r} ({type(e).__name__}: {e}): the library of "
+            f"that backend is missing or does not work. Install EGL (apt-get install {SYSTEM_PACKAGES['egl']}) "
+            f"or OSMesa (apt-get install {SYSTEM_PACKAGES['osmesa']}), or unset MUJOCO_GL so that a working "
+            "backend is chosen for you.") from e
+    return mujoco
+
+
 def free_camera(distance: float, elevation: float, azimuth: float, lookat) -> "mujoco.MjvCamera":
     """A fixed free camera (degrees for the angles, metres for the rest)."""
     import mujoco

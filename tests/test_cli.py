@@ -85,6 +85,19 @@ def test_gl_failure_is_a_system_library_error(monkeypatch):
         rendering.select_gl_backend()
 
 
+def test_a_mujoco_gl_backend_without_its_library_is_a_system_library_error(monkeypatch):
+    """MUJOCO_GL=osmesa without libOSMesa failed inside PyOpenGL ('NoneType' object has no attribute
+    'glGetError') with a traceback; `import mujoco` failing is simulated here."""
+    from envs import rendering
+    monkeypatch.setitem(sys.modules, "mujoco", None)  # `import mujoco` raises ImportError
+    monkeypatch.setenv("MUJOCO_GL", "osmesa")
+    with pytest.raises(SystemLibraryError, match="MUJOCO_GL='osmesa'.*libosmesa6"):
+        rendering.import_mujoco()
+    monkeypatch.delenv("MUJOCO_GL")
+    with pytest.raises(ImportError):  # no backend chosen by anyone: the plain error
+        rendering.import_mujoco()
+
+
 def test_console_shows_no_traceback():
     r = subprocess.run([sys.executable, "-m", "pretrain.cli", "pretrain", "stepz=3"], cwd=REPO,
                        capture_output=True, text=True, timeout=300)
