@@ -13,7 +13,9 @@ model in it:
   * spearman: rank correlation of latent distance (the planners' cost) with the task's
     true goal distance (fingertip for reacher, ball position for point_maze) over random
     held-out pairs: does a smaller latent cost mean closer to the goal?
-  * probe_r2: ridge regression from the latent to the true state (how much state it holds).
+  * probe_r2: ridge regression from the latent to the task's pose features (reacher: cos/sin of
+    the joint angles and the fingertip; point_maze: the ball's position), how much of the
+    pose the latent holds. Velocities and the hidden goal are left out: no single frame shows them.
 
 `score_latents` is the one scoring function: `lw train-encoder method=jepa` calls it at every
 evaluation, so its log and this command report the same numbers.
@@ -103,6 +105,20 @@ def cost_quality(z: np.ndarray, states: np.ndarray, distance: Callable, pairs: i
     return {"spearman": round(_spearman(lat, true), 3), "spearman_near": round(_spearman(lat[near], true[near]), 3)}
 
 
+def pose_features(task: str, states: np.ndarray) -> np.ndarray:
+    """(..., S) true states -> (..., F) what one frame shows of the pose (the probe's targets)."""
+    from envs.mujoco_tasks import TASK_CLASSES
+
+    if task == "reacher":
+        from envs.tasks.reacher import fingertip
+
+        q = states[..., :2]
+        return np.concatenate([np.cos(q), np.sin(q), fingertip(q) / 0.21], -1)
+    if task == "point_maze":
+        return states[..., :2]
+    return states[..., :TASK_CLASSES[task].spec_.state_dim // 2]   # positions (qpos) of other tasks
+
+
 def score_latents(z_tr: torch.Tensor, z_te: torch.Tensor, a_te: torch.Tensor, s_tr: np.ndarray, s_te: np.ndarray,
                   task: str, predict: Predict, history: int) -> dict:
     """All proxy scores of one representation: train/held-out latents (E, T1, D), held-out
@@ -111,8 +127,8 @@ def score_latents(z_tr: torch.Tensor, z_te: torch.Tensor, a_te: torch.Tensor, s_
 
     cls = TASK_CLASSES[task]
     zn_tr, zn_te = z_tr.flatten(0, 1).numpy(), z_te.flatten(0, 1).numpy()
-    S = cls.spec_.state_dim
-    r2 = _ridge_r2(zn_tr, s_tr.reshape(len(zn_tr), -1)[:, :S], zn_te, s_te.reshape(len(zn_te), -1)[:, :S])
+    y_tr, y_te = pose_features(task, s_tr), pose_features(task, s_te)
+    r2 = _ridge_r2(zn_tr, y_tr.reshape(len(zn_tr), -1), zn_te, y_te.reshape(len(zn_te), -1))
     return {"probe_r2": round(r2, 3), **cost_quality(z_te.numpy(), s_te, cls.distance),
             **action_gain(z_te, a_te, predict, history)}
 

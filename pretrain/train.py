@@ -137,9 +137,11 @@ def model_config(cfg: TrainConfig, info: DataInfo) -> ModelConfig:
         over.update(latent_dim=info.latent_dim, frame_grid=info.frame_grid)
     if info.action_dim is not None:
         over.update(action_dim=info.action_dim, action_scale=info.action_scale)
-    if cfg.data.max_jump > 1 and cfg.model.direct_action and cfg.model.action_encoding == "embed":
-        raise ConfigError(f"data.max_jump={cfg.data.max_jump} puts several actions before a frame, but "
-                          f"model.direct_action=true feeds one action per frame; set model.direct_action=false")
+    if cfg.data.max_jump > 1 and cfg.model.action_encoding == "embed":
+        for key in ("direct_action", "action_adaln"):
+            if getattr(cfg.model, key):
+                raise ConfigError(f"data.max_jump={cfg.data.max_jump} puts several actions before a frame, but "
+                                  f"model.{key}=true feeds one action per frame; set model.{key}=false")
     need = cfg.data.seq_len
     if cfg.model.max_seq_len < need:
         over["max_seq_len"] = need

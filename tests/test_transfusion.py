@@ -25,6 +25,9 @@ def model(ffn="moe", enc="embed", pred="x", **kw):
     for extra in (m.prev_in, m.action_direct):   # zero at init; non-zero here so every test exercises them
         if extra is not None:
             torch.nn.init.normal_(extra.weight, std=0.3)
+    for blk in m.trunk.blocks:                   # likewise the AdaLN modulation
+        if blk.ada is not None:
+            torch.nn.init.normal_(blk.ada.weight, std=0.05)
     return m
 
 
@@ -92,6 +95,64 @@ def test_direct_action_path_changes_the_prediction():
     assert not torch.allclose(base, plain, atol=1e-4)
     assert model("dense", enc="text").action_direct is None         # text actions have no raw values
     assert model("dense", direct_action=False).action_direct is None
+
+
+# -- AdaLN-zero action conditioning ------------------------------------------------------------
+def test_adaln_equals_the_plain_model_at_init():
+    torch.manual_seed(0)
+    cfg = dict(d_model=32, n_layers=2, n_heads=2, latent_dim=C, frame_grid=(2, 2), action_dim=A, action_scale=0.5,
+               moe=FFN["moe"], prev_frame="input", direct_action=False)
+    plain = Transfusion.build(ModelConfig(**cfg))
+    ada = Transfusion.build(ModelConfig(**cfg, action_adaln=True))
+    missing, unexpected = ada.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and missing and all(".ada." in k for k in missing)
+    assert all(blk.ada.weight.abs().sum() == 0 for blk in ada.trunk.blocks)
+    b = batch_of(plain, [av_doc(0), caption_doc(1)])
+    z = b.latents + 0.5 * rnd(*b.latents.shape, seed=4)
+    t = torch.rand(b.tokens.shape, generator=torch.Generator().manual_seed(1))
+    ctx, ctx_act, act = rnd(2, 2, N, C, seed=1), rnd(2, 1, A, seed=2) * 0.3, rnd(2, 3, A, seed=3) * 0.3
+    with torch.no_grad():
+        assert torch.equal(ada(b, z=z, t=t).flow, plain(b, z=z, t=t).flow)
+        roll = [m.eval().predict_next_frames(ctx, ctx_act, act, steps=2, generator=torch.Generator().manual_seed(0))
+                for m in (plain, ada)]
+    assert torch.equal(*roll)
+    with pytest.raises(ValueError, match="action_adaln=true .* action_encoding='embed'"):
+        ModelConfig(action_adaln=True, action_encoding="text")
+
+
+def test_adaln_makes_predictions_depend_on_actions_after_a_few_steps():
+    """Zero-initialised AdaLN, a few training steps on frames that the action decides: the
+    modulation has grown, carries part of the prediction, and changing the action changes it."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(d_model=32, n_layers=2, n_heads=2, latent_dim=C, frame_grid=(2, 2), action_dim=A,
+                      action_scale=0.2, moe=FFN["dense"], flow=FlowConfig(prediction="x", shift=4.0, sample_steps=1),
+                      prev_frame="input", direct_action=False, action_adaln=True)
+    m = Transfusion.build(cfg)
+    P = rnd(A, N * C, seed=42)
+    opt = torch.optim.AdamW(m.parameters(), lr=3e-3)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(30):
+        a = (torch.rand(16, 2, A, generator=g) - 0.5) * 0.4
+        f = torch.randn(16, 2, N, C, generator=g)
+        y = f[:, 1] + (a[:, 1] @ P / 0.2).view(16, N, C)
+        docs = [Document([Frame(f[i, 0], loss=False), Action(a[i, 0]), Frame(f[i, 1], loss=False), Action(a[i, 1]),
+                          Frame(y[i])], ACTION_VIDEO) for i in range(16)]
+        loss, _ = m.loss(collate([pack_rows([d], document_length(docs[0], cfg), cfg) for d in docs]))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert all(blk.ada.weight.abs().sum() > 0 for blk in m.trunk.blocks)
+    m.eval()
+    ctx, ctx_act = rnd(4, 2, N, C, seed=1), torch.zeros(4, 1, A)
+    a = (torch.rand(4, 1, A, generator=torch.Generator().manual_seed(3)) - 0.5) * 0.4
+    with torch.no_grad():
+        pred = m.predict_next_frames(ctx, ctx_act, a, generator=torch.Generator().manual_seed(0), shared_noise=True)
+        flipped = m.predict_next_frames(ctx, ctx_act, -a, generator=torch.Generator().manual_seed(0), shared_noise=True)
+        for blk in m.trunk.blocks:                       # without the modulation the action matters less
+            blk.ada.weight.zero_()
+        pred0 = m.predict_next_frames(ctx, ctx_act, a, generator=torch.Generator().manual_seed(0), shared_noise=True)
+    assert (pred - flipped).abs().mean() > 0.05
+    assert not torch.allclose(pred, pred0, atol=1e-3)    # the AdaLN path carries part of the prediction
 
 
 def test_prev_frame_input_is_used_and_can_be_disabled():
@@ -166,11 +227,11 @@ def sample_last_frame(m, docs, steps, cfg_scale, generator):
     return m.flow.sample(predictor(None), noise, steps, cfg_scale, predictor(noisy) if cfg_scale != 1 else None)
 
 
-@pytest.mark.parametrize("enc", ["embed", "text"])
+@pytest.mark.parametrize("enc", ["embed", "text", "embed+adaln"])
 @pytest.mark.parametrize("pred", ["x", "v"])
 @pytest.mark.parametrize("cfg_scale", [1.0, 2.5])
 def test_kv_cache_rollout_equals_full_recompute(enc, pred, cfg_scale):
-    m = model("moe", enc, pred).eval()
+    m = model("moe", enc.split("+")[0], pred, action_adaln=enc.endswith("adaln")).eval()
     B, Tc, H = 2, 2, 3
     ctx, ctx_act, act = rnd(B, Tc, N, C, seed=1), rnd(B, Tc - 1, A, seed=2) * 0.3, rnd(B, H, A, seed=3) * 0.3
     with torch.no_grad():

@@ -37,6 +37,10 @@ class ModelConfig:
     direct_action: bool = True         # embedded actions: the step's action embedding is also added to its frame's
                                        # noisy-copy input (a direct path, like the time embedding); attention alone
                                        # left the actions unused at CPU scale (shuffled actions scored the same)
+    action_adaln: bool = False         # embedded actions: AdaLN-zero (DiT) modulation of every block at a frame's
+                                       # noisy tokens by SiLU(time embedding + the embedding of the action that leads
+                                       # to the frame): a path the network cannot route around; zero-initialised,
+                                       # so a new model equals the plain one
     moe: MoEConfig = field(default_factory=MoEConfig)      # feed-forward: dense / modality / MoE
     flow: FlowConfig = field(default_factory=FlowConfig)   # rectified flow: prediction x/v, time shift, steps
     text_weight: float = 1.0           # loss = text_weight * L_text + flow_weight * L_flow (+ MoE aux)
@@ -73,6 +77,9 @@ class ModelConfig:
                              f"flow.prediction='x', got {self.flow.prediction!r} (or use prev_frame='input')")
         if self.action_encoding not in ACTION_ENCODINGS:
             raise ValueError(f"action_encoding={self.action_encoding!r}, expected one of {ACTION_ENCODINGS}")
+        if self.action_adaln and self.action_encoding != "embed":
+            raise ValueError("action_adaln=true modulates with the action embedding; it needs action_encoding='embed', "
+                             f"got {self.action_encoding!r}")
         if self.attn_backend not in ATTN_BACKENDS:
             raise ValueError(f"attn_backend={self.attn_backend!r}, expected one of {ATTN_BACKENDS}")
         if self.head_dim is None:
@@ -121,6 +128,7 @@ class ModelConfig:
 ADDED_KEYS: dict[str, Any] = {
     "prev_frame": "off",       # frame stacking: older models have no prev_in projection
     "direct_action": False,    # direct action path: older models have no such input
+    "action_adaln": False,     # AdaLN action conditioning: older models have no modulation weights
 }
 NESTED = {"moe": MoEConfig, "flow": FlowConfig}  # ModelConfig fields saved as nested dicts
 

@@ -26,12 +26,24 @@ class Block(nn.Module):
         self.attn = Attention(cfg.d_model, cfg.n_heads, cfg.hd, cfg.qk_norm, cfg.norm_eps)
         self.ffn_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
         self.ffn = FeedForward(cfg.d_model, cfg.moe)
+        # AdaLN-zero (DiT): shift, scale, gate of both branches from a per-token condition.
+        # No bias, so tokens with a zero condition (text, clean frames) are never modulated.
+        self.ada = nn.Linear(cfg.d_model, 6 * cfg.d_model, bias=False) if cfg.action_adaln else None
 
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor, mask, moe_modality: Tensor,
-                past: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-        a, kv = self.attn(self.attn_norm(x), cos, sin, mask, past)
-        x = x + a
-        x = x + self.ffn(self.ffn_norm(x), moe_modality)
+                past: tuple[Tensor, Tensor] | None = None,
+                cond: Tensor | None = None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        """cond (B, T, D): the AdaLN condition per token (zero where none); ignored without `ada`."""
+        if self.ada is None or cond is None:
+            a, kv = self.attn(self.attn_norm(x), cos, sin, mask, past)
+            x = x + a
+            x = x + self.ffn(self.ffn_norm(x), moe_modality)
+            return x, kv
+        # gates are 1 + g (not g as in DiT) so that the zero init equals the plain block everywhere
+        shift_a, scale_a, gate_a, shift_f, scale_f, gate_f = self.ada(cond).chunk(6, dim=-1)
+        a, kv = self.attn(self.attn_norm(x) * (1 + scale_a) + shift_a, cos, sin, mask, past)
+        x = x + (1 + gate_a) * a
+        x = x + (1 + gate_f) * self.ffn(self.ffn_norm(x) * (1 + scale_f) + shift_f, moe_modality)
         return x, kv
 
 
@@ -51,22 +63,25 @@ class Transformer(nn.Module):
             nn.init.trunc_normal_(blk.attn.qkv.weight, std=std, a=-3 * std, b=3 * std)
             nn.init.trunc_normal_(blk.attn.proj.weight, std=out_std, a=-3 * out_std, b=3 * out_std)
             blk.ffn.init_weights(std, out_std)
+            if blk.ada is not None:
+                nn.init.zeros_(blk.ada.weight)   # AdaLN-zero: starts as the plain block
             for norm in (blk.attn_norm, blk.ffn_norm, blk.attn.q_norm, blk.attn.k_norm, self.norm):
                 if isinstance(norm, RMSNorm):
                     nn.init.ones_(norm.weight)
 
     def forward(self, x: Tensor, pos: tuple[Tensor, Tensor, Tensor], moe_modality: Tensor, mask,
-                cache: KVCache | None = None, commit: bool = False) -> Tensor:
+                cache: KVCache | None = None, commit: bool = False, cond: Tensor | None = None) -> Tensor:
         """x (B, T, D) -> normalised hidden states (B, T, D).
 
         pos: (pos_seq, pos_row, pos_col), each (B, T). mask: bool (B, 1, T, S) or a
         FlexAttention BlockMask. With a cache, the new tokens attend to the cached ones
         (S = cache length + T); commit=True appends their keys/values to the cache.
+        cond (B, T, D): the AdaLN condition of each token (models with action_adaln).
         """
         cos, sin = self.rotary(*pos)
         for i, blk in enumerate(self.blocks):
             past = cache.get(i) if cache is not None else None
-            x, (k, v) = blk(x, cos, sin, mask, moe_modality, past)
+            x, (k, v) = blk(x, cos, sin, mask, moe_modality, past, cond)
             if cache is not None and commit:
                 cache.append(i, k, v)
         return self.norm(x)

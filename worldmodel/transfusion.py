@@ -208,35 +208,48 @@ class Transfusion(nn.Module):
             ok = ok & ~drop
         return table.gather(1, fid[..., None].expand(-1, -1, table.shape[-1])), ok
 
-    def _action_direct(self, b: PackedBatch, drop: Tensor | None) -> Tensor | None:
-        """The direct action input of a full sequence (None when the model has no such path)."""
-        if self.action_direct is None:
+    @property
+    def _uses_frame_action(self) -> bool:
+        """Whether a frame's own action enters at its noisy tokens (direct input and/or AdaLN)."""
+        return self.action_direct is not None or self.cfg.action_adaln
+
+    def _frame_action_emb(self, b: PackedBatch, drop: Tensor | None) -> Tensor | None:
+        """(B, L, D): at the noisy tokens of each action-conditioned frame, the embedding of the
+        action that leads to it (0 elsewhere and where CFG dropped the condition); None when the
+        model has neither the direct action input nor AdaLN. Full sequences only."""
+        if not self._uses_frame_action:
             return None
         act, ok = self.frame_actions(b, drop)
-        return self._action_feature(act) * ok[..., None].to(act.dtype)
+        emb = self._embed_action(act)
+        return emb * ok[..., None].to(emb.dtype)
 
     def _embed_action(self, act: Tensor) -> Tensor:
         """Raw actions (..., A) -> the action MLP's embedding (..., D) (scaled by the task's bound)."""
         return self.action_in((act / self.cfg.action_scale).to(self.action_in[0].weight.dtype))
 
-    def _action_feature(self, act: Tensor) -> Tensor:
-        return self.action_direct(self._embed_action(act))
-
-    def _embed(self, b: PackedBatch, z: Tensor, t: Tensor, prev: Tensor | None = None,
-               act_feat: Tensor | None = None) -> Tensor:
-        """Inputs of every token (B, L, D): token embedding, latent projection + t (+ the previous
-        frame `prev` (B, L, C) at noisy tokens, + the direct action input `act_feat` (B, L, D)),
-        or action MLP."""
+    def _embed(self, b: PackedBatch, z: Tensor, t_emb: Tensor, prev: Tensor | None = None,
+               act_emb: Tensor | None = None) -> Tensor:
+        """Inputs of every token (B, L, D): token embedding, latent projection + time embedding
+        `t_emb` (+ the previous frame `prev` (B, L, C) at noisy tokens, + the direct action input
+        from `act_emb` (B, L, D)), or action MLP."""
         h = self.tok_emb(b.tokens)
-        h_frame = self.latent_in(z.to(h.dtype)) + self.time_emb(t)
+        h_frame = self.latent_in(z.to(h.dtype)) + t_emb
         if self.prev_in is not None and prev is not None:
             h_frame = h_frame + self.prev_in(prev.to(h.dtype)) * b.is_noisy[..., None].to(h.dtype)
-        if act_feat is not None:
-            h_frame = h_frame + act_feat.to(h.dtype)
+        if self.action_direct is not None and act_emb is not None:
+            h_frame = h_frame + self.action_direct(act_emb.to(h.dtype))
         h = torch.where((b.modality == MOD_VISION)[..., None], h_frame.to(h.dtype), h)
         if self.action_in is not None:
             h = torch.where((b.modality == MOD_ACTION)[..., None], self._embed_action(b.actions).to(h.dtype), h)
         return h
+
+    def _adaln_cond(self, b: PackedBatch, t_emb: Tensor, act_emb: Tensor | None) -> Tensor | None:
+        """The AdaLN condition (B, L, D): SiLU(time embedding + frame action embedding) at noisy
+        frame tokens, 0 at every other token (so they are not modulated); None without AdaLN."""
+        if not self.cfg.action_adaln:
+            return None
+        c = t_emb if act_emb is None else t_emb + act_emb.to(t_emb.dtype)
+        return F.silu(c) * b.is_noisy[..., None].to(c.dtype)
 
     def _flow_out(self, h: Tensor, prev: Tensor | None) -> Tensor:
         """The flow head; with prev_frame='residual' the x-prediction is prev + head(h)
@@ -249,20 +262,21 @@ class Transfusion(nn.Module):
         return self.previous_frame_latents(b, z) if self.cfg.prev_frame != "off" else None
 
     def _run(self, b: PackedBatch, z: Tensor, t: Tensor, mask, stream: _Stream | None = None,
-             commit: bool = False, prev: Tensor | None = None, act_feat: Tensor | None = None) -> Tensor:
+             commit: bool = False, prev: Tensor | None = None, act_emb: Tensor | None = None) -> Tensor:
         total = b.seq_len + (stream.cache.length if stream is not None else 0)
         if total > self.cfg.max_seq_len:
             raise ValueError(f"stream of {total} tokens is longer than max_seq_len={self.cfg.max_seq_len}")
-        x = self._embed(b, z, t, prev, act_feat)
+        t_emb = self.time_emb(t)
+        x = self._embed(b, z, t_emb.to(self.tok_emb.weight.dtype), prev, act_emb)
         moe_mod = (b.modality == MOD_VISION).long()     # MoE: frame tokens vision, all others text
         return self.trunk(x, (b.pos_seq, b.pos_row, b.pos_col), moe_mod, mask,
-                          stream.cache if stream is not None else None, commit)
+                          stream.cache if stream is not None else None, commit, self._adaln_cond(b, t_emb, act_emb))
 
     def _run_full(self, b: PackedBatch, z: Tensor, t: Tensor, drop: Tensor | None) -> tuple[Tensor, Tensor | None]:
         """A whole packed sequence: its derived inputs (previous frames, direct actions) and mask
         -> (hidden states, the previous-frame latents the flow head needs)."""
         prev = self._prev(b, z)
-        h = self._run(b, z, t, self._full_mask(b, drop), prev=prev, act_feat=self._action_direct(b, drop))
+        h = self._run(b, z, t, self._full_mask(b, drop), prev=prev, act_emb=self._frame_action_emb(b, drop))
         return h, prev
 
     def _full_mask(self, b: PackedBatch, drop: Tensor | None):
@@ -375,22 +389,22 @@ class Transfusion(nn.Module):
         keys = stream.keys_with(q)
         mask = mask_from_vectors(q, keys)
         B, N = q.tokens.shape
-        act_feat = None
-        if self.action_direct is not None and action is not None:
-            act_feat = self._action_feature(action)[:, None].expand(B, N, -1)
+        act_emb = None
+        if self._uses_frame_action and action is not None:
+            act_emb = self._embed_action(action)[:, None].expand(B, N, -1)
 
         def run(mask_, act_):
             def predict(z, t):
-                h = self._run(q, z, t[:, None].expand(B, N), mask_, stream, commit=False, prev=prev, act_feat=act_)
+                h = self._run(q, z, t[:, None].expand(B, N), mask_, stream, commit=False, prev=prev, act_emb=act_)
                 return self._flow_out(h, prev)
             return predict
 
-        # the unconditional branch hides the action both ways: attention and the direct input
+        # the unconditional branch hides the action every way: attention, direct input and AdaLN
         uncond = run(mask_from_vectors(q, keys, q.is_noisy), None) if cfg_scale != 1.0 else None
         shape = q.latents.shape
         noise = randn((1, *shape[1:]) if shared_noise else shape, generator, q.latents.device,
                       q.latents.dtype).expand(shape)  # generator: one, or one per row (flow.randn)
-        return self.flow.sample(run(mask, act_feat), noise, steps, cfg_scale, uncond)
+        return self.flow.sample(run(mask, act_emb), noise, steps, cfg_scale, uncond)
 
     def _check_rollout(self, context: Tensor, context_actions: Tensor, actions: Tensor,
                        text: list[str] | None) -> None:
@@ -476,9 +490,9 @@ class Transfusion(nn.Module):
         self._check_rollout(context, context_actions, actions, text)
         if actions.shape[1] == 0:
             raise ValueError("actions has shape (B, 0, A); predict_frame_after needs at least one action")
-        if self.action_direct is not None:
-            raise ValueError("the direct action input takes one action per frame; a jump needs a model "
-                             "with direct_action=false")
+        if self._uses_frame_action:
+            raise ValueError("the direct action input and AdaLN take one action per frame; a jump needs a model "
+                             "with direct_action=false and action_adaln=false")
         sb, last = self._context_stream(context, context_actions, text, 0.0, generator)
         for h in range(actions.shape[1]):
             sb.action(actions[:, h].to(self.device))
