@@ -29,8 +29,9 @@ MARKER = ".lw-stage.json"
 
 @dataclass
 class ScratchArgs:
-    episodes: int = 300             # reacher episodes to collect (50 decisions each)
-    encoder_minutes: float = 3.0    # MAE encoder pretraining budget
+    episodes: int = 600             # reacher episodes to collect (50 decisions each)
+    encoder: str = "jepa"           # representation: jepa (trained for control, the default) | mae
+    encoder_minutes: float = 5.0    # encoder training budget
     rae_minutes: float = 4.0        # RAE decoder training budget
     experiment: str = "tiny_cpu"    # `lw pretrain experiment=...` preset (GPU: a larger preset)
     pretrain_overrides: list[str] = field(default_factory=list)  # extra `lw pretrain` overrides
@@ -51,7 +52,7 @@ class DemoConfig:
     denoise_steps: int | None = None  # Euler steps per imagined frame (prediction stage, GIF); None = the
                                       # model's own default (1 for the CPU presets; 25 costs ~6x the time)
     bench_episodes: int = 8         # planning episodes per row (fixed held-out seeds)
-    bench_rows: list[str] = field(default_factory=lambda: ["learned", "oracle_latent", "oracle_state", "random"])
+    bench_rows: list[str] = field(default_factory=lambda: ["learned", "jepa", "oracle_latent", "oracle_state", "random"])
     max_steps: int = 50             # decision steps per planning episode
     bench_overrides: list[str] = field(default_factory=list)  # extra `lw benchmark` overrides
 
@@ -94,14 +95,16 @@ class Stages:
 def scratch_chain(cfg: DemoConfig, st: Stages) -> str:
     """collect -> encoder -> RAE -> latent cache -> pretrain; returns the exported model folder."""
     w, s = Path(cfg.work_dir), cfg.scratch
-    data, mae, rae, run = w / "data" / cfg.task, w / "mae", w / "rae", w / "pretrain"
+    if s.encoder not in ("jepa", "mae"):
+        raise UserError(f"scratch.encoder={s.encoder!r}, expected 'jepa' or 'mae'")
+    data, enc, rae, run = w / "data" / cfg.task, w / s.encoder, w / "rae", w / "pretrain"
     dev = [f"device={cfg.device}"] if cfg.device else []
     st.run("collect", ["collect", f"task={cfg.task}", f"episodes={s.episodes}", f"out={data}",
                        "overwrite=true"], data)
-    st.run("train-encoder", ["train-encoder", f"data={data}", f"out={mae}", f"max_minutes={s.encoder_minutes}",
-                             *dev], mae)
-    st.run("train-rae", ["train-rae", f"data={data}", f"out={rae}", "encoder=own", f"encoder_weights={mae}",
-                         f"max_minutes={s.rae_minutes}", *dev], rae)
+    st.run("train-encoder", ["train-encoder", f"method={s.encoder}", f"data={data}", f"out={enc}",
+                             f"max_minutes={s.encoder_minutes}", *dev], enc)
+    st.run("train-rae", ["train-rae", f"data={data}", f"out={rae}", f"encoder={'jepa' if s.encoder == 'jepa' else 'own'}",
+                         f"encoder_weights={enc}", f"max_minutes={s.rae_minutes}", *dev], rae)
     st.run("encode-dataset", ["encode-dataset", f"data={data}", f"rae={rae}", *dev], data / "latents")
     st.run("pretrain", ["pretrain", f"experiment={s.experiment}", f"run_dir={run}", f"data.dataset={data}",
                         f"rae.path={rae}", *dev, *s.pretrain_overrides], run)
@@ -120,8 +123,10 @@ def main(overrides: list[str]) -> int:
     names = (["collect", "train-encoder", "train-rae", "encode-dataset", "pretrain"] if cfg.from_scratch else [])
     names += ["eval-prediction", "benchmark", "report"]
     st = Stages(names, cfg.restart)
+    jepa = ""   # the jepa row's folder; "" = <model>/jepa (the embedded checkpoint ships one)
     if cfg.from_scratch:
         model = scratch_chain(cfg, st)
+        jepa = str(Path(cfg.work_dir) / "jepa") if cfg.scratch.encoder == "jepa" else ""
     else:
         model = cfg.model
         from worldmodel.hub import read_config
@@ -134,7 +139,7 @@ def main(overrides: list[str]) -> int:
                                f"out={out / 'prediction'}", *dev], out / "prediction")
     st.run("benchmark", ["benchmark", f"model={model}", f"tasks=[{cfg.task}]",
                          f"rows=[{','.join(cfg.bench_rows)}]", f"episodes={cfg.bench_episodes}",
-                         f"max_steps={cfg.max_steps}", "rae=''", "video=true", "video_episodes=1",
+                         f"max_steps={cfg.max_steps}", "rae=''", f"jepa={jepa}", "video=true", "video_episodes=1",
                          f"out={out / 'benchmark'}", *dev, *cfg.bench_overrides], out / "benchmark")
     st.i += 1
     print(f"[{st.i}/{len(names)}] report: loss curves, imagined-vs-real GIF, executed-plan GIF", flush=True)

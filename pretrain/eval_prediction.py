@@ -145,6 +145,8 @@ def summarise(per_episode: dict[str, np.ndarray]) -> dict[str, list[float]]:
     for k, v in per_episode.items():
         res[k] = v.mean(0).tolist()
         res[f"{k}_se"] = (v.std(0, ddof=1) / np.sqrt(len(v))).tolist() if len(v) > 1 else [0.0] * v.shape[1]
+    # action gain: error with another episode's actions / with the true ones (1.0 = actions ignored)
+    res["action_gain"] = [s / max(m, 1e-12) for s, m in zip(res["shuffled_latent_mse"], res["model_latent_mse"])]
     return res
 
 
@@ -152,11 +154,11 @@ def markdown_table(res: dict[str, list[float]], horizon: int) -> str:
     cols = [("model_psnr", "PSNR model"), ("copy_last_psnr", "PSNR copy-last"), ("mean_latent_psnr", "PSNR mean"),
             ("rae_psnr", "PSNR RAE"), ("model_ssim", "SSIM model"), ("copy_last_ssim", "SSIM copy-last"),
             ("rae_ssim", "SSIM RAE"), ("model_latent_mse", "latent MSE model"),
-            ("shuffled_latent_mse", "latent MSE shuffled actions"),
+            ("shuffled_latent_mse", "latent MSE shuffled actions"), ("action_gain", "action gain"),
             ("copy_last_latent_mse", "latent MSE copy-last"), ("mean_latent_latent_mse", "latent MSE mean")]
     lines = ["| step | " + " | ".join(n for _, n in cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for h in range(horizon):
-        cells = [f"{res[k][h]:.2f}" if "psnr" in k else f"{res[k][h]:.3f}" for k, _ in cols]
+        cells = [f"{res[k][h]:.2f}" if "psnr" in k or k == "action_gain" else f"{res[k][h]:.3f}" for k, _ in cols]
         lines.append(f"| {h + 1} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -227,7 +229,7 @@ def main(overrides: list[str]) -> int:
             f"{cfg.seed}..{cfg.seed + cfg.episodes - 1}, policy {pol['policy']}), {tc} real context frames, "
             f"open-loop horizon {cfg.horizon} ({cfg.imagine}), denoise steps {steps or 'model default'}. "
             f"Means over episodes; shuffled actions = the model given another episode's actions (equal to "
-            f"the model's own when it ignores actions); mean = the decoded mean latent (a blurry-mean predictor); "
+            f"the model's own when it ignores actions); action gain = shuffled / model latent MSE (1.00: ignored); mean = the decoded mean latent (a blurry-mean predictor); "
             f"RAE = decode(encode(true frame)), the pixel ceiling.\n\n")
     (out / "prediction.md").write_text(head + table + "\n")
     payload = {"config": to_dict(cfg), "task": task_name, "context_frames": tc, "policy": pol,

@@ -1,6 +1,9 @@
 """Pack an exported world-model folder for shipping: half-precision weights, metrics beside it.
 
-    python -m pretrain.pack_checkpoint runs/reacher_embedded/model checkpoints/reacher-tiny
+    python -m pretrain.pack_checkpoint runs/reacher_embedded/model checkpoints/reacher-tiny [runs/jepa_reacher]
+
+The optional third folder (a `lw train-encoder method=jepa` run) is packed as `jepa/`, which
+the benchmark's jepa row reads by default.
 
 Matrices (>= 2-D float tensors) are stored in float16, which halves the folder; vectors
 (norm scales, biases, the RAE's latent mean/std) stay float32. `from_pretrained` copies
@@ -39,9 +42,9 @@ def _pack_folder(src: Path, dst: Path) -> None:
     hub.save_pretrained(dst, meta["kind"], meta["config"], sd, extra=extra)
 
 
-def pack(src: str | Path, dst: str | Path) -> Path:
+def pack(src: str | Path, dst: str | Path, jepa: str | Path | None = None) -> Path:
     src, dst = Path(src), Path(dst)
-    for folder in (src, src / "rae"):
+    for folder in (src, src / "rae", *([Path(jepa)] if jepa else [])):
         for name in (CONFIG_NAME, WEIGHTS_NAME):
             if not (folder / name).is_file():
                 raise FileNotFoundError(f"{str(folder / name)!r} is missing; expected a `lw pretrain` model export")
@@ -50,6 +53,8 @@ def pack(src: str | Path, dst: str | Path) -> Path:
     tmp.mkdir(parents=True)
     for sub in ("", "rae"):
         _pack_folder(src / sub, tmp / sub)
+    if jepa:
+        _pack_folder(Path(jepa), tmp / "jepa")
     if (src.parent / "metrics.jsonl").is_file():
         shutil.copyfile(src.parent / "metrics.jsonl", tmp / "training_metrics.jsonl")
     if (dst / "RECIPE.md").is_file():          # keep the hand-written recipe when re-packing
@@ -60,8 +65,9 @@ def pack(src: str | Path, dst: str | Path) -> Path:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 3:
-        raise SystemExit("usage: python -m pretrain.pack_checkpoint <exported model folder> <destination>")
-    out = pack(sys.argv[1], sys.argv[2])
+    if len(sys.argv) not in (3, 4):
+        raise SystemExit("usage: python -m pretrain.pack_checkpoint <exported model folder> <destination> "
+                         "[<jepa folder>]")
+    out = pack(*sys.argv[1:])
     size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
     print(f"packed {sys.argv[1]} -> {out} ({size / 2**20:.1f} MiB)")

@@ -122,6 +122,8 @@ def summary_table(prediction_json: Path, benchmark_json: Path, model: str, task:
              "|---" * (len(steps) + 1) + "|",
              "| model | " + " | ".join(f"{per['model_psnr'][s - 1]:.2f}" for s in steps) + " |",
              "| copy-last-frame | " + " | ".join(f"{per['copy_last_psnr'][s - 1]:.2f}" for s in steps) + " |",
+             "| action gain (latent MSE, shuffled / true actions; 1.00 = ignored) | "
+             + " | ".join(f"{per['action_gain'][s - 1]:.2f}" if "action_gain" in per else "–" for s in steps) + " |",
              "", "Planning, executed and scored in MuJoCo:", "",
              "| row | planner | success | 95% CI | final dist | s / replan |", "|---|---|---|---|---|---|"]
     rows = []
@@ -140,5 +142,6 @@ def summary_table(prediction_json: Path, benchmark_json: Path, model: str, task:
     data = {"task": task, "model": str(model), "seconds": seconds,
             "prediction_psnr": {str(s): {"model": per["model_psnr"][s - 1],
                                          "copy_last": per["copy_last_psnr"][s - 1]} for s in steps},
+            "action_gain": {str(s): per["action_gain"][s - 1] for s in steps if "action_gain" in per},
             "planning": rows}
     return {"markdown": "\n".join(lines), "json": data}

@@ -45,3 +45,19 @@ def test_packed_folder_is_accepted_by_every_tool(tmp_path):
     _, data = make_world(tmp_path / "world")  # a dataset of 16-px frames, as the tiny world's RAE
     encode_dataset(EncodeDatasetConfig(data=str(data), rae=str(dst / "rae"), device="cpu", progress=False))
     assert verify_latents(data, dst / "rae") == meta["encoder_id"]
+
+
+def test_pack_ships_the_jepa_folder_for_the_jepa_row(tmp_path):
+    from worldmodel.jepa import JEPA, JEPAConfig, JEPAWorld
+
+    src = build_tiny_world(tmp_path / "src")
+    jepa = JEPA(JEPAConfig(image_size=16, input_size=16, channels=(8, 16), hidden=16, latent_dim=4, action_scale=0.2))
+    jepa.save_pretrained(tmp_path / "jepa", extra={"task": "reacher"})
+    dst = pack(src, tmp_path / "packed", tmp_path / "jepa")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # checksums of the packed weights
+        world = JEPAWorld.from_pretrained(dst / "jepa")
+    assert world.extras["task"] == "reacher"
+    assert load_file(str(dst / "jepa/model.safetensors"))["predictor.net.0.weight"].dtype == torch.float16
+    x = torch.rand(3, 3, 16, 16)
+    torch.testing.assert_close(world.model.encoder(x), jepa.eval().encoder(x), atol=1e-2, rtol=1e-2)

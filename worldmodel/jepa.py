@@ -156,6 +156,7 @@ def sigreg(z: Tensor, projections: int = 256, knots: int = 17, generator: torch.
     Epps-Pulley statistic on random 1-D projections: the weighted squared distance between
     each projection's empirical characteristic function and exp(-t^2/2), integrated over
     t in [0, 5] (the integrand is even) with a Gaussian window, averaged over projections.
+    Its scale differs from VICReg's: LeJEPA weighs it ~0.05 against the prediction loss.
     """
     dirs = torch.randn(z.shape[1], projections, device=z.device, generator=generator)
     p = z.float() @ (dirs / dirs.norm(dim=0, keepdim=True))                  # (M, P)
@@ -163,7 +164,8 @@ def sigreg(z: Tensor, projections: int = 256, knots: int = 17, generator: torch.
     tp = p[None] * t[:, None, None]                                          # (knots, M, P)
     err = (tp.cos().mean(1) - torch.exp(-t ** 2 / 2)[:, None]) ** 2 + tp.sin().mean(1) ** 2
     weighted = err * torch.exp(-t ** 2 / 2)[:, None]                         # (knots, P)
-    return torch.trapezoid(weighted, t, dim=0).mean() * 2 * len(z) / 100     # / 100: a VICReg-like scale
+    # x2: the integral over [-5, 5]; x M: the test statistic scales with the sample (LeJEPA)
+    return torch.trapezoid(weighted, t, dim=0).mean() * 2 * len(z)
 
 
 # ----------------------------------------------------------------------------- the model
