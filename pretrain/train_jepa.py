@@ -8,7 +8,7 @@ and the actions between them, and trains encoder, predictor and inverse-dynamics
 together (`JEPA.loss`). Every `eval_every` steps the held-out proxy scores of
 `pretrain.latent_probe` (action gain at 1 and 5 steps, latent-cost Spearman, state probe
 R^2, per-dimension std) go to metrics.jsonl and the console, and the folder is saved
-atomically with the optimiser and RNG state (no pickle), so `resume=true` continues a
+atomically with the optimiser and RNG state (pretrain.safe_state: no pickle), so `resume=true` continues a
 killed run. The finished folder is what `lw train-rae encoder=jepa encoder_weights=...`
 freezes, and what the benchmark's `jepa` row plans with.
 """
@@ -19,10 +19,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 
 from pretrain.config import compose, save_resolved, to_dict, wants_print
 from pretrain.latent_probe import EpisodeArrays, encode_episodes, load_episodes, score_latents
+from pretrain.safe_state import load_state, save_state
 from pretrain.train_encoder import Budget, MetricsLog, lr_at, pick_device, progress_bar, set_threads, tqdm_write
 
 
@@ -65,34 +65,24 @@ class TrainJEPAConfig:
     progress: bool = True
 
 
-OPT_FILE, STATE_FILE = "optimizer.safetensors", "train_state.json"
+STATE_FILE = "train_state.safetensors"
 
 
 def _save_train_state(out: Path, opt: torch.optim.Optimizer, gen: torch.Generator, step: int,
-                      budget_s: float) -> None:
-    """Optimiser tensors + sampler RNG in safetensors, the rest in JSON: resuming reads no pickle."""
-    from worldmodel.hub import atomic_write_bytes
-
-    sd = opt.state_dict()
-    tensors = {f"{i}.{k}": v.detach().cpu().contiguous() for i, st in sd["state"].items() for k, v in st.items()}
-    tensors["generator"] = gen.get_state()
-    tmp = out / f".{OPT_FILE}.tmp"
-    save_file(tensors, str(tmp))
-    tmp.replace(out / OPT_FILE)
-    atomic_write_bytes(out / STATE_FILE, json.dumps({"step": step, "elapsed_s": budget_s,
-                                                     "param_groups": sd["param_groups"]}).encode())
+                      elapsed_s: float) -> None:
+    """Optimiser, sampler RNG, step and time spent in one pickle-free file (pretrain.safe_state),
+    written atomically: resuming runs no code from the run folder."""
+    tmp = out / f".{STATE_FILE}.tmp"
+    save_state(tmp, {"optimizer": opt.state_dict(), "generator": gen.get_state(), "step": step,
+                     "elapsed_s": elapsed_s})
+    tmp.replace(out / STATE_FILE)
 
 
 def _load_train_state(out: Path, opt: torch.optim.Optimizer, gen: torch.Generator) -> tuple[int, float]:
-    meta = json.loads((out / STATE_FILE).read_text())
-    tensors = load_file(str(out / OPT_FILE))
-    gen.set_state(tensors.pop("generator"))
-    state: dict = {}
-    for name, v in tensors.items():
-        i, k = name.split(".", 1)
-        state.setdefault(int(i), {})[k] = v
-    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
-    return int(meta["step"]), float(meta["elapsed_s"])
+    state = load_state(out / STATE_FILE)
+    opt.load_state_dict(state["optimizer"])
+    gen.set_state(state["generator"])
+    return int(state["step"]), float(state["elapsed_s"])
 
 
 def _windows(eps: EpisodeArrays, n: int, h: int, R: int, gen: torch.Generator, device):

@@ -30,7 +30,20 @@ from .vit import MAE, OWN_MEAN, OWN_STD, ViTConfig, make_own_encoder
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
 
 
-class TimmEncoder(nn.Module):
+class FrozenEncoder(nn.Module):
+    """A representation encoder that never trains: no gradients, always in eval mode (no dropout,
+    BatchNorm with its running statistics). Subclasses set spec, encoder_id, input_size, grid, dim."""
+
+    def freeze(self) -> None:
+        for p in self.parameters():
+            p.requires_grad_(False)
+        self.eval()
+
+    def train(self, mode: bool = True):
+        return super().train(False)
+
+
+class TimmEncoder(FrozenEncoder):
     """A frozen timm ViT: images in [0, 1] -> (B, N, C) patch tokens."""
 
     def __init__(self, model: nn.Module, spec: dict[str, Any], mean, std):
@@ -45,14 +58,6 @@ class TimmEncoder(nn.Module):
         self.register_buffer("pix_mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
         self.register_buffer("pix_std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
         self.freeze()
-
-    def freeze(self) -> None:
-        for p in self.parameters():
-            p.requires_grad_(False)
-        self.eval()
-
-    def train(self, mode: bool = True):
-        return super().train(False)  # frozen: always eval (no dropout / drop-path)
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:

@@ -21,8 +21,7 @@ token, D = N*C latent size, A action dim.
 """
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import hub
+from .encoders import FrozenEncoder
 
 REGULARIZERS = ("vicreg", "sigreg")
 
@@ -235,7 +235,7 @@ class JEPA(nn.Module):
         return model.to(device).eval()
 
 
-class JEPAEncoder(nn.Module):
+class JEPAEncoder(FrozenEncoder):
     """A trained JEPA's encoder, frozen, with the interface the RAE expects of a representation
     encoder (`spec`, `encoder_id`, `input_size`, `grid`, `dim`, images -> (B, N, C))."""
 
@@ -249,14 +249,6 @@ class JEPAEncoder(nn.Module):
         self.dim = cfg.latent_dim
         self.freeze()
 
-    def freeze(self) -> None:
-        for p in self.parameters():
-            p.requires_grad_(False)
-        self.eval()
-
-    def train(self, mode: bool = True):
-        return super().train(False)  # frozen: BatchNorm uses its running statistics
-
     @torch.no_grad()
     def forward(self, images: Tensor) -> Tensor:
         if images.shape[-2:] != (self.input_size, self.input_size):
@@ -264,7 +256,7 @@ class JEPAEncoder(nn.Module):
         return self.model(images)
 
 
-def load_jepa_encoder(path: str | Path) -> JEPAEncoder:
+def load_jepa_encoder(path: str | Path) -> "JEPAEncoder":
     """The frozen encoder of a `lw train-encoder method=jepa` folder."""
     meta = hub.read_config(path, JEPA.KIND)
     enc = JEPAEncoder(JEPAConfig(**meta["config"]))
