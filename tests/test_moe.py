@@ -374,3 +374,14 @@ def test_grouped_mm_support_is_decided_per_eager_and_compiled():
         x, modality = _inputs()
         with pytest.raises(Exception, match="dispatch='grouped_mm' but torch._grouped_mm cannot run"):
             torch.compile(m, fullgraph=True, backend="aot_eager")(x, modality)
+
+
+def test_grouped_mm_probe_does_not_depend_on_the_grad_mode():
+    """The probe runs a backward; a first call from inference code (no_grad) must not cache 'unsupported'."""
+    from worldmodel.moe import _probe_grouped_mm
+
+    _probe_grouped_mm.cache_clear()
+    with torch.no_grad():
+        under_no_grad = _probe_grouped_mm("cpu", torch.float32)
+    _probe_grouped_mm.cache_clear()
+    assert under_no_grad == _probe_grouped_mm("cpu", torch.float32)

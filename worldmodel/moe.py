@@ -129,18 +129,24 @@ def _probe_grouped_mm(device_type: str, dtype: torch.dtype) -> bool:
     if not hasattr(torch, "_grouped_mm"):
         return False
     try:
-        x = torch.randn(24, 16, device=device_type, dtype=dtype, requires_grad=True)
-        w = torch.randn(3, 32, 16, device=device_type, dtype=dtype, requires_grad=True)
-        offs = torch.tensor([5, 5, 24], device=device_type, dtype=torch.int32)
-        y = torch._grouped_mm(x, w.transpose(-2, -1), offs=offs)
-        y.backward(torch.ones_like(y))
-        if device_type == "meta":  # shapes and dtypes only: the meta kernel accepted the call
-            return y.shape == (24, 32) and w.grad is not None and w.grad.shape == w.shape
-        ref = torch.cat([x[:5] @ w[0].T, x[5:] @ w[2].T])
-        tol = 1e-2 if dtype in (torch.float16, torch.bfloat16) else 1e-4
-        return bool(torch.allclose(y, ref, atol=tol, rtol=tol)) and w.grad is not None
+        with torch.enable_grad():  # the first call may come from inference code under no_grad
+            return _try_grouped_mm(device_type, dtype)
     except (RuntimeError, NotImplementedError, TypeError):
         return False
+
+
+def _try_grouped_mm(device_type: str, dtype: torch.dtype) -> bool:
+    """One tiny aligned grouped matmul, forward and backward, checked against per-group matmuls."""
+    x = torch.randn(24, 16, device=device_type, dtype=dtype, requires_grad=True)
+    w = torch.randn(3, 32, 16, device=device_type, dtype=dtype, requires_grad=True)
+    offs = torch.tensor([5, 5, 24], device=device_type, dtype=torch.int32)
+    y = torch._grouped_mm(x, w.transpose(-2, -1), offs=offs)
+    y.backward(torch.ones_like(y))
+    if device_type == "meta":  # shapes and dtypes only: the meta kernel accepted the call
+        return y.shape == (24, 32) and w.grad is not None and w.grad.shape == w.shape
+    ref = torch.cat([x[:5] @ w[0].T, x[5:] @ w[2].T])
+    tol = 1e-2 if dtype in (torch.float16, torch.bfloat16) else 1e-4
+    return bool(torch.allclose(y, ref, atol=tol, rtol=tol)) and w.grad is not None
 
 
 def grouped_mm_supported(device: torch.device, dtype: torch.dtype, *dims: int, compiled: bool | None = None) -> bool:

@@ -262,7 +262,9 @@ class Transfusion(nn.Module):
         return self.previous_frame_latents(b, z) if self.cfg.prev_frame != "off" else None
 
     def _run(self, b: PackedBatch, z: Tensor, t: Tensor, mask, stream: _Stream | None = None,
-             commit: bool = False, prev: Tensor | None = None, act_emb: Tensor | None = None) -> Tensor:
+             commit: bool = False, prev: Tensor | None = None, act_emb: Tensor | None = None,
+             has_noisy: bool = True) -> Tensor:
+        """has_noisy=False: the chunk holds no noisy token, so AdaLN (zero there) is skipped."""
         total = b.seq_len + (stream.cache.length if stream is not None else 0)
         if total > self.cfg.max_seq_len:
             raise ValueError(f"stream of {total} tokens is longer than max_seq_len={self.cfg.max_seq_len}")
@@ -270,7 +272,8 @@ class Transfusion(nn.Module):
         x = self._embed(b, z, t_emb.to(self.tok_emb.weight.dtype), prev, act_emb)
         moe_mod = (b.modality == MOD_VISION).long()     # MoE: frame tokens vision, all others text
         return self.trunk(x, (b.pos_seq, b.pos_row, b.pos_col), moe_mod, mask,
-                          stream.cache if stream is not None else None, commit, self._adaln_cond(b, t_emb, act_emb))
+                          stream.cache if stream is not None else None, commit,
+                          self._adaln_cond(b, t_emb, act_emb) if has_noisy else None)
 
     def _run_full(self, b: PackedBatch, z: Tensor, t: Tensor, drop: Tensor | None) -> tuple[Tensor, Tensor | None]:
         """A whole packed sequence: its derived inputs (previous frames, direct actions) and mask
@@ -369,7 +372,7 @@ class Transfusion(nn.Module):
         """Run a chunk of clean tokens against the cache and append it; returns its hidden states."""
         keys = stream.keys_with(chunk)
         t = torch.full(chunk.tokens.shape, t_clean, device=chunk.tokens.device)
-        h = self._run(chunk, chunk.latents, t, mask_from_vectors(chunk, keys), stream, commit=True)
+        h = self._run(chunk, chunk.latents, t, mask_from_vectors(chunk, keys), stream, commit=True, has_noisy=False)
         stream.keys = keys
         return h
 
