@@ -127,7 +127,7 @@ def test_kv_cached_chunks_equal_the_full_forward(ffn):
         chunk = type(full)(**{k: v[:, lo:hi] for k, v in vars(full).items()})
         keys = chunk if keys is None else concat([keys, chunk])
         with torch.no_grad():
-            x = m._embed(chunk, chunk.latents, torch.ones(chunk.tokens.shape))
+            x = m._embed(chunk, chunk.latents, m.time_emb(torch.ones(chunk.tokens.shape)))
             outs.append(m.trunk(x, (chunk.pos_seq, chunk.pos_row, chunk.pos_col),
                                 (chunk.modality == 1).long(), mask_from_vectors(chunk, keys), cache, commit=True))
     assert cache.length == full.seq_len
