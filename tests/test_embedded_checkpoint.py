@@ -1,4 +1,5 @@
-"""The shipped checkpoint is what its recipe says: `lw pretrain experiment=reacher_embedded`."""
+"""The shipped checkpoint is what its recipe says: `lw pretrain experiment=reacher_jepa`, on the
+latent of its shipped jepa/ representation."""
 from __future__ import annotations
 
 import json
@@ -19,7 +20,7 @@ DATA_DERIVED = {"latent_dim", "frame_grid", "action_dim", "action_scale"}  # set
 
 
 def test_config_matches_the_recipe():
-    recipe = compose(TrainConfig, "pretrain", ["experiment=reacher_embedded"])
+    recipe = compose(TrainConfig, "pretrain", ["experiment=reacher_jepa"])
     meta = json.loads((CKPT / "config.json").read_text())
     want = {k: v for k, v in asdict(recipe.model).items() if k not in DATA_DERIVED}
     loaded = ModelConfig.from_dict(meta["config"]).to_dict()   # the config as loaded (older keys defaulted)
@@ -33,7 +34,8 @@ def test_config_matches_the_recipe():
     rae = json.loads((CKPT / "rae" / "config.json").read_text())
     assert meta["config"]["latent_dim"] == rae["latent_dim"]
     assert meta["config"]["frame_grid"] == rae["grid"]
-    assert "lw pretrain experiment=reacher_embedded" in (CKPT / "RECIPE.md").read_text()
+    assert "lw pretrain experiment=reacher_jepa" in (CKPT / "RECIPE.md").read_text()
+    assert rae["encoder_id"] == "jepa" and meta["config"]["action_adaln"] is True
 
 
 def test_checkpoint_fits_the_size_budget_and_loads():
@@ -44,7 +46,7 @@ def test_checkpoint_fits_the_size_budget_and_loads():
     from worldmodel import hub
     from worldmodel.world import LatentWorld
 
-    for folder in (CKPT, CKPT / "rae"):  # checksums recorded, so a damaged copy is refused
+    for folder in (CKPT, CKPT / "rae", CKPT / "jepa"):  # checksums recorded, so a damaged copy is refused
         assert hub.WEIGHTS_NAME in json.loads((folder / hub.CONFIG_NAME).read_text())[hub.CHECKSUMS_KEY]
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no "records no checksum" warning
@@ -60,3 +62,17 @@ def test_shipped_rae_fingerprint_matches_its_weights():
     from worldmodel.rae import RAE
 
     assert rae_identity(CKPT / "rae")[1] == RAE.from_pretrained(CKPT / "rae").fingerprint()
+
+
+def test_shipped_jepa_is_the_rae_encoder():
+    """jepa/ (the benchmark's jepa row) holds the very encoder whose latent the model was trained in."""
+    import torch
+
+    from worldmodel.jepa import JEPAWorld
+    from worldmodel.world import LatentWorld
+
+    world, jepa = LatentWorld.from_pretrained(CKPT), JEPAWorld.from_pretrained(CKPT / "jepa")
+    assert jepa.extras["task"] == "reacher" and jepa.cfg.action_scale == 0.2
+    frames = torch.randint(0, 256, (4, 64, 64, 3), dtype=torch.uint8)
+    raw = jepa.encode_frames(frames)
+    torch.testing.assert_close(world.encode_frames(frames), world.rae.normalize(raw))
