@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import os
 import signal
@@ -44,6 +43,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from worldmodel.errors import DataError
+from worldmodel.hub import sha256_file  # noqa: F401  (one implementation; importers use shards.sha256_file)
 
 FORMAT = "learnedworld-episodes"
 VERSION = 1
@@ -61,14 +61,6 @@ class ShardCorruptError(DataError):
 
 
 # ----------------------------------------------------------------------------- files
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
 
 def atomic_write(path: str | Path, write: Callable[[Any], None]) -> Path:
     """Call `write(fileobj)` on a temp file beside `path`, fsync, then os.replace onto `path`.
