@@ -26,6 +26,7 @@ demo: $(STAMP)
 	$(BIN)/lw demo $(ARGS)
 
 test: $(STAMP)
+	@$(BIN)/python -c 'import mujoco, torch; print(f"torch {torch.__version__}, mujoco {mujoco.__version__}")'
 	$(BIN)/python -m pytest -q $(ARGS)
 
 clean:
