@@ -168,13 +168,11 @@ class RowModel:
 
                 world = JEPAWorld.from_pretrained(path, device=_device(cfg.device))
         if row in ("learned", "jepa"):
-            if self.skip:
-                pass
-            elif world is None:
+            if not self.skip and world is None:
                 self.skip = "no model given (model=<folder written by `lw pretrain`>)"
-            elif world.extras.get("task") not in (None, task):
+            elif not self.skip and world.extras.get("task") not in (None, task):
                 self.skip = f"the model was trained on {world.extras.get('task')!r}"
-            else:
+            if not self.skip:
                 from envs.mujoco_tasks import TASKS
                 from planners.learned import LearnedModel
                 import gymnasium as gym

@@ -308,13 +308,8 @@ class JEPAWorld:
     @torch.no_grad()
     def encode_frames(self, frames: np.ndarray | Tensor) -> Tensor:
         """uint8 frames (B, H, W, 3) -> latents (B, N, C)."""
-        s = self.cfg.image_size
-        if frames.dtype not in (np.uint8, torch.uint8) or frames.ndim != 4 or tuple(frames.shape[1:]) != (s, s, 3):
-            raise ValueError(f"frames have shape {tuple(frames.shape)} dtype {frames.dtype}, "
-                             f"expected uint8 (B, {s}, {s}, 3)")
-        x = torch.as_tensor(np.ascontiguousarray(frames) if isinstance(frames, np.ndarray) else frames)
-        x = x.to(self.device).permute(0, 3, 1, 2).float().div_(255.0)
-        return self.model.encoder(x)
+        from .world import frames_to_float
+        return self.model.encoder(frames_to_float(frames, self.cfg.image_size, self.device))
 
     def rollout(self, context_latents: Tensor, context_actions: Tensor, actions: Tensor, **_ignored) -> Tensor:
         """context (B, Tc, N, C), context actions (B, Tc-1, A), actions (B, H, A) -> (B, H, N, C).
@@ -332,8 +327,3 @@ class JEPAWorld:
         self.n_calls += 1
         z = self.model.predictor.unroll(ctx[:, -h:].flatten(2), self.model.scale_actions(act))
         return z.view(B, act.shape[1], *self.latent_shape)
-
-    @staticmethod
-    def latent_cost(latents: Tensor, goal_latents: Tensor) -> Tensor:
-        from .world import LatentWorld
-        return LatentWorld.latent_cost(latents, goal_latents)

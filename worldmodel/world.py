@@ -36,6 +36,16 @@ def _as_tensor(x: np.ndarray | Tensor, device: torch.device, dtype: torch.dtype 
     return t.to(device=device, dtype=dtype if dtype is not None else t.dtype)
 
 
+def frames_to_float(frames: np.ndarray | Tensor, size: int, device: torch.device) -> Tensor:
+    """Checked uint8 frames (B, size, size, 3), numpy or torch -> float (B, 3, size, size) in [0, 1]
+    on `device`: what every world's encode_frames feeds its encoder."""
+    if frames.dtype not in (np.uint8, torch.uint8):
+        raise ValueError(f"frames have dtype {frames.dtype}, expected uint8 (B, H, W, 3) images")
+    if frames.ndim != 4 or tuple(frames.shape[1:]) != (size, size, 3):
+        raise ValueError(f"frames have shape {tuple(frames.shape)}, expected (B, {size}, {size}, 3)")
+    return _as_tensor(frames, device).permute(0, 3, 1, 2).float().div_(255.0)
+
+
 class LatentWorld:
     """A world model in RAE latent space: encode frames, roll out actions, decode.
 
@@ -115,13 +125,7 @@ class LatentWorld:
     @torch.no_grad()
     def encode_frames(self, frames: np.ndarray | Tensor) -> Tensor:
         """uint8 frames (B, H, W, 3) (numpy or torch) -> normalised latents (B, N, C)."""
-        s = self.image_size
-        if frames.dtype not in (np.uint8, torch.uint8):
-            raise ValueError(f"frames have dtype {frames.dtype}, expected uint8 (B, H, W, 3) images")
-        if frames.ndim != 4 or tuple(frames.shape[1:]) != (s, s, 3):
-            raise ValueError(f"frames have shape {tuple(frames.shape)}, expected (B, {s}, {s}, 3)")
-        x = _as_tensor(frames, self.device).permute(0, 3, 1, 2).float().div_(255.0)  # (B,3,H,W) in [0,1]
-        return self.rae.encode(x)
+        return self.rae.encode(frames_to_float(frames, self.image_size, self.device))
 
     @torch.no_grad()
     def decode_float(self, latents: Tensor) -> Tensor:
