@@ -159,6 +159,9 @@ def train(cfg: TrainJEPAConfig) -> dict:
     bar = progress_bar(cfg.progress, None, "train-encoder jepa")
     last: dict = {}
 
+    def scores() -> dict:
+        return {"step": step, "minutes": round(budget.elapsed() / 60, 2), **evaluate(model, eps, cfg.eval_episodes, device)}
+
     def checkpoint() -> None:
         model.save_pretrained(out, extra={**extra, "step": step, "scores": last})
         _save_train_state(out, opt, gen, step, budget.elapsed())
@@ -179,7 +182,7 @@ def train(cfg: TrainJEPAConfig) -> dict:
         if step % 50 == 0 or step == 1:
             log.write(step=step, minutes=round(budget.elapsed() / 60, 3), lr=lr, **parts)
         if step % cfg.eval_every == 0:
-            last = {"step": step, "minutes": round(budget.elapsed() / 60, 2), **evaluate(model, eps, cfg.eval_episodes, device)}
+            last = scores()
             log.write(**last)
             tqdm_write(f"step {step} ({last['minutes']} min): gain 1/5 steps {last['k1']['action_gain']}/"
                        f"{last['k5']['action_gain']}, spearman {last['spearman']}, probe R2 {last['probe_r2']}, "
@@ -187,7 +190,7 @@ def train(cfg: TrainJEPAConfig) -> dict:
             checkpoint()
     bar.close()
     if last.get("step") != step:
-        last = {"step": step, "minutes": round(budget.elapsed() / 60, 2), **evaluate(model, eps, cfg.eval_episodes, device)}
+        last = scores()
         log.write(**last, final=True)
     checkpoint()
     summary = {**last, "config": asdict(cfg)}
