@@ -51,9 +51,7 @@ class TaskSpec:
 
     def caption(self, state: np.ndarray) -> str:
         """Short English sentences describing a true state (or a full get_state() vector)."""
-        from envs.mujoco_tasks import TASK_CLASSES
-
-        return TASK_CLASSES[self.name].caption_of(state)
+        return task_class(self.name).caption_of(state)
 
 
 def check_action(action: Any, space: gym.spaces.Box) -> np.ndarray:
@@ -81,10 +79,23 @@ def check_action(action: Any, space: gym.spaces.Box) -> np.ndarray:
     return np.clip(a, low, high)
 
 
-def _restore(name: str, kwargs: dict, state: np.ndarray) -> "GoalPixelTask":
-    from envs.mujoco_tasks import make_task
+# Task classes by spec name, filled as each task module defines its class (see
+# GoalPixelTask.__init_subclass__), so that a spec finds its class without this module
+# importing the registry `envs.mujoco_tasks` (which imports this module).
+_TASK_CLASSES: dict[str, type["GoalPixelTask"]] = {}
 
-    task = make_task(name, **kwargs)
+
+def task_class(name: str) -> type["GoalPixelTask"]:
+    """The task class whose spec is named `name` (its module must have been imported)."""
+    try:
+        return _TASK_CLASSES[name]
+    except KeyError:
+        raise KeyError(f"no task class named {name!r} has been defined; import envs.mujoco_tasks "
+                       f"(defined: {sorted(_TASK_CLASSES)})") from None
+
+
+def _restore(cls: type["GoalPixelTask"], kwargs: dict, state: np.ndarray) -> "GoalPixelTask":
+    task = cls(**kwargs)  # what make_task(name, **kwargs) builds
     task.set_state(state)
     return task
 
@@ -100,6 +111,12 @@ class GoalPixelTask(gym.Env):
     spec_: ClassVar[TaskSpec]
     goal_geoms: ClassVar[tuple[str, ...]] = ()   # geoms that mark the goal: hidden in the pixels
     goal_bodies: ClassVar[tuple[str, ...]] = ()  # bodies whose geoms all mark the goal
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        spec = cls.__dict__.get("spec_")
+        if spec is not None:
+            _TASK_CLASSES[spec.name] = cls
 
     def __init__(self, image_size: int = 64, max_steps: int | None = None, render: bool = True,
                  show_goal: bool = False, terminate_on_success: bool = False,
@@ -229,8 +246,8 @@ class GoalPixelTask(gym.Env):
         self.goal_image = self._render_state(self.goal_state)
 
     def __reduce__(self):
-        # Picklable as (name, kwargs, exact state): a worker process gets an identical copy.
-        return (_restore, (self.spec_.name, dict(self.task_kwargs), self.get_state()))
+        # Picklable as (class, kwargs, exact state): a worker process gets an identical copy.
+        return (_restore, (type(self), dict(self.task_kwargs), self.get_state()))
 
     # ------------------------------------------------------------------ frames
     def _render_state(self, state: np.ndarray) -> np.ndarray | None:
