@@ -17,6 +17,7 @@ anything outside them AND on an entry that no longer occurs, so the lists only s
 from __future__ import annotations
 
 import ast
+import functools
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,6 +105,7 @@ def read_imports(root: Path, packages=PACKAGES) -> list[Edge]:
         tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
         in_main = {id(n) for stmt in tree.body if _is_main_guard(stmt) for n in ast.walk(stmt)}
         package = mod if path.name == "__init__.py" else mod.rpartition(".")[0]
+        rel = path.relative_to(root).as_posix()
         for node in ast.walk(tree):
             targets: list[str | None] = []
             if isinstance(node, ast.Import):
@@ -118,10 +120,14 @@ def read_imports(root: Path, packages=PACKAGES) -> list[Edge]:
                 m = _IMPORT_STRING.fullmatch(node.value)
                 if m and ("." in m[1] or m[2]) and m[1] in mods:  # "pkg.mod" or "pkg.mod:func"
                     targets = [m[1]]
-            rel = path.relative_to(root).as_posix()
             edges += [Edge(mod, t, f"{rel}:{node.lineno}", id(node) in in_main)
                       for t in targets if t and t != mod]
     return edges
+
+
+@functools.cache
+def repo_imports() -> tuple[Edge, ...]:
+    return tuple(read_imports(ROOT))
 
 
 def layer_violations(edges: list[Edge], allowed=ALLOWED) -> dict[tuple[str, str], list[str]]:
@@ -210,7 +216,7 @@ def _where(edges: list[Edge], a: str, b: str) -> str:
 
 # ---------------------------------------------------------------------------------- the rules
 def test_packages_import_only_the_packages_below_them():
-    edges = read_imports(ROOT)
+    edges = repo_imports()
     assert len({e.importer for e in edges}) > 40, "the import reader found too few modules: is ROOT right?"
     found = layer_violations(edges)
     new = {k: v for k, v in found.items() if k not in KNOWN_VIOLATIONS}
@@ -226,7 +232,7 @@ def test_packages_import_only_the_packages_below_them():
 
 
 def test_no_import_cycles():
-    edges = read_imports(ROOT)
+    edges = repo_imports()
     graph = import_graph(edges)
     found = set(cycles(graph))
     new, gone = found - KNOWN_CYCLES, KNOWN_CYCLES - found
