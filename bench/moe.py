@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from worldmodel.device import resolve_device
 from worldmodel.moe import FeedForward, MoEConfig, ffn_flops_per_token, grouped_mm_supported
 
 
@@ -86,12 +87,12 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32", help="autocast dtype")
     p.add_argument("--compile", action="store_true", help="time torch.compile'd layers (slow to build on CPU)")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--profile", action="store_true", help="print the top ops of the first MoE grouped_mm config")
     p.add_argument("--out", default="bench/results/moe.json")
     args = p.parse_args(argv)
 
-    device, dtype = torch.device(args.device), getattr(torch, args.dtype)
+    device, dtype = resolve_device(args.device), getattr(torch, args.dtype)
     torch.manual_seed(0)
     x = torch.randn(1, args.tokens, args.d_model, device=device, requires_grad=True)
     modality = (torch.rand(1, args.tokens, device=device) < 0.5).long()  # half text, half vision

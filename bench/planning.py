@@ -28,6 +28,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 # The model stack first: importing triton after a Mesa EGL context exists crashes the process.
+from worldmodel.device import resolve_device  # noqa: E402
 from worldmodel.world import LatentWorld  # noqa: E402
 import worldmodel.transfusion  # noqa: E402,F401
 from planners.evaluate import BenchmarkConfig, planner_settings  # noqa: E402
@@ -93,9 +94,10 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--seed", type=int, default=10_000)
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     ap.add_argument("--out", default="runs/bench/planning.json")
     args = ap.parse_args()
+    args.device = str(resolve_device(args.device))  # a string: it goes into the JSON record
 
     from envs.mujoco_tasks import make_task
 

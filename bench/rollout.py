@@ -26,6 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from envs.mujoco_tasks import make_task  # noqa: E402
+from worldmodel.device import resolve_device  # noqa: E402
 from worldmodel.world import LatentWorld  # noqa: E402
 
 
@@ -97,7 +98,7 @@ def main() -> None:
     p.add_argument("--out", default="runs/bench/rollout.json")
     args = p.parse_args()
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = str(resolve_device(args.device))  # a string: it goes into the JSON record
     if args.model:
         world = LatentWorld.from_pretrained(args.model, device=device)
         source = args.model

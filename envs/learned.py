@@ -32,6 +32,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.utils import seeding
 from gymnasium.vector.utils import batch_space
 
+from worldmodel.device import resolve_device
 from worldmodel.world import LatentWorld
 
 OBS_MODES = ("pixels", "latent", "both")
@@ -52,9 +53,7 @@ def load_world(model: str | Path | LatentWorld | None, device: str | torch.devic
                          "(a Transfusion save_pretrained folder with the RAE in rae/), got model=None")
     if not isinstance(model, (str, Path)):
         raise ValueError(f"model={model!r} ({type(model).__name__}), expected a model folder path or a LatentWorld")
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    return LatentWorld.from_pretrained(model, device=device)
+    return LatentWorld.from_pretrained(model, device=resolve_device(device))
 
 
 def check_actions(actions: Any, space: spaces.Box, batch: int | None = None) -> np.ndarray:

@@ -92,10 +92,10 @@ class BenchmarkConfig:
 
 # --------------------------------------------------------------------------- building rows
 
-def _device(name: str) -> str:
-    import torch
+def _device(name: str):
+    from worldmodel.device import resolve_device
 
-    return name or ("cuda" if torch.cuda.is_available() else "cpu")
+    return resolve_device(name)  # '' = auto
 
 
 def _preload_model_stack() -> None:

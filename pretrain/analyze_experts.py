@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from pretrain.data.mixture import DataConfig, Mixture, load_episodes
-from pretrain.distributed import resolve_device
+from worldmodel.device import resolve_device
 from worldmodel.sequence import TEXT
 
 

@@ -15,6 +15,8 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
+from worldmodel.device import resolve_device
+
 
 @dataclass
 class DistInfo:
@@ -29,25 +31,11 @@ class DistInfo:
         return self.rank == 0
 
 
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """'auto' -> cuda:<local_rank> if CUDA is available else cpu; 'cuda' -> cuda:<local_rank>."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError("device='cuda' but CUDA is not available; expected device='cpu' or 'auto'")
-        return torch.device("cuda", local_rank)
-    try:
-        return torch.device(name)
-    except RuntimeError as e:
-        raise ValueError(f"device={name!r} is not a torch device; expected 'auto', 'cpu', 'cuda' or 'cuda:N'") from e
-
-
 def init_distributed(device: str = "auto") -> DistInfo:
     """Start the process group when launched by torchrun (WORLD_SIZE > 1)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    dev = resolve_device(device, local_rank)
+    dev = resolve_device(device, index=local_rank)
     if world <= 1:
         return DistInfo(device=dev)
     if dev.type == "cuda":

@@ -199,9 +199,10 @@ def main(overrides: list[str]) -> int:
         raise ValueError("model is required: lw eval-prediction model=<folder written by `lw pretrain`>")
     if cfg.episodes < 1 or cfg.horizon < 1:
         raise ValueError(f"episodes={cfg.episodes}, horizon={cfg.horizon}, expected both >= 1")
+    from worldmodel.device import resolve_device
     from worldmodel.world import LatentWorld
 
-    device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(cfg.device)
     world = LatentWorld.from_pretrained(cfg.model, device=device)
     task_name = cfg.task or world.extras.get("task")
     if not task_name:

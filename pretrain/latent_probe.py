@@ -34,6 +34,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from worldmodel.device import set_threads
+
 # predict(z_hist (B, h, D), actions (B, H, A) raw) -> (B, H, D)
 Predict = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -232,8 +234,7 @@ def fit_mlp_predictor(z: torch.Tensor, actions: torch.Tensor, history: int, minu
 
 
 def probe(cfg: ProbeLatentConfig) -> dict:
-    if cfg.threads > 0:
-        torch.set_num_threads(cfg.threads)
+    set_threads(cfg.threads)
     if not cfg.rep:
         raise ValueError("rep= is empty; expected a representation folder (lw train-encoder method=jepa, or lw train-rae)")
     t0 = time.monotonic()

@@ -41,6 +41,7 @@ from pretrain.metrics import (MetricsConfig, MetricsLogger, ProgressBar, Through
                               peak_flops, truncate_jsonl)
 from pretrain.optim import EMA, OptimConfig, build_optimizer, build_scheduler
 from worldmodel.config import ModelConfig
+from worldmodel.device import set_threads
 from worldmodel.errors import ConfigError
 from worldmodel.sequence import TEXT, collate, document_length, pack_rows
 
@@ -279,8 +280,7 @@ class Trainer:
                  info: DataInfo | None = None, dist: dist_mod.DistInfo | None = None, quiet: bool = False,
                  val_episodes: list[EpisodeData] | None = None):
         self.cfg = cfg
-        if cfg.threads > 0:
-            torch.set_num_threads(cfg.threads)
+        set_threads(cfg.threads)
         self.dist = dist or dist_mod.init_distributed(cfg.device)
         self.device = self.dist.device
         self.micro_rows = check_config(cfg, self.dist.world_size)

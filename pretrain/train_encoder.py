@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from pretrain.config import compose, save_resolved, to_dict, wants_print
+from worldmodel.device import resolve_device, set_threads
 
 
 @dataclass
@@ -67,12 +68,6 @@ class TrainEncoderConfig:
 
 
 # ----------------------------------------------------------------------------- shared helpers
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
 
 def load_frame_split(root: str, holdout: float, image_size: int) -> tuple[torch.Tensor, torch.Tensor, dict]:
     """All frames of the dataset as uint8 (n, 3, H, W): (train, held-out, info).
@@ -184,11 +179,6 @@ def tqdm_write(msg: str) -> None:
     sys.stdout.flush()
 
 
-def set_threads(threads: int) -> None:
-    if threads > 0:
-        torch.set_num_threads(threads)
-
-
 # ----------------------------------------------------------------------------- program
 
 def train(cfg: TrainEncoderConfig) -> dict:
@@ -197,7 +187,7 @@ def train(cfg: TrainEncoderConfig) -> dict:
 
     set_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
-    device = pick_device(cfg.device)
+    device = resolve_device(cfg.device)
     out = Path(cfg.out)
     save_resolved(cfg, out)
     log = MetricsLog(out)

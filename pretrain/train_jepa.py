@@ -23,7 +23,8 @@ import torch
 from pretrain.config import compose, save_resolved, to_dict, wants_print
 from pretrain.latent_probe import EpisodeArrays, encode_episodes, load_episodes, score_latents
 from pretrain.safe_state import load_state, save_state
-from pretrain.train_encoder import Budget, MetricsLog, lr_at, pick_device, progress_bar, set_threads, tqdm_write
+from pretrain.train_encoder import Budget, MetricsLog, lr_at, progress_bar, tqdm_write
+from worldmodel.device import resolve_device, set_threads
 
 
 @dataclass
@@ -122,7 +123,7 @@ def train(cfg: TrainJEPAConfig) -> dict:
 
     set_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
-    device = pick_device(cfg.device)
+    device = resolve_device(cfg.device)
     out = Path(cfg.out)
     if cfg.resume and not (out / STATE_FILE).is_file():
         raise FileNotFoundError(f"resume=true but {str(out / STATE_FILE)!r} does not exist; expected the folder "

@@ -23,9 +23,9 @@ import torch
 import torch.nn as nn
 
 from pretrain.config import compose, save_resolved, to_dict, wants_print
-from pretrain.train_encoder import (Budget, MetricsLog, eval_subset, load_frame_split, lr_at, pick_device,
-                                    progress_bar, save_grid, set_threads, to_float,
-                                    tqdm_write)
+from pretrain.train_encoder import (Budget, MetricsLog, eval_subset, load_frame_split, lr_at, progress_bar,
+                                    save_grid, to_float, tqdm_write)
+from worldmodel.device import resolve_device, set_threads
 
 
 @dataclass
@@ -120,7 +120,7 @@ def train(cfg: TrainRAEConfig) -> dict:
 
     set_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
-    device = pick_device(cfg.device)
+    device = resolve_device(cfg.device)
     out = Path(cfg.out)
     train_u8, held_u8, info = load_frame_split(cfg.data, cfg.holdout, cfg.image_size)
 

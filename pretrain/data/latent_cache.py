@@ -113,13 +113,14 @@ def encode_frames(rae, frames: np.ndarray, batch_size: int, device: torch.device
 
 
 def encode_dataset(cfg: EncodeDatasetConfig) -> dict:
-    from pretrain.train_encoder import pick_device, progress_bar, set_threads
+    from pretrain.train_encoder import progress_bar
+    from worldmodel.device import resolve_device, set_threads
     from worldmodel.rae import RAE
 
     if cfg.dtype not in DTYPES:
         raise ValueError(f"dtype={cfg.dtype!r}, expected one of {DTYPES}")
     set_threads(cfg.threads)
-    device = pick_device(cfg.device)
+    device = resolve_device(cfg.device)
     ds = Dataset(cfg.data)
     encoder_id, fingerprint = rae_identity(cfg.rae)
     rae = RAE.from_pretrained(cfg.rae, device=device).eval()
