@@ -83,6 +83,8 @@ class BenchmarkConfig:
     oracle_state_budget: Budget = field(default_factory=Budget)    # planner sizes for oracle_state
     learned_budget: Budget = field(default_factory=Budget)         # planner sizes for learned and jepa
     learned: LearnedConfig = field(default_factory=LearnedConfig)        # learned-model cost / sampling
+    landmarks: bool = True           # latent rows plan with the landmark graph beside their model (<model>/landmarks,
+                                     # <jepa>/landmarks; `lw build-landmarks`) when there is one; false = latent MSE
     oracle_horizon_cost: str = "final"   # oracle cost over the horizon: final step or mean
     out: str = "runs/benchmark"      # results folder: results.json, results.md, success.png, videos/
     video: bool = False              # write GIFs of executed episodes
@@ -151,13 +153,25 @@ def _load_world(cfg: BenchmarkConfig, task: str, loaded: dict):
     return loaded[path]
 
 
+def _landmarks(cfg: BenchmarkConfig, folder: str | Path):
+    """The landmark graph beside a row's model (`<folder>/landmarks`), or None (none there, or landmarks=false)."""
+    path = Path(folder) / "landmarks"
+    if not cfg.landmarks or not (path / "config.json").is_file():
+        return None
+    from planners.landmarks import LandmarkGraph
+
+    return LandmarkGraph.from_pretrained(path)
+
+
 class RowModel:
-    """Builds (and closes) the model of one row for one task; `skip` says why a row cannot run."""
+    """Builds (and closes) the model of one row for one task; `skip` says why a row cannot run,
+    `note` what the row's cost is when it is not the plain latent MSE."""
 
     def __init__(self, cfg: BenchmarkConfig, task: str, row: str, world=None):
         from planners.oracle import OracleConfig, OracleModel
 
-        self.row, self.model, self.skip = row, None, ""
+        self.row, self.model, self.skip, self.note = row, None, "", ""
+        graph = None
         self.render = row in ("learned", "jepa", "oracle_latent")
         if row == "jepa":
             path = _jepa_path(cfg, task)
@@ -167,6 +181,9 @@ class RowModel:
                 from worldmodel.jepa import JEPAWorld
 
                 world = JEPAWorld.from_pretrained(path, device=_device(cfg.device))
+                graph = _landmarks(cfg, path)
+        elif row in ("learned", "oracle_latent") and cfg.model:
+            graph = _landmarks(cfg, _model_path(cfg, task))
         if row in ("learned", "jepa"):
             if not self.skip and world is None:
                 self.skip = "no model given (model=<folder written by `lw pretrain`>)"
@@ -178,7 +195,8 @@ class RowModel:
                 import gymnasium as gym
 
                 s = np.float32(TASKS[task].action_scale)
-                self.model = LearnedModel(world, gym.spaces.Box(-s, s, (TASKS[task].action_dim,), np.float32), cfg.learned)
+                self.model = LearnedModel(world, gym.spaces.Box(-s, s, (TASKS[task].action_dim,), np.float32), cfg.learned,
+                                          landmarks=graph)
         elif row == "oracle_latent":
             path = _rae_path(cfg, task)
             if not path or not (Path(path) / "config.json").is_file():
@@ -187,13 +205,18 @@ class RowModel:
                 from worldmodel.rae import RAE
 
                 rae = RAE.from_pretrained(path, device=_device(cfg.device)).eval()
+                if graph is not None and graph.fingerprint != rae.fingerprint():
+                    graph = None                # the model's graph is in another RAE's latent space
                 self.model = OracleModel(OracleConfig(task=task, cost="latent", horizon_cost=cfg.oracle_horizon_cost,
-                                                      workers=cfg.workers, image_size=cfg.image_size), rae=rae)
+                                                      workers=cfg.workers, image_size=cfg.image_size), rae=rae,
+                                         landmarks=graph)
         elif row == "oracle_state":
             self.model = OracleModel(OracleConfig(task=task, cost="state", horizon_cost=cfg.oracle_horizon_cost,
                                                   workers=cfg.workers, image_size=cfg.image_size))
         elif row != "random":
             raise ValueError(f"unknown benchmark row {row!r}, expected one of {ROWS}")
+        if self.model is not None and graph is not None:
+            self.note = f"landmark cost ({len(graph)} landmarks)"
 
     def observer(self):
         if self.row in ("learned", "jepa"):
@@ -378,7 +401,7 @@ def benchmark(cfg: BenchmarkConfig) -> list[dict]:
                         results.append(summarise(task, row, planner, [], settings, "MuJoCo is not differentiable"))
                         continue
                     recs = run_row(cfg, task, rm, planner, cfg.episodes, cfg.seed, record_frames=cfg.video)
-                    results.append(summarise(task, row, planner, recs, settings))
+                    results.append(summarise(task, row, planner, recs, settings, rm.note))
                     if cfg.video:
                         for r in recs[: cfg.video_episodes]:
                             if r.frames is not None:

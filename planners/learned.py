@@ -7,7 +7,8 @@ goal  = the goal IMAGE (H, W, 3) uint8, encoded once to its latent.
 rollout(state, actions (B,H,A)) -> imagined latents (B,H,N,C) (one batched model call), or
         only the final frame (B,1,N,C) when the model jumps (`imagine`, `LatentWorld.jump`);
 cost(latents, goal) -> (B,) latent MSE of the final predicted frame ("final", the default)
-        or its mean over the horizon ("mean"). Differentiable in the actions (gradient
+        or its mean over the horizon ("mean"); with a `planners.landmarks.LandmarkGraph`,
+        its cost-to-go along the landmarks instead of the MSE. Differentiable in the actions (gradient
         planner) when the model encodes actions with `action_encoding="embed"`.
 
 At the first replan only one frame exists; with `pad_context` the context is filled to the
@@ -26,6 +27,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from planners.landmarks import LandmarkGraph
 from planners.mpc import PixelContext, PixelObserver
 
 
@@ -48,8 +50,12 @@ class LearnedModel:
 
     differentiable = True
 
-    def __init__(self, world: Any, action_space: gym.spaces.Box, cfg: LearnedConfig | None = None):
+    def __init__(self, world: Any, action_space: gym.spaces.Box, cfg: LearnedConfig | None = None,
+                 landmarks: LandmarkGraph | None = None):
         self.world = world
+        self.landmarks = landmarks
+        if landmarks is not None:
+            landmarks.check_fingerprint(world.encoder_fingerprint(), "the world model")
         self.cfg = cfg = cfg or LearnedConfig()
         if cfg.horizon_cost not in ("final", "mean"):
             raise ValueError(f"horizon_cost={cfg.horizon_cost!r}, expected 'final' or 'mean'")
@@ -142,9 +148,11 @@ class LearnedModel:
         return out.reshape(E, B, *out.shape[1:])
 
     def _score(self, z: torch.Tensor, goal_NC: torch.Tensor) -> torch.Tensor:
-        """(..., H, N, C) -> (...) latent MSE."""
+        """(..., H, N, C) -> (...) latent MSE, or the landmark cost-to-go."""
         if self.cfg.horizon_cost == "final":
             z = z[..., -1:, :, :]
+        if self.landmarks is not None:
+            return self.landmarks.cost(z, goal_NC)
         return (z - goal_NC).pow(2).mean((-1, -2, -3))
 
     def cost(self, predictions: torch.Tensor, goal: Any) -> torch.Tensor:

@@ -13,7 +13,7 @@ Two costs (`OracleConfig.cost`):
   DINO-WM's final-frame objective) or its mean over the horizon ("mean"). No rendering.
 - "latent": the learned planner's cost with a perfect model: the predicted frames are
   rendered, encoded by the RAE (`worldmodel.rae.RAE`) and scored by MSE to the goal image's
-  latent. Rendering is the CPU bottleneck (~100-250 frames/s at 64x64), so only the frames
+  latent (or, given a `planners.landmarks.LandmarkGraph`, by its cost-to-go). Rendering is the CPU bottleneck (~100-250 frames/s at 64x64), so only the frames
   the cost needs are rendered: the last one ("final") or every step ("mean").
 
     oracle = OracleModel(OracleConfig(task="reacher", cost="state", workers=2))
@@ -69,7 +69,7 @@ class OracleModel:
 
     differentiable = False
 
-    def __init__(self, cfg: OracleConfig, rae: Any = None):
+    def __init__(self, cfg: OracleConfig, rae: Any = None, landmarks: Any = None):
         from envs.mujoco_tasks import TASKS, make_task
 
         if cfg.task not in TASKS:
@@ -90,6 +90,11 @@ class OracleModel:
             self.rae = rae if rae is not None else self._load_rae(cfg.rae)
             if int(self.rae.image_size) != cfg.image_size:
                 raise ValueError(f"RAE image_size={self.rae.image_size}, expected the oracle's image_size={cfg.image_size}")
+        self.landmarks = landmarks          # planners.landmarks.LandmarkGraph: cost-to-go instead of latent MSE
+        if landmarks is not None:
+            if self.rae is None:
+                raise ValueError("a landmark graph scores latents: it needs cost='latent'")
+            landmarks.check_fingerprint(self.rae.fingerprint(), "the oracle's RAE")
         self._goal_cache: dict[str, torch.Tensor] = {}
         self._local = None      # (sim, cam) when workers == 0
         self._conns: list = []
@@ -269,7 +274,11 @@ class OracleModel:
         z = self._encode(preds.frames.reshape(M * K, *preds.frames.shape[2:]))           # (M*K, N, C)
         z = z.reshape(M, K, *z.shape[1:])
         goal = torch.stack([self._goal_latent(g) for g in goals]).repeat_interleave(per, 0)  # (M, N, C)
-        return (z - goal[:, None]).pow(2).mean((1, 2, 3)).cpu().numpy().astype(np.float64)
+        if self.landmarks is not None:
+            c = self.landmarks.cost(z, goal[:, None])
+        else:
+            c = (z - goal[:, None]).pow(2).mean((1, 2, 3))
+        return c.cpu().numpy().astype(np.float64)
 
     def cost(self, predictions: OraclePredictions, goal: Any) -> np.ndarray:
         """(B,) cost of each candidate; goal = goal_state (state cost) or goal image (latent cost)."""

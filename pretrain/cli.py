@@ -24,6 +24,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "scaling": ("pretrain.scaling:main", "IsoFLOP sweeps and power-law fits"),
     "analyze-experts": ("pretrain.analyze_experts:main", "text-vs-vision routing specialisation per expert"),
     "eval-prediction": ("pretrain.eval_prediction:main", "imagined vs MuJoCo rollouts: PSNR/SSIM per horizon step"),
+    "build-landmarks": ("pretrain.build_landmarks:main",
+                        "landmark graph of a model's latent space: a planning cost that sees past walls"),
     "plan": ("planners.evaluate:plan_main", "plan one episode in a model and execute it in MuJoCo"),
     "benchmark": ("planners.evaluate:main", "planning benchmark: learned vs oracle vs random, scored in MuJoCo"),
     "demo": ("pretrain.demo:main", "the whole chain end to end on reacher, with a report"),

@@ -21,6 +21,8 @@ token, D = N*C latent size, A action dim.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -304,6 +306,16 @@ class JEPAWorld:
     @property
     def latent_shape(self) -> tuple[int, int]:
         return (self.cfg.tokens, self.cfg.latent_dim)
+
+    def encoder_fingerprint(self) -> str:
+        """Identity of the latent space `encode_frames` maps into: sha256 of the encoder's config and weights."""
+        if "_fingerprint" not in self.__dict__:
+            h = hashlib.sha256(json.dumps(self.cfg.to_dict(), sort_keys=True).encode())
+            for k, v in sorted(self.model.encoder.state_dict().items()):
+                h.update(k.encode())
+                h.update(v.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+            self._fingerprint = h.hexdigest()
+        return self._fingerprint
 
     @torch.no_grad()
     def encode_frames(self, frames: np.ndarray | Tensor) -> Tensor:

@@ -122,6 +122,12 @@ class LatentWorld:
         return getattr(self.model.cfg, "action_encoding", "embed") == "text"
 
     # -- pixels <-> latents --------------------------------------------------------
+    def encoder_fingerprint(self) -> str:
+        """Identity of the latent space `encode_frames` maps into (the RAE's fingerprint)."""
+        if "_fingerprint" not in self.__dict__:
+            self._fingerprint = self.rae.fingerprint()
+        return self._fingerprint
+
     @torch.no_grad()
     def encode_frames(self, frames: np.ndarray | Tensor) -> Tensor:
         """uint8 frames (B, H, W, 3) (numpy or torch) -> normalised latents (B, N, C)."""
