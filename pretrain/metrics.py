@@ -1,4 +1,8 @@
-"""Training metrics: metrics.jsonl, TensorBoard, a tqdm progress bar, FLOPs and MFU.
+"""Training metrics: metrics.jsonl, TensorBoard, the progress bar, FLOPs and MFU.
+
+Every trainer (`lw pretrain`, the encoder trainers) and the dataset tools log through the one
+`MetricsLogger` and show the one `progress_bar`. torch is imported only where a function needs
+it, so the torch-free collector can use the bar too.
 
 FLOP formula (stated once, used by `lw pretrain`, `lw scaling` and bench/train.py):
 
@@ -14,12 +18,14 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 # Dense bf16 tensor-core peaks (no sparsity), FLOP/s per device. Matched by substring of
 # torch.cuda.get_device_name(); order matters (more specific names first).
@@ -55,6 +61,8 @@ def flops_per_token(n_active_params: int, n_layers: int, d_model: int, seq_len: 
 
 def peak_flops(device: torch.device | str, override: float = 0.0) -> float:
     """Peak bf16 FLOP/s of one device; 0.0 when unknown (CPU), which disables MFU."""
+    import torch
+
     if override > 0:
         return float(override)
     device = torch.device(device)
@@ -75,7 +83,7 @@ def mfu(tokens_per_s: float, flops_tok: float, peak: float, world_size: int = 1)
 
 
 def _scalar(v: Any) -> float | None:
-    if isinstance(v, torch.Tensor):
+    if hasattr(v, "numel") and hasattr(v, "detach"):  # a torch.Tensor (without importing torch)
         return float(v.detach().float().item()) if v.numel() == 1 else None
     if isinstance(v, (int, float)) and not isinstance(v, bool):
         return float(v)
@@ -83,7 +91,11 @@ def _scalar(v: Any) -> float | None:
 
 
 class MetricsLogger:
-    """Append-only metrics.jsonl plus optional TensorBoard. Only rank 0 should create one."""
+    """metrics.jsonl (one JSON object per line) plus optional TensorBoard. Only rank 0 should create one.
+
+    `append=False` starts the file afresh; `append=True` continues it (a resumed run; the encoder
+    trainers, which have always added to what a folder holds).
+    """
 
     def __init__(self, run_dir: str | Path, tensorboard: bool = True, append: bool = False):
         self.path = Path(run_dir) / "metrics.jsonl"
@@ -94,11 +106,15 @@ class MetricsLogger:
             from torch.utils.tensorboard import SummaryWriter
             self.tb = SummaryWriter(log_dir=str(Path(run_dir) / "tb"))
 
+    def write(self, **record: Any) -> None:
+        """One record as given (nested dicts and flags included); JSON only, not TensorBoard."""
+        self._f.write(json.dumps(record) + "\n")
+        self._f.flush()  # a run read while it trains (or killed) has every record so far
+
     def log(self, step: int, metrics: dict[str, Any]) -> dict[str, float]:
-        """Write the scalar entries of `metrics` at `step`; returns what was written."""
+        """Write the finite scalar entries of `metrics` at `step` (also to TensorBoard); returns them."""
         row = {k: s for k, v in metrics.items() if (s := _scalar(v)) is not None and math.isfinite(s)}
-        self._f.write(json.dumps({"step": step, **row}) + "\n")
-        self._f.flush()
+        self.write(step=step, **row)
         if self.tb is not None:
             for k, v in row.items():
                 self.tb.add_scalar(k, v, step)
@@ -140,29 +156,33 @@ class Throughput:
         return sum(self.tokens[1:]) / max(1e-9, self.times[-1] - self.times[0])
 
 
-# Loss keys shown on the progress bar: text, frames (image-text + video), action-video.
+def progress_bar(total: int | None, desc: str, enabled: bool = True, initial: int = 0, **tqdm_kwargs):
+    """A tqdm bar (a no-op one when not enabled). It redraws at most every 2 s, so a log
+    redirected to a file stays small; `tqdm_kwargs` (unit, smoothing, ...) go to tqdm."""
+    from tqdm import tqdm
+
+    kw = {"dynamic_ncols": True, "mininterval": 2.0, **tqdm_kwargs}
+    return tqdm(total=total, initial=initial, desc=desc, disable=not enabled, **kw)
+
+
+def tqdm_write(msg: str) -> None:
+    """Print above the progress bar and flush (logs redirected to files stay current)."""
+    from tqdm import tqdm
+
+    tqdm.write(msg)
+    sys.stdout.flush()
+
+
+# Metrics shown on `lw pretrain`'s bar: text, frames (image-text + video), action-video, speed.
 BAR_KEYS = (("loss", "loss"), ("group/text", "text"), ("group/frames", "frames"),
             ("group/action_video", "act"), ("tok_s", "tok/s"), ("mfu", "mfu"))
 
 
-class ProgressBar:
-    def __init__(self, total: int, initial: int = 0, enabled: bool = True):
-        self.bar = None
-        if enabled:
-            from tqdm import tqdm
-            self.bar = tqdm(total=total, initial=initial, dynamic_ncols=True, desc="pretrain")
-
-    def update(self, metrics: dict[str, float]) -> None:
-        if self.bar is None:
-            return
-        post = {}
-        for key, short in BAR_KEYS:
-            if key in metrics:
-                v = metrics[key]
-                post[short] = f"{v:.1%}" if key == "mfu" else (f"{v:.0f}" if key == "tok_s" else f"{v:.3f}")
-        self.bar.set_postfix(post, refresh=False)
-        self.bar.update(1)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
+def bar_postfix(metrics: dict[str, float]) -> dict[str, str]:
+    """The BAR_KEYS entries of a step's metrics, formatted short for the progress bar."""
+    post = {}
+    for key, short in BAR_KEYS:
+        if key in metrics:
+            v = metrics[key]
+            post[short] = f"{v:.1%}" if key == "mfu" else (f"{v:.0f}" if key == "tok_s" else f"{v:.3f}")
+    return post

@@ -1,11 +1,14 @@
-"""AdamW, learning-rate schedules (warmup + cosine / WSD / constant) and weight EMA.
+"""AdamW, the learning-rate schedule (warmup + cosine / WSD / constant), the run budget and weight EMA.
 
-The schedule is a pure function of the step (`lr_factor`), wrapped in a LambdaLR so
-its state (last step) is saved and restored with the checkpoint.
+The schedule is one pure function, `lr_factor(step, progress, ...)`. `lw pretrain` measures
+progress in optimizer steps (`schedule_progress`, wrapped in a LambdaLR so its state is
+saved and restored with the checkpoint); the encoder trainers measure it in their
+wall-clock budget (`Budget.frac`), so the cosine ends when the time does.
 """
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 
 import torch
@@ -42,24 +45,50 @@ class OptimConfig:
             raise ValueError(f"optim.warmup_steps={self.warmup_steps}, expected >= 0")
 
 
-def lr_factor(step: int, cfg: OptimConfig, total_steps: int) -> float:
-    """Multiplier of cfg.lr at optimizer step `step` (0-based) of a `total_steps` run."""
-    if step < cfg.warmup_steps:
-        return (step + 1) / cfg.warmup_steps
-    if cfg.schedule == "constant":
-        return 1.0
-    lo = cfg.min_lr_ratio
-    if cfg.schedule == "cosine":
-        span = max(1, total_steps - 1 - cfg.warmup_steps)  # reaches the minimum at the last step
-        progress = min(1.0, (step - cfg.warmup_steps) / span)
-        return lo + (1.0 - lo) * 0.5 * (1.0 + math.cos(math.pi * progress))
-    # wsd: flat at the peak, then a linear decay over the last decay_fraction of the run
-    decay_steps = max(1, int(round(cfg.decay_fraction * total_steps)))
-    decay_start = max(cfg.warmup_steps, total_steps - decay_steps)
-    if step < decay_start:
-        return 1.0
-    progress = min(1.0, (step - decay_start + 1) / max(1, total_steps - decay_start))
-    return 1.0 - (1.0 - lo) * progress
+def lr_factor(step: int, progress: float, warmup_steps: int, min_ratio: float, schedule: str = "cosine") -> float:
+    """Multiplier of the peak lr at step `step` (0-based): a linear warmup over `warmup_steps`
+    steps, times the decay at `progress` (clamped to [0, 1]) from 1 to `min_ratio`:
+    cosine, linear ("wsd", whose progress runs over its decay phase only) or none ("constant")."""
+    warm = min(1.0, (step + 1) / max(1, warmup_steps))
+    p = min(1.0, max(0.0, progress))
+    if schedule == "constant":
+        return warm
+    if schedule == "cosine":
+        return warm * (min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * p)))
+    return warm * (1.0 - (1.0 - min_ratio) * p)
+
+
+def schedule_progress(step: int, cfg: OptimConfig, total_steps: int) -> float:
+    """`lr_factor`'s progress at step `step` of a `total_steps` run: 0 until the decay starts."""
+    if cfg.schedule == "wsd":  # flat at the peak, then a linear decay over the last decay_fraction of the run
+        decay_steps = max(1, int(round(cfg.decay_fraction * total_steps)))
+        decay_start = max(cfg.warmup_steps, total_steps - decay_steps)
+        return (step - decay_start + 1) / max(1, total_steps - decay_start)
+    span = max(1, total_steps - 1 - cfg.warmup_steps)  # cosine reaches the minimum at the last step
+    return (step - cfg.warmup_steps) / span
+
+
+class Budget:
+    """Stop at `steps` or after `max_minutes`; `frac()` is the schedule position in [0, 1]."""
+
+    def __init__(self, steps: int, max_minutes: float):
+        if steps < 1:
+            raise ValueError(f"steps={steps}, expected >= 1")
+        self.steps, self.seconds = steps, max_minutes * 60 if max_minutes > 0 else math.inf
+        self.t0, self.cpu0 = time.monotonic(), time.process_time()
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.t0
+
+    def cpu(self) -> float:
+        """CPU seconds of this process (all threads) since the start: shows how busy the machine was."""
+        return time.process_time() - self.cpu0
+
+    def frac(self, step: int) -> float:
+        return min(1.0, max(step / self.steps, self.elapsed() / self.seconds))
+
+    def done(self, step: int) -> bool:
+        return step >= self.steps or self.elapsed() >= self.seconds
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -85,7 +114,8 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig,
                     total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
     if total_steps <= 0:
         raise ValueError(f"total_steps={total_steps}, expected a positive number of optimizer steps")
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg, total_steps))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(
+        s, schedule_progress(s, cfg, total_steps), cfg.warmup_steps, cfg.min_lr_ratio, cfg.schedule))
 
 
 # ---------------------------------------------------------------- EMA (DiT style)

@@ -37,8 +37,8 @@ from pretrain import checkpoint as ckpt
 from pretrain import distributed as dist_mod
 from pretrain.checkpoint import CheckpointConfig
 from pretrain.data.mixture import SOURCE_NAMES, DataConfig, EpisodeData, Mixture, load_episodes
-from pretrain.metrics import (MetricsConfig, MetricsLogger, ProgressBar, Throughput, flops_per_token, mfu,
-                              peak_flops, truncate_jsonl)
+from pretrain.metrics import (MetricsConfig, MetricsLogger, Throughput, bar_postfix, flops_per_token, mfu,
+                              peak_flops, progress_bar, truncate_jsonl)
 from pretrain.optim import EMA, OptimConfig, build_optimizer, build_scheduler
 from worldmodel.config import ModelConfig
 from worldmodel.device import set_threads
@@ -471,7 +471,7 @@ class Trainer:
                       flush=True)
         start = self.step
         end = cfg.steps if cfg.max_steps_this_run <= 0 else min(cfg.steps, self.step + cfg.max_steps_this_run)
-        bar = ProgressBar(cfg.steps, self.step, enabled=cfg.metrics.progress and not self.quiet)
+        bar = progress_bar(cfg.steps, "pretrain", enabled=cfg.metrics.progress and not self.quiet, initial=self.step)
         try:
             while self.step < end:
                 m = self.train_step()
@@ -483,7 +483,8 @@ class Trainer:
                 self.history.append(m)
                 if logger is not None and (self.step % cfg.metrics.log_every == 0 or self.step == end):
                     logger.log(self.step, m)
-                bar.update(m)
+                bar.set_postfix(bar_postfix(m), refresh=False)
+                bar.update(1)
                 if cfg.checkpoint.every > 0 and self.step % cfg.checkpoint.every == 0 and self.step < end:
                     self.save_checkpoint()
             final: dict[str, float] = {}

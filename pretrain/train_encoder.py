@@ -11,22 +11,21 @@ the pasted reconstruction, and a PNG grid (originals | masked | reconstructions)
 written periodically; the MAE (whose `encoder.*` is what `lw train-rae` freezes) is saved
 with save_pretrained, periodically and at the end.
 
-The helpers below (frame loading, run folder, budget, grids) are shared with train_rae.
+Its frame helpers live in pretrain.frames (shared with train_rae), the budget and the
+schedule in pretrain.optim, the log and the bar in pretrain.metrics.
 """
 from __future__ import annotations
 
 import json
-import math
-import sys
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 
 from pretrain.config import compose, save_resolved, to_dict, wants_print
+from pretrain.frames import eval_subset, load_frame_split, save_grid, to_float
+from pretrain.metrics import MetricsLogger, progress_bar, tqdm_write
+from pretrain.optim import Budget, lr_factor
 from worldmodel.device import resolve_device, set_threads
 
 
@@ -67,118 +66,6 @@ class TrainEncoderConfig:
     progress: bool = True           # tqdm progress bar
 
 
-# ----------------------------------------------------------------------------- shared helpers
-
-def load_frame_split(root: str, holdout: float, image_size: int) -> tuple[torch.Tensor, torch.Tensor, dict]:
-    """All frames of the dataset as uint8 (n, 3, H, W): (train, held-out, info).
-
-    The held-out set is the last `holdout` fraction of episodes (at least one), so no frame
-    of a training episode is ever evaluated on.
-    """
-    from pretrain.data.shards import Dataset
-
-    if not 0.0 < holdout < 1.0:
-        raise ValueError(f"holdout={holdout}, expected a fraction in (0, 1)")
-    ds = Dataset(root)
-    n_ep = len(ds)
-    if n_ep < 2:
-        raise ValueError(f"dataset {root!r} has {n_ep} episodes, expected at least 2 (train + held-out)")
-    n_held = max(1, int(round(n_ep * holdout)))
-    first_held = n_ep - n_held
-    train, held = [], []
-    for i, entry in enumerate(ds.shards):
-        frames = ds.load_shard(i)["frames"]  # (E, T+1, H, W, 3)
-        for j in range(entry["n_episodes"]):
-            (held if entry["first_episode"] + j >= first_held else train).append(frames[j])
-    def to_tensor(chunks):
-        x = torch.from_numpy(np.concatenate(chunks)).permute(0, 3, 1, 2).contiguous()  # (n, 3, H, W)
-        if x.shape[-1] != image_size or x.shape[-2] != image_size:
-            x = F.interpolate(x.float(), size=(image_size, image_size), mode="bilinear", antialias=True,
-                              align_corners=False).round().clamp(0, 255).to(torch.uint8)
-        return x
-    info = {"episodes": n_ep, "train_episodes": first_held, "heldout_episodes": n_held, "task": ds.task}
-    return to_tensor(train), to_tensor(held), info
-
-
-def to_float(frames_u8: torch.Tensor, device: torch.device) -> torch.Tensor:
-    return frames_u8.to(device, non_blocking=True).float().div_(255)
-
-
-def eval_subset(held: torch.Tensor, n: int) -> torch.Tensor:
-    """A fixed, evenly spread subset of held-out frames (the same at every evaluation)."""
-    idx = torch.linspace(0, len(held) - 1, min(n, len(held))).round().long()
-    return held[idx]
-
-
-class Budget:
-    """Stop at `steps` or after `max_minutes`; `frac()` is the schedule position in [0, 1]."""
-
-    def __init__(self, steps: int, max_minutes: float):
-        if steps < 1:
-            raise ValueError(f"steps={steps}, expected >= 1")
-        self.steps, self.seconds = steps, max_minutes * 60 if max_minutes > 0 else math.inf
-        self.t0, self.cpu0 = time.monotonic(), time.process_time()
-
-    def elapsed(self) -> float:
-        return time.monotonic() - self.t0
-
-    def cpu(self) -> float:
-        """CPU seconds of this process (all threads) since the start: shows how busy the machine was."""
-        return time.process_time() - self.cpu0
-
-    def frac(self, step: int) -> float:
-        return min(1.0, max(step / self.steps, self.elapsed() / self.seconds))
-
-    def done(self, step: int) -> bool:
-        return step >= self.steps or self.elapsed() >= self.seconds
-
-
-def lr_at(step: int, frac: float, lr: float, warmup: int, min_frac: float) -> float:
-    """Linear warmup over `warmup` steps, then cosine from lr to lr*min_frac over the budget."""
-    warm = min(1.0, (step + 1) / max(1, warmup))
-    return lr * warm * (min_frac + (1 - min_frac) * 0.5 * (1 + math.cos(math.pi * frac)))
-
-
-class MetricsLog:
-    """Appends one JSON object per line to run_dir/metrics.jsonl."""
-
-    def __init__(self, run_dir: Path):
-        self.path = Path(run_dir) / "metrics.jsonl"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-
-    def write(self, **record) -> None:
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
-
-
-def save_grid(path: Path, rows: list[torch.Tensor], n: int = 8, scale: int = 2) -> None:
-    """PNG with one row per tensor (B, 3, H, W) in [0, 1]: e.g. originals | reconstructions."""
-    import imageio.v3 as iio
-
-    idx = torch.linspace(0, len(rows[0]) - 1, min(n, len(rows[0]))).round().long()  # spread over the set
-    strips = [torch.cat(list(r[idx].detach().float().cpu().clamp(0, 1)), dim=2) for r in rows]  # (3, H, n*W)
-    img = (torch.cat(strips, dim=1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-    img = img.repeat(scale, 0).repeat(scale, 1)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    iio.imwrite(tmp, img)
-    tmp.replace(path)
-
-
-def progress_bar(enabled: bool, total: int | None, desc: str):
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, disable=not enabled, dynamic_ncols=True, mininterval=2.0)
-
-
-def tqdm_write(msg: str) -> None:
-    """Print above the progress bar and flush (logs redirected to files stay current)."""
-    from tqdm import tqdm
-
-    tqdm.write(msg)
-    sys.stdout.flush()
-
-
 # ----------------------------------------------------------------------------- program
 
 def train(cfg: TrainEncoderConfig) -> dict:
@@ -190,7 +77,7 @@ def train(cfg: TrainEncoderConfig) -> dict:
     device = resolve_device(cfg.device)
     out = Path(cfg.out)
     save_resolved(cfg, out)
-    log = MetricsLog(out)
+    log = MetricsLogger(out, tensorboard=False, append=True)
 
     train_u8, held_u8, info = load_frame_split(cfg.data, cfg.holdout, cfg.image_size)
     held_eval = to_float(eval_subset(held_u8, cfg.eval_frames), device)
@@ -214,7 +101,7 @@ def train(cfg: TrainEncoderConfig) -> dict:
     gen = torch.Generator().manual_seed(cfg.seed)
     eval_gen_seed = cfg.seed + 1
     budget = Budget(cfg.steps, cfg.max_minutes)
-    bar = progress_bar(cfg.progress, cfg.steps if cfg.max_minutes <= 0 else None, "train-encoder")
+    bar = progress_bar(cfg.steps if cfg.max_minutes <= 0 else None, "train-encoder", cfg.progress)
     step, last = 0, {}
 
     def evaluate() -> dict:
@@ -234,7 +121,7 @@ def train(cfg: TrainEncoderConfig) -> dict:
 
     model.train()
     while not budget.done(step):
-        lr = lr_at(step, budget.frac(step), cfg.lr, cfg.warmup_steps, cfg.min_lr_frac)
+        lr = cfg.lr * lr_factor(step, budget.frac(step), cfg.warmup_steps, cfg.min_lr_frac)
         for g in opt.param_groups:
             g["lr"] = lr
         idx = torch.randint(0, len(train_u8), (cfg.batch_size,), generator=gen)
@@ -258,6 +145,7 @@ def train(cfg: TrainEncoderConfig) -> dict:
     if last.get("step") != step:
         last = evaluate()
     log.write(**last, final=True)
+    log.close()
     model.save_pretrained(out)
     summary = {**last, "steps": step, "train_frames": len(train_u8), "heldout_frames": len(held_u8),
                "config": asdict(cfg)}

@@ -23,7 +23,8 @@ import torch
 from pretrain.config import compose, save_resolved, to_dict, wants_print
 from pretrain.latent_probe import EpisodeArrays, encode_episodes, load_episodes, score_latents
 from pretrain.safe_state import load_state, save_state
-from pretrain.train_encoder import Budget, MetricsLog, lr_at, progress_bar, tqdm_write
+from pretrain.metrics import MetricsLogger, progress_bar, tqdm_write
+from pretrain.optim import Budget, lr_factor
 from worldmodel.device import resolve_device, set_threads
 
 
@@ -130,7 +131,7 @@ def train(cfg: TrainJEPAConfig) -> dict:
                                 f"of an earlier `lw train-encoder method=jepa` run (or resume=false)")
     if not cfg.resume:  # the model's save_pretrained then replaces config.json (its extra keeps this config)
         save_resolved(cfg, out)
-    log = MetricsLog(out)
+    log = MetricsLogger(out, tensorboard=False, append=True)
     eps = load_episodes(cfg.data, cfg.holdout, cfg.image_size)
     scale = eps.action_scale
     mcfg = JEPAConfig(cfg.image_size, cfg.input_size, tuple(cfg.channels), cfg.hidden, tuple(cfg.grid),
@@ -157,7 +158,7 @@ def train(cfg: TrainJEPAConfig) -> dict:
     budget = Budget(cfg.steps, cfg.max_minutes)
     budget.t0 -= spent  # the budget and the schedule count the time of earlier runs
     extra = {"task": eps.task, "data": cfg.data, "train_config": to_dict(cfg)}
-    bar = progress_bar(cfg.progress, None, "train-encoder jepa")
+    bar = progress_bar(None, "train-encoder jepa", cfg.progress)
     last: dict = {}
 
     def scores() -> dict:
@@ -169,7 +170,7 @@ def train(cfg: TrainJEPAConfig) -> dict:
 
     model.train()
     while not budget.done(step):
-        lr = lr_at(step, budget.frac(step), cfg.lr, cfg.warmup_steps, cfg.min_lr_frac)
+        lr = cfg.lr * lr_factor(step, budget.frac(step), cfg.warmup_steps, cfg.min_lr_frac)
         for g in opt.param_groups:
             g["lr"] = lr
         frames, actions = _windows(eps, cfg.batch_size, cfg.history, cfg.rollout_steps, gen, device)
@@ -193,6 +194,7 @@ def train(cfg: TrainJEPAConfig) -> dict:
     if last.get("step") != step:
         last = scores()
         log.write(**last, final=True)
+    log.close()
     checkpoint()
     summary = {**last, "config": asdict(cfg)}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))

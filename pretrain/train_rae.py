@@ -23,8 +23,9 @@ import torch
 import torch.nn as nn
 
 from pretrain.config import compose, save_resolved, to_dict, wants_print
-from pretrain.train_encoder import (Budget, MetricsLog, eval_subset, load_frame_split, lr_at, progress_bar,
-                                    save_grid, to_float, tqdm_write)
+from pretrain.frames import eval_subset, load_frame_split, save_grid, to_float
+from pretrain.metrics import MetricsLogger, progress_bar, tqdm_write
+from pretrain.optim import Budget, lr_factor
 from worldmodel.device import resolve_device, set_threads
 
 
@@ -106,7 +107,7 @@ def encode_all(rae, frames_u8: torch.Tensor, batch: int, device: torch.device, d
                progress: bool) -> torch.Tensor:
     """Normalised latents of every frame: (n, 3, H, W) uint8 -> (n, N, C) float32 on `device`."""
     out = []
-    bar = progress_bar(progress, len(frames_u8), desc)
+    bar = progress_bar(len(frames_u8), desc, progress)
     for s in range(0, len(frames_u8), batch):
         out.append(rae.encode(to_float(frames_u8[s:s + batch], device)))
         bar.update(min(batch, len(frames_u8) - s))
@@ -129,7 +130,7 @@ def train(cfg: TrainRAEConfig) -> dict:
     perceptual = PerceptualLoss(cfg.perceptual_net, cfg.perceptual_weights).to(device) \
         if cfg.perceptual_weight > 0 else None
     save_resolved(cfg, out)
-    log = MetricsLog(out)
+    log = MetricsLogger(out, tensorboard=False, append=True)
     budget = Budget(cfg.steps, cfg.max_minutes)  # the budget covers statistics + caching too
     n_dec = sum(p.numel() for p in rae.decoder.parameters())
     n_enc = sum(p.numel() for p in rae.encoder.parameters())
@@ -158,7 +159,7 @@ def train(cfg: TrainRAEConfig) -> dict:
                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
     gen = torch.Generator().manual_seed(cfg.seed)
     noise_gen = torch.Generator(device=device).manual_seed(cfg.seed + 7)
-    bar = progress_bar(cfg.progress, cfg.steps if cfg.max_minutes <= 0 else None, "train-rae")
+    bar = progress_bar(cfg.steps if cfg.max_minutes <= 0 else None, "train-rae", cfg.progress)
     step, last = 0, {}
 
     def evaluate() -> dict:
@@ -177,7 +178,7 @@ def train(cfg: TrainRAEConfig) -> dict:
 
     rae.train()
     while not budget.done(step):
-        lr = lr_at(step, budget.frac(step), cfg.lr, cfg.warmup_steps, cfg.min_lr_frac)
+        lr = cfg.lr * lr_factor(step, budget.frac(step), cfg.warmup_steps, cfg.min_lr_frac)
         for g in opt.param_groups:
             g["lr"] = lr
         idx = torch.randint(0, len(train_u8), (cfg.batch_size,), generator=gen)
@@ -212,6 +213,7 @@ def train(cfg: TrainRAEConfig) -> dict:
     if last.get("step") != step:
         last = evaluate()
     log.write(**last, final=True)
+    log.close()
     rae.save_pretrained(out)
     summary = {**last, "steps": step, "grid": list(rae.grid), "latent_dim": rae.latent_dim,
                "encoder_id": rae.encoder_id, "fingerprint": rae.fingerprint(),

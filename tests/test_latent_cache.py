@@ -8,7 +8,8 @@ import torch
 
 from pretrain.data.latent_cache import load_latents, main as encode_main, verify_latents
 from pretrain.data.shards import Dataset, Episode, ShardCorruptError, ShardWriter
-from pretrain.train_encoder import load_frame_split, main as train_encoder_main
+from pretrain.frames import load_frame_split
+from pretrain.train_encoder import main as train_encoder_main
 from pretrain.train_rae import main as train_rae_main
 from worldmodel.rae import RAE
 

@@ -125,9 +125,8 @@ def _validate(cfg: CollectConfig) -> None:
 
 def collect(cfg: CollectConfig) -> str:
     """Collect `cfg.episodes` episodes into `cfg.out`; return the dataset summary."""
-    from tqdm.auto import tqdm
-
     from envs.mujoco_tasks import TASKS
+    from pretrain.metrics import progress_bar
 
     _validate(cfg)
     spec = TASKS[cfg.task]
@@ -141,8 +140,7 @@ def collect(cfg: CollectConfig) -> str:
     print(f"collect: {cfg.episodes} episodes x {steps} steps of {cfg.task!r} at {cfg.image_size}px, "
           f"policy={cfg.policy}, workers={cfg.workers}, seeds {cfg.seed + first}..{cfg.seed + indices[-1]} "
           f"-> {cfg.out}", flush=True)
-    bar = tqdm(total=cfg.episodes * (steps + 1), unit="frame", desc=f"collect {cfg.task}",
-               disable=not cfg.progress, smoothing=0.1)
+    bar = progress_bar(cfg.episodes * (steps + 1), f"collect {cfg.task}", cfg.progress, unit="frame", smoothing=0.1)
     pool = None
     t0 = time.perf_counter()
     try:

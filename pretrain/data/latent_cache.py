@@ -113,7 +113,7 @@ def encode_frames(rae, frames: np.ndarray, batch_size: int, device: torch.device
 
 
 def encode_dataset(cfg: EncodeDatasetConfig) -> dict:
-    from pretrain.train_encoder import progress_bar
+    from pretrain.metrics import progress_bar
     from worldmodel.device import resolve_device, set_threads
     from worldmodel.rae import RAE
 
@@ -133,7 +133,7 @@ def encode_dataset(cfg: EncodeDatasetConfig) -> dict:
     N, C = rae.num_tokens, rae.latent_dim
     t0 = time.monotonic()
     done, skipped = 0, 0
-    bar = progress_bar(cfg.progress, ds.n_frames, f"encode {encoder_id}")
+    bar = progress_bar(ds.n_frames, f"encode {encoder_id}", cfg.progress)
     for i, entry in enumerate(ds.shards):
         shape = [entry["n_episodes"], entry["episode_steps"] + 1, N, C]
         reason = "force=true" if cfg.force else _invalid_reason(ds, i, encoder_id, fingerprint, shape)
