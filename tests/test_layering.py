@@ -52,10 +52,6 @@ KNOWN_CYCLES: set[frozenset[str]] = {
     # removed by the layout move of issue 15: `lw demo` runs the other commands through the
     # CLI whose command table names the demo; one runner below both ends the loop
     frozenset({"pretrain.cli", "pretrain.demo"}),
-    # removed by the layout move of issue 15: train_jepa takes its helpers (metrics log,
-    # schedule, progress bar, device) from train_encoder, which dispatches method=jepa back
-    # to train_jepa; one shared set of those utilities ends the loop
-    frozenset({"pretrain.train_encoder", "pretrain.train_jepa"}),
     # removed by the layout move of issue 15: build_encoder/encoder_from_spec reach the JEPA
     # encoder lazily (encoders -> jepa -> encoders), jepa takes frames_to_float from world,
     # and world loads the RAE lazily (world -> rae -> encoders); all function-level imports
