@@ -32,6 +32,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.utils import seeding
 from gymnasium.vector.utils import batch_space
 
+from envs.actions import check_action
 from worldmodel.device import resolve_device
 from worldmodel.world import LatentWorld
 
@@ -54,26 +55,6 @@ def load_world(model: str | Path | LatentWorld | None, device: str | torch.devic
     if not isinstance(model, (str, Path)):
         raise ValueError(f"model={model!r} ({type(model).__name__}), expected a model folder path or a LatentWorld")
     return LatentWorld.from_pretrained(model, device=resolve_device(device))
-
-
-def check_actions(actions: Any, space: spaces.Box, batch: int | None = None) -> np.ndarray:
-    """Validate actions against a Box (shape, real float dtype, finite, bounds) -> float32 array."""
-    shape = space.shape if batch is None else (batch, *space.shape)
-    if isinstance(actions, torch.Tensor):
-        actions = actions.detach().cpu().numpy()
-    a = np.asarray(actions)
-    if a.shape != shape:
-        raise ValueError(f"action has shape {a.shape}, expected {shape}")
-    if not np.issubdtype(a.dtype, np.floating):
-        raise ValueError(f"action has dtype {a.dtype}, expected a float dtype (float32)")
-    if not np.all(np.isfinite(a)):
-        raise ValueError(f"action {a.tolist()} has non-finite values, expected finite values "
-                         f"in [{space.low.tolist()}, {space.high.tolist()}]")
-    tol = 1e-6 * np.maximum(1.0, np.abs(space.high))
-    if np.any(a < space.low - tol) or np.any(a > space.high + tol):
-        raise ValueError(f"action {np.round(a, 4).tolist()} is out of bounds, expected values in "
-                         f"[{space.low.tolist()}, {space.high.tolist()}]")
-    return np.clip(a, space.low, space.high).astype(np.float32)
 
 
 def _tensor(x: Any, device: torch.device) -> torch.Tensor:
@@ -374,7 +355,7 @@ class LearnedWorldEnv(gym.Env):
     def step(self, action):
         if not self.core.started:
             raise gym.error.ResetNeeded("call reset() before step()")
-        a = check_actions(action, self.action_space)
+        a = check_action(action, self.action_space)
         self.core.advance(np.array([0]), a[None])
         r, term, trunc = self.core.step_results()
         return self._obs(), float(r[0]), bool(term[0]), bool(trunc[0]), self._info()
@@ -504,7 +485,7 @@ class LearnedWorldVectorEnv(VectorEnv):
         c = self.core
         if not c.started:
             raise gym.error.ResetNeeded("call reset() before step()")
-        a = check_actions(actions, self.single_action_space, batch=self.num_envs)
+        a = check_action(actions, self.single_action_space, batch=self.num_envs)
         done = np.flatnonzero(self._autoreset)
         live = np.flatnonzero(~self._autoreset)
         extra: list[dict] = []

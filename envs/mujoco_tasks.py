@@ -20,7 +20,8 @@ from envs.rendering import import_mujoco, select_gl_backend
 select_gl_backend(strict=False)  # before the first `import mujoco`; errors surface when rendering
 import_mujoco()  # a MUJOCO_GL whose library is missing fails here: say which, not PyOpenGL's error
 
-from envs.tasks.base import GoalPixelTask, TaskSpec, check_action  # noqa: E402
+from envs.actions import check_action  # noqa: E402
+from envs.tasks.base import GoalPixelTask, TaskSpec  # noqa: E402
 from envs.tasks.point_maze import PointMazeTask  # noqa: E402
 from envs.tasks.pusher import PusherTask  # noqa: E402
 from envs.tasks.reacher import ReacherTask  # noqa: E402

@@ -219,10 +219,13 @@ def test_bad_actions_are_rejected(name):
     for why, action in bad.items():
         with pytest.raises(ValueError, match="expected"):
             task.step(action)
-    # tiny float overshoot, python lists and ints are fine
+    # tiny float overshoot and python lists (of floats or ints) are fine; an integer array is not
+    # (envs.actions: Gymnasium's float-Box semantics, one rule for every env)
     task.step(np.full(A, hi + 1e-7, np.float64))
     task.step([0.0] * A)
-    task.step(np.zeros(A, np.int64))
+    task.step([0] * A)
+    with pytest.raises(ValueError, match="dtype int64, expected a float"):
+        task.step(np.zeros(A, np.int64))
 
 
 # ----------------------------------------------------------------------------- reset

@@ -1,4 +1,4 @@
-"""The shared machinery of the ground-truth tasks: spec, action checks, state copies, frames.
+"""The shared machinery of the ground-truth tasks: spec, state copies, frames.
 
 A task is a real MuJoCo model stepped with `mujoco.mj_step` and seen through one fixed
 camera. Every task keeps its goal in its own joints (as Reacher-v5's target and
@@ -16,15 +16,14 @@ bits without it).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import gymnasium as gym
 import mujoco
 import numpy as np
 
+from envs.actions import check_action
 from envs.rendering import FrameRenderer, free_camera
-
-ACTION_TOLERANCE = 1e-5  # actions this far outside the box are clipped, not rejected (float32 noise)
 
 
 @dataclass(frozen=True)
@@ -52,31 +51,6 @@ class TaskSpec:
     def caption(self, state: np.ndarray) -> str:
         """Short English sentences describing a true state (or a full get_state() vector)."""
         return task_class(self.name).caption_of(state)
-
-
-def check_action(action: Any, space: gym.spaces.Box) -> np.ndarray:
-    """`action` as a float64 array inside `space`, or a ValueError that says what is wrong."""
-    if isinstance(action, (str, bytes)):
-        raise ValueError(f"action {action!r} is a string, expected a float array of shape {space.shape}")
-    raw = np.asarray(action)
-    if raw.dtype.kind not in "fiu":
-        try:
-            if raw.dtype.kind in "bcUSV":
-                raise TypeError
-            raw = raw.astype(np.float64)
-        except (TypeError, ValueError):
-            raise ValueError(f"action {action!r} has dtype {raw.dtype}, expected real numbers "
-                             f"castable to float32, shape {space.shape}") from None
-    if raw.shape != space.shape:
-        raise ValueError(f"action has shape {raw.shape}, expected {space.shape}")
-    a = raw.astype(np.float64)
-    if not np.all(np.isfinite(a)):
-        raise ValueError(f"action {a.tolist()} has NaN or inf entries, expected finite values")
-    low, high = space.low.astype(np.float64), space.high.astype(np.float64)
-    if np.any(a < low - ACTION_TOLERANCE) or np.any(a > high + ACTION_TOLERANCE):
-        raise ValueError(f"action {a.tolist()} is out of bounds, expected each entry in "
-                         f"[{low.min():g}, {high.max():g}]")
-    return np.clip(a, low, high)
 
 
 # Task classes by spec name, filled as each task module defines its class (see
