@@ -75,14 +75,13 @@ def score_graph(graph, z_te: torch.Tensor, s_te: np.ndarray, task: str, pairs: i
 def build(cfg: BuildLandmarksConfig) -> dict:
     from planners.landmarks import LandmarkGraph
     from pretrain.latent_probe import load_episodes
+    from worldmodel.device import resolve_device, set_threads
 
     if not cfg.model:
         raise ValueError("model= is empty; expected a world-model folder (lw pretrain) or a JEPA folder")
-    if cfg.threads > 0:
-        torch.set_num_threads(cfg.threads)
+    set_threads(cfg.threads)
     t0 = time.monotonic()
-    device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    world = load_world(cfg.model, device)
+    world = load_world(cfg.model, resolve_device(cfg.device))
     eps = load_episodes(cfg.data, cfg.holdout)
     if world.extras.get("task") not in (None, eps.task):
         raise ValueError(f"{cfg.model!r} was trained on {world.extras.get('task')!r}, but {cfg.data!r} holds {eps.task!r}")

@@ -76,3 +76,20 @@ def test_shipped_jepa_is_the_rae_encoder():
     frames = torch.randint(0, 256, (4, 64, 64, 3), dtype=torch.uint8)
     raw = jepa.encode_frames(frames)
     torch.testing.assert_close(world.encode_frames(frames), world.rae.normalize(raw))
+
+
+PM = ROOT / "checkpoints" / "point_maze-tiny"
+
+
+@pytest.mark.skipif(not (PM / "landmarks" / "config.json").is_file(), reason="point_maze checkpoint not present")
+def test_point_maze_landmark_graphs_belong_to_their_encoders():
+    """The shipped graphs score latents of the encoders they ship beside (rebuilt after packing)."""
+    from planners.landmarks import LandmarkGraph
+    from worldmodel.jepa import JEPAWorld
+    from worldmodel.rae import RAE
+
+    learned, jepa = LandmarkGraph.from_pretrained(PM / "landmarks"), LandmarkGraph.from_pretrained(PM / "jepa/landmarks")
+    assert learned.fingerprint == RAE.from_pretrained(PM / "rae").fingerprint()
+    assert jepa.fingerprint == JEPAWorld.from_pretrained(PM / "jepa").encoder_fingerprint()
+    for g in (learned, jepa):
+        assert len(g) == 200 and bool(g.steps.isfinite().all())      # every landmark reaches every other
