@@ -411,15 +411,18 @@ class Transfusion(nn.Module):
 
     def _check_rollout(self, context: Tensor, context_actions: Tensor, actions: Tensor,
                        text: list[str] | None) -> None:
+        """The one check of a rollout's inputs: LatentWorld (the env's, the planners' and the
+        evaluators' way in) passes them through to here unchecked."""
         cfg = self.cfg
         N, C, A = cfg.frame_tokens, cfg.latent_dim, cfg.action_dim
         if context.dim() != 4 or context.shape[2:] != (N, C) or context.shape[1] < 1:
             raise ValueError(f"context has shape {tuple(context.shape)}, expected (B, Tc>=1, {N}, {C})")
         B, Tc = context.shape[:2]
         if context_actions.shape != (B, Tc - 1, A):
-            raise ValueError(f"context_actions has shape {tuple(context_actions.shape)}, expected ({B}, {Tc - 1}, {A})")
+            raise ValueError(f"context_actions has shape {tuple(context_actions.shape)}, expected ({B}, {Tc - 1}, {A}) "
+                             f"(context actions have shape (B, Tc-1, A): one between each two context frames)")
         if actions.dim() != 3 or actions.shape[0] != B or actions.shape[2] != A:
-            raise ValueError(f"actions has shape {tuple(actions.shape)}, expected ({B}, H, {A})")
+            raise ValueError(f"actions have shape {tuple(actions.shape)}, expected (B, H, A) = ({B}, H, {A})")
         if cfg.action_encoding == "text" and torch.is_grad_enabled() and actions.requires_grad:
             raise ValueError("action_encoding='text' writes actions as tokens, which carry no gradient; "
                              "expected action_encoding='embed' for gradient-based planning")

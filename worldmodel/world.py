@@ -148,24 +148,11 @@ class LatentWorld:
         return x.cpu().numpy()
 
     # -- dynamics ------------------------------------------------------------------
-    def _check_rollout(self, context: Tensor, context_actions: Tensor, actions: Tensor) -> None:
-        N, C = self.latent_shape
-        A = self.action_dim
-        if context.ndim != 4 or tuple(context.shape[2:]) != (N, C):
-            raise ValueError(f"context latents have shape {tuple(context.shape)}, expected (B, Tc, {N}, {C})")
-        B, Tc = context.shape[:2]
-        if tuple(context_actions.shape) != (B, Tc - 1, A):
-            raise ValueError(f"context actions have shape {tuple(context_actions.shape)}, "
-                             f"expected (B, Tc-1, A) = ({B}, {Tc - 1}, {A})")
-        if actions.ndim != 3 or actions.shape[0] != B or actions.shape[2] != A:
-            raise ValueError(f"actions have shape {tuple(actions.shape)}, expected (B, H, A) = ({B}, H, {A})")
-
     def _inputs(self, context_latents, context_actions, actions) -> tuple[Tensor, Tensor, Tensor]:
-        """rollout/jump inputs as float32 tensors on the model's device, shape-checked."""
+        """rollout/jump inputs as float32 tensors on the model's device. Their shapes are checked
+        once, by the model (Transfusion._check_rollout), not again here."""
         dev = self.device
-        ctx, ctx_a, act = (_as_tensor(x, dev, torch.float32) for x in (context_latents, context_actions, actions))
-        self._check_rollout(ctx, ctx_a, act)
-        return ctx, ctx_a, act
+        return tuple(_as_tensor(x, dev, torch.float32) for x in (context_latents, context_actions, actions))
 
     def rollout(self, context_latents: np.ndarray | Tensor, context_actions: np.ndarray | Tensor,
                 actions: np.ndarray | Tensor, steps: int | None = None, pixels: bool = False,
@@ -208,7 +195,7 @@ class LatentWorld:
         unless called under torch.no_grad. `shared_noise` as in `rollout`.
         """
         ctx, ctx_a, act = self._inputs(context_latents, context_actions, actions)
-        if not 1 <= act.shape[1] <= self.max_jump:
+        if act.ndim == 3 and not 1 <= act.shape[1] <= self.max_jump:  # other shapes: the model's error
             raise ValueError(f"a jump of {act.shape[1]} actions; this model was trained with jumps of 1..{self.max_jump} "
                              f"(data.max_jump); use a horizon <= {self.max_jump} or a step-by-step rollout")
         self.n_calls += 1
