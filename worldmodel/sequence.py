@@ -40,7 +40,7 @@ Shape legend: B rows, L tokens, N tokens per frame, C latent channels, A action 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
@@ -201,9 +201,23 @@ def text_action_ids(values: Tensor, action_scale: float) -> list[list[int]]:
     return [[_TOK.act_id] + _TOK.encode(_TOK.format_action(r)) + [_TOK.eoa_id] for r in v.cpu().tolist()]
 
 
+class _PositionRun(NamedTuple):
+    """The RoPE sequence positions of a part that are the same in every row: start, start + step,
+    start + 2 * step, ... (step 1: consecutive tokens; step 0: the N tokens of a frame copy,
+    which share one position). Positions that differ between rows are a (B, n) tensor instead."""
+    start: int
+    step: int
+
+
+def _per_token(per_part: list, counts: Tensor, T: int, dtype: torch.dtype | None = None) -> Tensor:
+    """(T,): each part's value repeated over its tokens (counts (parts,): tokens per part)."""
+    return torch.repeat_interleave(torch.tensor(per_part, dtype=dtype, device=counts.device), counts, output_size=T)
+
+
 class _Part:
     """One run of n tokens appended to every row. Fields are python scalars when equal for the
-    whole run and all rows (materialised cheaply in take()), tensors (B, n) otherwise."""
+    whole run and all rows (materialised cheaply in take()), tensors (B, n) otherwise; `pos` is
+    likewise a _PositionRun or a (B, n) tensor."""
     __slots__ = ("n", "tokens", "modality", "frame_id", "noisy", "doc", "source", "pos", "grid", "cond",
                  "text_loss", "latents", "actions")
 
@@ -246,12 +260,12 @@ class SequenceBuilder:
               latents: Tensor | None = None, actions: Tensor | None = None, doc=None, source=None,
               advance: bool = True) -> _Part:
         """Append n tokens. pos: None -> consecutive from self.pos; an int or (B,) tensor -> that
-        position for all n tokens (a frame copy); a (B, n) tensor -> explicit."""
+        position for all n tokens (a frame copy); a (B, n) tensor or a _PositionRun -> explicit."""
         if pos is None:
-            pos = ("run", self.pos, 1) if isinstance(self.pos, int) else \
+            pos = _PositionRun(self.pos, step=1) if isinstance(self.pos, int) else \
                 self.pos[:, None] + torch.arange(n, device=self.device)[None]
         elif isinstance(pos, int):
-            pos = ("run", pos, 0)
+            pos = _PositionRun(pos, step=0)
         elif isinstance(pos, Tensor) and pos.dim() == 1:
             pos = pos[:, None].expand(self.B, n)
         part = _Part(n, tokens, modality, frame_id, noisy, self.doc if doc is None else doc,
@@ -392,7 +406,7 @@ class SequenceBuilder:
     def pad(self, n: int) -> None:
         """n padding tokens: their own 'document' (-1), causal among themselves, seen by nobody else."""
         if n > 0:
-            self._emit(n, doc=-1, source=-1, pos=("run", 0, 1), advance=False)
+            self._emit(n, doc=-1, source=-1, pos=_PositionRun(0, step=1), advance=False)
 
     def document(self, doc: Document) -> None:
         self.new_document(doc.source)
@@ -410,21 +424,21 @@ class SequenceBuilder:
     def _field(self, parts: list[_Part], offsets: list[int], T: int, attr: str, dtype: torch.dtype) -> Tensor:
         """(B, T) from per-part scalars (one repeat_interleave) with tensor parts written in."""
         vals = [getattr(p, attr) for p in parts]
-        scalars = torch.tensor([0 if isinstance(v, Tensor) else v for v in vals], dtype=dtype, device=self.device)
         counts = torch.tensor([p.n for p in parts], device=self.device)
-        out = torch.repeat_interleave(scalars, counts, output_size=T)[None].repeat(self.B, 1)
+        out = _per_token([0 if isinstance(v, Tensor) else v for v in vals], counts, T, dtype)[None].repeat(self.B, 1)
         for v, o, p in zip(vals, offsets, parts):
             if isinstance(v, Tensor):
                 out[:, o:o + p.n] = v
         return out
 
     def _positions(self, parts: list[_Part], offsets: list[int], T: int) -> Tensor:
+        """(B, T) sequence positions: every _PositionRun expanded at once, (B, n) parts written in."""
         dev = self.device
-        runs = [p.pos if isinstance(p.pos, tuple) else ("run", 0, 0) for p in parts]
+        # a (B, n) part counts as the run 0, 0, ... here and is written in below
+        runs = [p.pos if isinstance(p.pos, _PositionRun) else _PositionRun(0, step=0) for p in parts]
         counts = torch.tensor([p.n for p in parts], device=dev)
-        start = torch.repeat_interleave(torch.tensor([r[1] for r in runs], device=dev), counts, output_size=T)
-        step = torch.repeat_interleave(torch.tensor([r[2] for r in runs], device=dev), counts, output_size=T)
-        first = torch.repeat_interleave(torch.tensor(offsets, device=dev), counts, output_size=T)
+        start, step, first = (_per_token(v, counts, T)
+                              for v in ([r.start for r in runs], [r.step for r in runs], offsets))
         out = (start + step * (torch.arange(T, device=dev) - first))[None].repeat(self.B, 1)
         for p, o in zip(parts, offsets):
             if isinstance(p.pos, Tensor):

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +101,36 @@ class _Stream:
 
     def keys_with(self, chunk: PackedBatch) -> _Keys:
         return _Keys.of(chunk) if self.keys is None else self.keys.cat(chunk)
+
+
+# -- per-frame tables ----------------------------------------------------------------------------
+# To look something up by frame (the previous frame's latents, the action before a frame), a full
+# packed row is scattered into a table with one slot per frame (or per frame and grid cell) and
+# gathered back. Tokens that must not be written go to one extra "dump" slot at the end: one
+# fixed-shape scatter on the device, where picking the written tokens with a boolean mask would
+# cost a host sync and a data-dependent shape. Nothing read from the dump slot is used.
+_NO_DOC = -2   # the document of a frame slot nobody wrote: equal to no token's (padding is -1)
+
+
+def _along_dim1(index: Tensor, like: Tensor) -> Tensor:
+    """A (B, L) index expanded over the trailing dims of `like`, for scatter / gather along dim 1."""
+    return index.view(*index.shape, *(1,) * (like.dim() - 2)).expand(*index.shape, *like.shape[2:])
+
+
+def _scatter_table(values: Tensor, slot: Tensor, write: Tensor, n_slots: int, fill: float | bool = 0) -> Tensor:
+    """(B, n_slots + 1, ...): values (B, L, ...) at slot (B, L) where write (B, L), `fill` in the
+    slots nobody wrote; the last slot is the dump of the tokens not written."""
+    table = values.new_full((slot.shape[0], n_slots + 1, *values.shape[2:]), fill)
+    return table.scatter(1, _along_dim1(torch.where(write, slot, n_slots), values), values)
+
+
+def _read_table(table: Tensor, slot: Tensor, valid: Tensor | None = None) -> Tensor:
+    """(B, L, ...): table[b, slot[b, i]]. With `valid` (B, L), 0 wherever not valid (those tokens
+    read the dump slot)."""
+    if valid is None:
+        return table.gather(1, _along_dim1(slot, table))
+    out = table.gather(1, _along_dim1(torch.where(valid, slot, table.shape[1] - 1), table))
+    return out * valid[..., None].to(out.dtype)
 
 
 class Transfusion(nn.Module):
@@ -174,39 +205,29 @@ class Transfusion(nn.Module):
         (frame, cell) table, no loop over frames; a frame has >= N + 2 tokens, so L // N + 1
         slots bound the frames of a row without a host sync.
         """
-        B, L = b.tokens.shape
         N, (_, W) = self.cfg.frame_tokens, self.cfg.frame_grid
-        F = L // N + 1
-        frame = b.modality == MOD_VISION
-        clean, noisy = frame & ~b.is_noisy, b.is_noisy
+        F = b.seq_len // N + 1
+        clean = (b.modality == MOD_VISION) & ~b.is_noisy
         fid, cell = b.frame_id.clamp_min(0), b.pos_row * W + b.pos_col
-        dump = F * N                                             # slot of everything not written
-        slot = torch.where(clean, fid * N + cell, dump)
-        table = z.new_zeros(B, dump + 1, z.shape[-1]).scatter(1, slot[..., None].expand_as(z), z)
-        frame_doc = torch.full((B, F + 1), -2, dtype=b.doc_id.dtype, device=z.device)
-        frame_doc = frame_doc.scatter(1, torch.where(clean, fid, F), b.doc_id)
+        clean_latents = _scatter_table(z, fid * N + cell, clean, F * N)     # [frame * N + cell] -> clean-copy z
+        frame_doc = _scatter_table(b.doc_id, fid, clean, F, fill=_NO_DOC)   # [frame] -> its document
         prev_fid = (fid - 1).clamp_min(0)
-        has_prev = noisy & (fid >= 1) & (frame_doc.gather(1, prev_fid) == b.doc_id)
-        want = torch.where(has_prev, prev_fid * N + cell, dump)
-        prev = table.gather(1, want[..., None].expand_as(z))
-        return prev * has_prev[..., None].to(z.dtype)
+        has_prev = b.is_noisy & (fid >= 1) & (_read_table(frame_doc, prev_fid) == b.doc_id)
+        return _read_table(clean_latents, prev_fid * N + cell, has_prev)
 
     def frame_actions(self, b: PackedBatch, drop: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """(B, L, A) raw action conditioning each noisy token's frame, and (B, L) bool where there
         is one (and its conditioning is not dropped). Full packed sequences only; gathered from a
         per-frame table like previous_frame_latents."""
-        B, L = b.tokens.shape
-        F = L // self.cfg.frame_tokens + 1
+        F = b.seq_len // self.cfg.frame_tokens + 1
         is_act = (b.modality == MOD_ACTION) & (b.cond_of >= 0)
-        slot = torch.where(is_act, b.cond_of, F)
-        table = b.actions.new_zeros(B, F + 1, b.actions.shape[-1]).scatter(1, slot[..., None].expand_as(b.actions),
-                                                                           b.actions)
-        has = torch.zeros(B, F + 1, dtype=torch.bool, device=b.tokens.device).scatter(1, slot, is_act)
+        action_of = _scatter_table(b.actions, b.cond_of, is_act, F)             # [frame] -> the action before it
+        has_action = _scatter_table(is_act, b.cond_of, is_act, F, fill=False)   # [frame] -> whether there is one
         fid = b.frame_id.clamp_min(0)
-        ok = b.is_noisy & has.gather(1, fid)
+        ok = b.is_noisy & _read_table(has_action, fid)
         if drop is not None:
             ok = ok & ~drop
-        return table.gather(1, fid[..., None].expand(-1, -1, table.shape[-1])), ok
+        return _read_table(action_of, fid), ok
 
     @property
     def _uses_frame_action(self) -> bool:
@@ -390,24 +411,27 @@ class Transfusion(nn.Module):
         action (B, A): the step's raw action (the direct action input), None for none;
         shared_noise: one noise draw for all rows (common random numbers for comparing rows)."""
         keys = stream.keys_with(q)
-        mask = mask_from_vectors(q, keys)
         B, N = q.tokens.shape
         act_emb = None
         if self._uses_frame_action and action is not None:
             act_emb = self._embed_action(action)[:, None].expand(B, N, -1)
-
-        def run(mask_, act_):
-            def predict(z, t):
-                h = self._run(q, z, t[:, None].expand(B, N), mask_, stream, commit=False, prev=prev, act_emb=act_)
-                return self._flow_out(h, prev)
-            return predict
-
+        predict = partial(self._predict_noisy_frame, stream=stream, q=q, prev=prev)
+        cond = partial(predict, mask=mask_from_vectors(q, keys), act_emb=act_emb)
         # the unconditional branch hides the action every way: attention, direct input and AdaLN
-        uncond = run(mask_from_vectors(q, keys, q.is_noisy), None) if cfg_scale != 1.0 else None
+        uncond = (partial(predict, mask=mask_from_vectors(q, keys, q.is_noisy), act_emb=None)
+                  if cfg_scale != 1.0 else None)
         shape = q.latents.shape
         noise = randn((1, *shape[1:]) if shared_noise else shape, generator, q.latents.device,
                       q.latents.dtype).expand(shape)  # generator: one, or one per row (flow.randn)
-        return self.flow.sample(run(mask, act_emb), noise, steps, cfg_scale, uncond)
+        return self.flow.sample(cond, noise, steps, cfg_scale, uncond)
+
+    def _predict_noisy_frame(self, z: Tensor, t: Tensor, *, stream: _Stream, q: PackedBatch, mask: Tensor,
+                             prev: Tensor, act_emb: Tensor | None) -> Tensor:
+        """flow.sample's predict(z, t): the flow head's output (B, N, C) for the noisy frame chunk q
+        at latents z (B, N, C) and times t (B,), attending to the cache (not appending) under mask."""
+        B, N = q.tokens.shape
+        h = self._run(q, z, t[:, None].expand(B, N), mask, stream, commit=False, prev=prev, act_emb=act_emb)
+        return self._flow_out(h, prev)
 
     def _check_rollout(self, context: Tensor, context_actions: Tensor, actions: Tensor,
                        text: list[str] | None) -> None:
