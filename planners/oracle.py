@@ -110,7 +110,9 @@ class OracleModel:
             raise ValueError("oracle cost='latent' needs rae=<RAE folder> (worldmodel.rae.RAE.save_pretrained), got ''")
         from worldmodel.rae import RAE
 
-        return RAE.from_pretrained(path, device="cuda" if torch.cuda.is_available() else "cpu").eval()
+        from worldmodel.device import resolve_device
+
+        return RAE.from_pretrained(path, device=resolve_device("auto")).eval()
 
     @property
     def device(self) -> torch.device:
