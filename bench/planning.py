@@ -5,7 +5,7 @@ cost) and on the learned model, for one episode state of a task.
     .venv/bin/python bench/planning.py --model runs/tiny_cpu/model       # a trained world model
     .venv/bin/python bench/planning.py --sizes literature               # DINO-WM/TD-MPC2 sizes (slow on CPU)
 
-Sizes: `cpu` (default) takes each row's budget from pretrain/conf/benchmark.yaml, `literature`
+Sizes: `cpu` (default) takes each row's budget from lw/conf/benchmark.yaml, `literature`
 the planners' own defaults (CEM 300 x 30, MPPI 512 x 6, ...). Without --model the learned
 row uses a randomly initialised world of `--size` (same compute as a trained one), and
 without --rae the latent oracle uses a random RAE of the CPU shape (4x4 tokens x 128).
@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from worldmodel.device import resolve_device  # noqa: E402
 from worldmodel.world import LatentWorld  # noqa: E402
 import worldmodel.transfusion  # noqa: E402,F401
-from planners.evaluate import BenchmarkConfig, planner_settings  # noqa: E402
+from planners.benchmark import BenchmarkConfig, planner_settings  # noqa: E402
 from planners.learned import LearnedModel  # noqa: E402
 from planners.mpc import PixelContext  # noqa: E402
 from planners.oracle import OracleConfig, OracleModel  # noqa: E402
@@ -59,7 +59,7 @@ def random_world(size: str, spec, image_size: int, device: str) -> LatentWorld:
 
 
 def bench_config(sizes: str) -> BenchmarkConfig:
-    from pretrain.config import compose
+    from lw.config import compose
 
     cfg = compose(BenchmarkConfig, "benchmark", [])
     if sizes == "literature":

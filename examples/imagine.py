@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 
-from pretrain.report import side_by_side_gif
+from lw.report import side_by_side_gif
 
 
 def main() -> None:

@@ -1,6 +1,6 @@
 """One process or many: process group, device, FSDP2 sharding and cross-rank reductions.
 
-`torchrun --nproc_per_node=N -m pretrain.train ...` sets RANK/WORLD_SIZE/LOCAL_RANK; then
+`torchrun --nproc_per_node=N -m lw.pretrain ...` sets RANK/WORLD_SIZE/LOCAL_RANK; then
 `init_distributed` starts NCCL (CUDA) or gloo (CPU) and builds a 1-D device mesh, and
 `parallelize(model, mesh)` applies FSDP2 (`fully_shard`) to a finished model: every
 transformer block, then the root. Without those variables it is a plain single process

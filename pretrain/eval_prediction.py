@@ -1,6 +1,4 @@
-"""`lw eval-prediction`: imagined vs MuJoCo rollouts, scored per horizon step.
-
-    lw eval-prediction model=runs/tiny_cpu/model task=reacher episodes=32 horizon=10
+"""Imagined vs MuJoCo rollouts, scored per horizon step: the library of `lw eval-prediction`.
 
 Held-out episodes (seeds `seed + i`, default 1_000_000 + i: disjoint from collection's
 0..) are driven by a data policy (default uniform in the action box). For each, the
@@ -15,20 +13,16 @@ for the RAE round trip decode(encode(true)), the pixel ceiling of any latent mod
 Action sensitivity: the model also rolls out every episode with another episode's actions
 (`shuffled`, with the same sampling noise); a model that ignores its actions scores the same
 with both. `imagine=jump` predicts step h in one jump from the context and the first h
-actions (models pretrained with data.max_jump >= horizon), instead of frame by frame. Writes `prediction.md`,
-`prediction.json` and `prediction.png` to `out` (default: <model>/eval_prediction).
+actions (models pretrained with data.max_jump >= horizon), instead of frame by frame.
 """
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-
-from pretrain.config import compose, save_resolved, to_dict, wants_print
 
 
 @dataclass
@@ -148,97 +142,3 @@ def summarise(per_episode: dict[str, np.ndarray]) -> dict[str, list[float]]:
     # action gain: error with another episode's actions / with the true ones (1.0 = actions ignored)
     res["action_gain"] = [s / max(m, 1e-12) for s, m in zip(res["shuffled_latent_mse"], res["model_latent_mse"])]
     return res
-
-
-def markdown_table(res: dict[str, list[float]], horizon: int) -> str:
-    cols = [("model_psnr", "PSNR model"), ("copy_last_psnr", "PSNR copy-last"), ("mean_latent_psnr", "PSNR mean"),
-            ("rae_psnr", "PSNR RAE"), ("model_ssim", "SSIM model"), ("copy_last_ssim", "SSIM copy-last"),
-            ("rae_ssim", "SSIM RAE"), ("model_latent_mse", "latent MSE model"),
-            ("shuffled_latent_mse", "latent MSE shuffled actions"), ("action_gain", "action gain"),
-            ("copy_last_latent_mse", "latent MSE copy-last"), ("mean_latent_latent_mse", "latent MSE mean")]
-    lines = ["| step | " + " | ".join(n for _, n in cols) + " |", "|---" * (len(cols) + 1) + "|"]
-    for h in range(horizon):
-        cells = [f"{res[k][h]:.2f}" if "psnr" in k or k == "action_gain" else f"{res[k][h]:.3f}" for k, _ in cols]
-        lines.append(f"| {h + 1} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def plot(res: dict[str, list[float]], horizon: int, path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    x = np.arange(1, horizon + 1)
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-    for ax, metric, label in zip(axes, ("psnr", "ssim", "latent_mse"), ("PSNR (dB)", "SSIM", "latent MSE")):
-        for who, style in (("model", "o-"), ("shuffled", "v-"), ("copy_last", "s--"), ("mean_latent", "x-."),
-                           ("rae", ":")):
-            if (who == "rae" and metric == "latent_mse") or f"{who}_{metric}" not in res:
-                continue  # the RAE's is zero by definition; shuffled actions are scored in latent MSE only
-            y, se = np.array(res[f"{who}_{metric}"]), np.array(res[f"{who}_{metric}_se"])
-            ax.plot(x, y, style, label=who.replace("_", "-"))
-            ax.fill_between(x, y - se, y + se, alpha=0.2)
-        ax.set_xlabel("horizon step")
-        ax.set_ylabel(label)
-        ax.grid(alpha=0.3)
-    axes[0].legend()
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
-def main(overrides: list[str]) -> int:
-    show, overrides = wants_print(overrides)
-    cfg = compose(EvalPredictionConfig, "eval_prediction", overrides)
-    if show:
-        print(json.dumps(to_dict(cfg), indent=2))
-        return 0
-    if not cfg.model:
-        raise ValueError("model is required: lw eval-prediction model=<folder written by `lw pretrain`>")
-    if cfg.episodes < 1 or cfg.horizon < 1:
-        raise ValueError(f"episodes={cfg.episodes}, horizon={cfg.horizon}, expected both >= 1")
-    from worldmodel.device import resolve_device
-    from worldmodel.world import LatentWorld
-
-    device = resolve_device(cfg.device)
-    world = LatentWorld.from_pretrained(cfg.model, device=device)
-    task_name = cfg.task or world.extras.get("task")
-    if not task_name:
-        raise ValueError("task=None and the model folder names no task; pass task=<name>")
-    tc = int(cfg.context_frames or world.context_frames)
-    steps = cfg.denoise_steps if cfg.denoise_steps is not None else world.extras.get("denoise_steps")
-    out = Path(cfg.out or Path(cfg.model) / "eval_prediction")
-    save_resolved(cfg, out)
-    n_steps = tc - 1 + cfg.horizon
-    print(f"eval-prediction: {cfg.episodes} held-out {task_name} episodes (seeds {cfg.seed}..), "
-          f"{tc} context frames, horizon {cfg.horizon}, policy {cfg.policy}, device {device}")
-    pol = {"policy": cfg.policy, "hold": cfg.hold}
-    if cfg.policy == "collection":
-        pol = collection_policy(world.extras.get("dataset") or f"data/{task_name}")
-        print(f"  collection policy: {pol}")
-    t0 = time.perf_counter()
-    frames, actions = record_episodes(task_name, world.image_size, cfg.episodes, n_steps, cfg.seed, **pol)
-    t1 = time.perf_counter()
-    gen = torch.Generator(device=world.device).manual_seed(cfg.sample_seed)
-    per_ep = evaluate(world, frames, actions, tc, cfg.horizon, steps, gen, cfg.batch, cfg.imagine)
-    t2 = time.perf_counter()
-    res = summarise(per_ep)
-    table = markdown_table(res, cfg.horizon)
-    head = (f"# Prediction: {cfg.model} on {task_name}\n\n{cfg.episodes} held-out episodes (seeds "
-            f"{cfg.seed}..{cfg.seed + cfg.episodes - 1}, policy {pol['policy']}), {tc} real context frames, "
-            f"open-loop horizon {cfg.horizon} ({cfg.imagine}), denoise steps {steps or 'model default'}. "
-            f"Means over episodes; shuffled actions = the model given another episode's actions (equal to "
-            f"the model's own when it ignores actions); action gain = shuffled / model latent MSE (1.00: ignored); mean = the decoded mean latent (a blurry-mean predictor); "
-            f"RAE = decode(encode(true frame)), the pixel ceiling.\n\n")
-    (out / "prediction.md").write_text(head + table + "\n")
-    payload = {"config": to_dict(cfg), "task": task_name, "context_frames": tc, "policy": pol,
-               "seconds": {"ground_truth": t1 - t0, "model": t2 - t1}, "per_step": res}
-    (out / "prediction.json").write_text(json.dumps(payload, indent=2))
-    plot(res, cfg.horizon, out / "prediction.png", f"{Path(cfg.model).name} on {task_name}: "
-         f"{cfg.episodes} episodes, {tc} context frames")
-    print(table)
-    print(f"wrote {out / 'prediction.md'}, prediction.json, prediction.png "
-          f"(ground truth {t1 - t0:.1f}s, model {t2 - t1:.1f}s)")
-    return 0

@@ -24,10 +24,8 @@ Legend: E episodes, T1 frames per episode, D latent size, A action dim, S state 
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -54,7 +52,8 @@ class ProbeLatentConfig:
     threads: int = 0               # torch CPU threads (0 = torch default)
 
 
-def _spearman(a: np.ndarray, b: np.ndarray) -> float:
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Rank correlation of a and b (no tie correction)."""
     ra, rb = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
     return float(np.corrcoef(ra, rb)[0, 1])
 
@@ -104,7 +103,7 @@ def cost_quality(z: np.ndarray, states: np.ndarray, distance: Callable, pairs: i
     true = np.asarray(distance(states[i, j], states[i2, j2]), dtype=np.float64)
     lat = ((z[i, j] - z[i2, j2]) ** 2).mean(-1)
     near = true < np.quantile(true, 0.25)
-    return {"spearman": round(_spearman(lat, true), 3), "spearman_near": round(_spearman(lat[near], true[near]), 3)}
+    return {"spearman": round(spearman(lat, true), 3), "spearman_near": round(spearman(lat[near], true[near]), 3)}
 
 
 def pose_features(task: str, states: np.ndarray) -> np.ndarray:
@@ -254,20 +253,3 @@ def probe(cfg: ProbeLatentConfig) -> dict:
         res["mlp"] = score_latents(z_tr, z_te, a_te, s_tr, s_te, eps.task, mlp, cfg.history)
     res["seconds"] = round(time.monotonic() - t0, 1)
     return res
-
-
-def main(overrides: list[str]) -> int:
-    from pretrain.config import compose, to_dict, wants_print
-
-    show, overrides = wants_print(overrides)
-    cfg = compose(ProbeLatentConfig, "probe_latent", overrides)
-    if show:
-        print(json.dumps(to_dict(cfg), indent=2))
-        return 0
-    res = probe(cfg)
-    text = json.dumps(res, indent=2)
-    print(text)
-    if cfg.out:
-        Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(cfg.out).write_text(text + "\n")
-    return 0

@@ -1,4 +1,4 @@
-"""Training metrics: metrics.jsonl, TensorBoard, the progress bar, FLOPs and MFU.
+"""Training records: the resolved config, metrics.jsonl, TensorBoard, the progress bar, FLOPs and MFU.
 
 Every trainer (`lw pretrain`, the encoder trainers) and the dataset tools log through the one
 `MetricsLogger` and show the one `progress_bar`. torch is imported only where a function needs
@@ -16,6 +16,7 @@ The attention term counts QK^T and AV for a full (non-causal-discounted) context
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import sys
@@ -124,6 +125,23 @@ class MetricsLogger:
         self._f.close()
         if self.tb is not None:
             self.tb.close()
+
+
+def to_dict(cfg: Any) -> dict:
+    """A config (dataclass or mapping) as a plain nested dict."""
+    return dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else dict(cfg)
+
+
+def save_resolved(cfg: Any, run_dir: str | Path) -> Path:
+    """Write the resolved config as YAML (and JSON) into the run folder."""
+    from omegaconf import OmegaConf
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    d = to_dict(cfg)
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(d)))
+    (run_dir / "config.json").write_text(json.dumps(d, indent=2))
+    return run_dir / "config.yaml"
 
 
 def truncate_jsonl(path: str | Path, max_step: int) -> None:

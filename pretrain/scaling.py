@@ -1,4 +1,4 @@
-"""`lw scaling`: IsoFLOP sweeps and power-law fits (Chinchilla approach 2), per modality.
+"""IsoFLOP sweeps and power-law fits (Chinchilla approach 2), per modality: the library of `lw scaling`.
 
 For every FLOP budget C and every model width in the grid, train once with exactly
 D = C / flops_per_token tokens (the FLOP formula of pretrain.metrics: 6*N_active + the
@@ -7,16 +7,12 @@ loss against log N and take its vertex as N_opt (D_opt = C / (6 N_opt)). Across 
 fit N_opt = k C^a and D_opt = k' C^b by least squares in log-log space.
 
 Modalities: "text" (text only), "vision" (plain + action-conditioned video: frames only),
-"mixed" (the configured data mixture). Outputs in out_dir: scaling.json (every run and
-fit), scaling.md (tables), scaling.png (loss vs N per budget with the parabolas, N_opt vs C).
-
-    lw scaling                                   # the default micro grid: a few minutes on CPU
-    lw scaling budgets=[1e13,3e13,1e14] widths=[64,96,128,192] device=cuda
+"mixed" (the configured data mixture). `lw scaling` (lw/scaling.py) runs the sweep and writes
+the report.
 """
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -194,98 +190,3 @@ def sweep(cfg: ScalingConfig, episodes=None, val_episodes=None, log=print) -> li
                 log(f"  {mod:6s} C={budget:.0e} d={width:3d} N={result['n_active'] / 1e3:7.1f}k "
                     f"steps={tc.steps:4d}x{tc.batch_size:3d} rows loss={loss:.4f} ({runs[-1]['seconds']:.1f}s)")
     return runs
-
-
-# ---------------------------------------------------------------- report
-def markdown(runs: list[dict], fits: dict) -> str:
-    lines = ["# IsoFLOP sweep", "", "| modality | budget C | width | N active | tokens D | steps | held-out loss |",
-             "|---|---|---|---|---|---|---|"]
-    for r in runs:
-        lines.append(f"| {r['modality']} | {r['budget']:.3g} | {r['width']} | {r['n_active']:,} | "
-                     f"{r['tokens']:,} | {r['steps']} | {r['loss']:.4f} |")
-    lines += ["", "## Compute-optimal points (parabola vertex per budget)", "",
-              "| modality | budget C | N_opt | D_opt = C/(6 N_opt) | loss at N_opt | bracketed |",
-              "|---|---|---|---|---|---|"]
-    for mod, f in fits.items():
-        for b, p in f["budgets"].items():
-            lines.append(f"| {mod} | {b} | {p['n_opt']:,.0f} | {p['d_opt']:,.0f} | {p['loss_opt']:.4f} | "
-                         f"{'yes' if p['bracketed'] else 'no: optimum off the grid (best point shown)'} |")
-    lines += ["", "## Power laws (bracketed budgets only)", "",
-              "| modality | a (N_opt ∝ C^a) | b (D_opt ∝ C^b) |", "|---|---|---|"]
-    for mod, f in fits.items():
-        if "a" in f:
-            lines.append(f"| {mod} | {f['a']:.3f} | {f['b']:.3f} |")
-        else:
-            lines.append(f"| {mod} | n/a: fewer than 2 budgets bracket the optimum | widen `widths` |")
-    return "\n".join(lines) + "\n"
-
-
-def plot(runs: list[dict], fits: dict, path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    mods = list(fits)
-    fig, axes = plt.subplots(1, len(mods) + 1, figsize=(4.5 * (len(mods) + 1), 3.8), squeeze=False)
-    for ax, mod in zip(axes[0], mods):
-        budgets = sorted({r["budget"] for r in runs if r["modality"] == mod})
-        colors = plt.cm.viridis(np.linspace(0, 0.85, max(1, len(budgets))))
-        for color, b in zip(colors, budgets):
-            pts = sorted((r["n_active"], r["loss"]) for r in runs if r["modality"] == mod and r["budget"] == b)
-            n, loss = np.array(pts).T
-            ax.plot(n, loss, "o", color=color, label=f"C={b:.0e}")
-            p = fits[mod]["budgets"].get(f"{b:.3g}")
-            if p:
-                xs = np.linspace(np.log(n).min(), np.log(n).max(), 50)
-                ax.plot(np.exp(xs), p["a"] * xs ** 2 + p["b"] * xs + p["c"], "-", color=color, alpha=0.7)
-                ax.plot(p["n_opt"], p["loss_opt"], "*", color=color, ms=12)
-        ax.set_xscale("log")
-        ax.set(title=f"{mod}: IsoFLOP curves", xlabel="active parameters N", ylabel="held-out loss")
-        ax.legend(fontsize=7)
-    ax = axes[0][-1]
-    for mod in mods:
-        bs = fits[mod]["budgets"]
-        if bs:
-            cs = np.array([float(b) for b in bs])
-            ax.plot(cs, [p["n_opt"] for p in bs.values()], "o-",
-                    label=f"{mod}: a={fits[mod].get('a', float('nan')):.2f}")
-    ax.set(xscale="log", yscale="log", title="N_opt vs C", xlabel="FLOPs C", ylabel="N_opt")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def write_report(runs: list[dict], fits: dict, out_dir: str | Path) -> dict[str, Path]:
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {"json": out / "scaling.json", "md": out / "scaling.md", "png": out / "scaling.png"}
-    paths["json"].write_text(json.dumps({"runs": runs, "fits": fits}, indent=1))
-    paths["md"].write_text(markdown(runs, fits))
-    plot(runs, fits, paths["png"])
-    return paths
-
-
-def main(overrides: list[str]) -> int:
-    from pretrain.config import compose, save_resolved, wants_print
-    show, overrides = wants_print(overrides)
-    cfg = compose(ScalingConfig, "scaling", overrides)
-    if show:
-        from omegaconf import OmegaConf
-        print(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
-        return 0
-    save_resolved(cfg, cfg.out_dir)
-    t0 = time.perf_counter()
-    print(f"scaling: {len(cfg.modalities)} modalities x {len(cfg.budgets)} budgets x {len(cfg.widths)} widths "
-          f"on {cfg.device}")
-    runs = sweep(cfg)
-    fits = fit_isoflops(runs)
-    paths = write_report(runs, fits, cfg.out_dir)
-    for mod, f in fits.items():
-        if "a" in f:
-            print(f"  {mod}: N_opt ∝ C^{f['a']:.3f}, D_opt ∝ C^{f['b']:.3f}")
-        else:
-            best = [f"C={b}: N={p['n_opt']:,.0f}" for b, p in f["budgets"].items()]
-            print(f"  {mod}: no exponents, the width grid does not bracket the optimum at >= 2 budgets "
-                  f"(best sizes {', '.join(best)}); widen `widths`")
-    print(f"scaling: {len(runs)} runs in {time.perf_counter() - t0:.0f}s -> {paths['md']}, {paths['png']}")
-    return 0

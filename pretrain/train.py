@@ -1,9 +1,9 @@
-"""`lw pretrain`: train the unified Transfusion MoE model on the data mixture.
+"""The trainer of `lw pretrain` (lw/pretrain.py): the unified Transfusion MoE model on the data mixture.
 
     lw pretrain experiment=tiny_cpu                      # ~10 min on 2 CPU cores
     lw pretrain experiment=tiny_cpu resume=true          # continue a killed run exactly
     lw pretrain experiment=tiny_cpu resume=auto          # continue if run_dir has a checkpoint, else start
-    torchrun --nproc_per_node=8 -m pretrain.train model=base data.seq_len=2048
+    torchrun --nproc_per_node=8 -m lw.pretrain model=base data.seq_len=2048
 
 One code path for one process and many: under torchrun the model is sharded with FSDP2
 (`pretrain.distributed.parallelize`) and checkpoints go through DCP. Every rank draws the
@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import os
 import queue
 import random
 import shutil
@@ -38,7 +37,7 @@ from pretrain import distributed as dist_mod
 from pretrain.checkpoint import CheckpointConfig
 from pretrain.data.mixture import SOURCE_NAMES, DataConfig, EpisodeData, Mixture, load_episodes
 from pretrain.metrics import (MetricsConfig, MetricsLogger, Throughput, bar_postfix, flops_per_token, mfu,
-                              peak_flops, progress_bar, truncate_jsonl)
+                              peak_flops, progress_bar, save_resolved, truncate_jsonl)
 from pretrain.optim import EMA, OptimConfig, build_optimizer, build_scheduler
 from worldmodel.config import ModelConfig
 from worldmodel.device import set_threads
@@ -461,7 +460,6 @@ class Trainer:
             print(f"resume=auto: no checkpoint in {str(ckpt_root)!r}; starting a new run at step 0", flush=True)
         logger = None
         if self.dist.is_main:
-            from pretrain.config import save_resolved
             save_resolved(cfg, self.run_dir)
             if resumed_from is not None:
                 truncate_jsonl(self.run_dir / "metrics.jsonl", resumed_from)
@@ -541,33 +539,3 @@ class Trainer:
 def train(cfg: TrainConfig, **kw) -> dict[str, Any]:
     trainer = Trainer(cfg, **kw)
     return trainer.run()
-
-
-def main(overrides: list[str]) -> int:
-    from pretrain.config import compose, to_dict, wants_print
-    show, overrides = wants_print(overrides)
-    cfg = compose(TrainConfig, "pretrain", overrides)
-    if show:
-        from omegaconf import OmegaConf
-        print(OmegaConf.to_yaml(OmegaConf.create(to_dict(cfg))))
-        return 0
-    try:
-        out = train(cfg)
-    finally:
-        dist_mod.destroy()
-    if out["history"] and int(os.environ.get("RANK", "0")) == 0:
-        first, last = out["history"][0], out["history"][-1]
-        keys = [k for k in ("loss", *GROUPS) if k in last]
-        print("pretrain: " + ", ".join(f"{k} {first.get(k, float('nan')):.3f} -> {last[k]:.3f}" for k in keys)
-              + (f"; {last['tok_s']:.0f} tokens/s" if "tok_s" in last else ""))
-        if out["final_eval"]:
-            print("held-out: " + ", ".join(f"{k[4:]} {v:.3f}" for k, v in out["final_eval"].items()
-                                           if k[4:] in ("loss", *GROUPS)))
-        if out["export"]:
-            print(f"exported {out['export']}")
-    return 0
-
-
-if __name__ == "__main__":  # torchrun --nproc_per_node=N -m pretrain.train key=value ...
-    from pretrain.cli import main as lw  # the same --help and error messages as `lw pretrain`
-    raise SystemExit(lw(["pretrain", *sys.argv[1:]]))

@@ -22,9 +22,8 @@ from pathlib import Path
 
 import torch
 
-from pretrain.config import compose, save_resolved, to_dict, wants_print
 from pretrain.frames import eval_subset, load_frame_split, save_grid, to_float
-from pretrain.metrics import MetricsLogger, progress_bar, tqdm_write
+from pretrain.metrics import MetricsLogger, progress_bar, save_resolved, tqdm_write
 from pretrain.optim import Budget, lr_factor
 from worldmodel.device import resolve_device, set_threads
 
@@ -160,20 +159,3 @@ def _pixel_mask(mask: torch.Tensor, model) -> torch.Tensor:
     p = model.cfg.encoder.patch_size
     g = model.decoder.grid
     return mask.reshape(-1, 1, g[0], g[1]).repeat_interleave(p, 2).repeat_interleave(p, 3)
-
-
-def main(overrides: list[str]) -> int:
-    methods = [o.split("=", 1)[1] for o in overrides if o.startswith("method=")]
-    method = methods[-1] if methods else "mae"
-    if method == "jepa":
-        from pretrain import train_jepa
-        return train_jepa.main(overrides)
-    if method != "mae":
-        raise ValueError(f"method={method!r}, expected 'mae' (masked autoencoder) or 'jepa' (predictive, for control)")
-    show, overrides = wants_print(overrides)
-    cfg = compose(TrainEncoderConfig, "train_encoder", overrides)
-    if show:
-        print(json.dumps(to_dict(cfg), indent=2))
-        return 0
-    train(cfg)
-    return 0

@@ -20,10 +20,9 @@ from pathlib import Path
 
 import torch
 
-from pretrain.config import compose, save_resolved, to_dict, wants_print
 from pretrain.latent_probe import EpisodeArrays, encode_episodes, load_episodes, score_latents
 from pretrain.safe_state import load_state, save_state
-from pretrain.metrics import MetricsLogger, progress_bar, tqdm_write
+from pretrain.metrics import MetricsLogger, progress_bar, save_resolved, to_dict, tqdm_write
 from pretrain.optim import Budget, lr_factor
 from worldmodel.device import resolve_device, set_threads
 
@@ -202,13 +201,3 @@ def train(cfg: TrainJEPAConfig) -> dict:
           f"{last['k1']['action_gain']} (1 step) / {last['k5']['action_gain']} (5 steps), latent-cost spearman "
           f"{last['spearman']}; saved {out}", flush=True)
     return summary
-
-
-def main(overrides: list[str]) -> int:
-    show, overrides = wants_print(overrides)
-    cfg = compose(TrainJEPAConfig, "train_encoder_jepa", overrides)
-    if show:
-        print(json.dumps(to_dict(cfg), indent=2))
-        return 0
-    train(cfg)
-    return 0

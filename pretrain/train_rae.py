@@ -22,9 +22,8 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from pretrain.config import compose, save_resolved, to_dict, wants_print
 from pretrain.frames import eval_subset, load_frame_split, save_grid, to_float
-from pretrain.metrics import MetricsLogger, progress_bar, tqdm_write
+from pretrain.metrics import MetricsLogger, progress_bar, save_resolved, tqdm_write
 from pretrain.optim import Budget, lr_factor
 from worldmodel.device import resolve_device, set_threads
 
@@ -223,13 +222,3 @@ def train(cfg: TrainRAEConfig) -> dict:
           f"SSIM {last['heldout_ssim']:.4f}, noisy (sigma {cfg.eval_noise}) PSNR {last['heldout_psnr_noisy']:.2f} dB; "
           f"saved {out}")
     return summary
-
-
-def main(overrides: list[str]) -> int:
-    show, overrides = wants_print(overrides)
-    cfg = compose(TrainRAEConfig, "train_rae", overrides)
-    if show:
-        print(json.dumps(to_dict(cfg), indent=2))
-        return 0
-    train(cfg)
-    return 0

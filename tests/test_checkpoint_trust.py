@@ -159,7 +159,7 @@ def test_legacy_pickle_files_are_never_read(tmp_path):
 
 
 def test_lw_pretrain_resume_does_not_run_a_planted_payload(tmp_path):
-    from pretrain.train import main
+    from lw.pretrain import main
     from tests.test_train import tiny_overrides
 
     marker = tmp_path / "PWNED"

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from pretrain import cli
-from pretrain.cli import main as lw
+from lw import cli
+from lw.cli import main as lw
 from worldmodel.errors import ConfigError, DataError, ModelFolderError, SystemLibraryError, UserError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -70,7 +70,7 @@ def test_lw_traceback_shows_user_errors_too(monkeypatch, capsys):
 
 
 def test_error_classes_keep_their_builtin_bases():
-    from pretrain.config import ConfigError as ReExported
+    from lw.config import ConfigError as ReExported
     from pretrain.data.shards import ShardCorruptError
     assert ReExported is ConfigError
     for cls, base in ((ConfigError, ValueError), (DataError, ValueError), (ShardCorruptError, ValueError),
@@ -99,7 +99,7 @@ def test_a_mujoco_gl_backend_without_its_library_is_a_system_library_error(monke
 
 
 def test_console_shows_no_traceback():
-    r = subprocess.run([sys.executable, "-m", "pretrain.cli", "pretrain", "stepz=3"], cwd=REPO,
+    r = subprocess.run([sys.executable, "-m", "lw.cli", "pretrain", "stepz=3"], cwd=REPO,
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 2, r.stderr
     assert "Traceback" not in r.stderr and "lw pretrain: error: unknown config key" in r.stderr, r.stderr

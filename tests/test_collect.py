@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from pretrain.cli import main as lw
-from pretrain.config import compose
+from lw.cli import main as lw
+from lw.config import compose
 from pretrain.data.collect import CollectConfig, EpisodeCollector, collect
 from pretrain.data.policies import make_policy
 from pretrain.data.shards import Dataset
@@ -134,7 +134,7 @@ def test_sigint_during_parallel_collection_leaves_valid_dataset(tmp_path):
     import time
 
     out = tmp_path / "d"
-    proc = subprocess.Popen([sys.executable, "-m", "pretrain.cli", "collect", "task=reacher", "episodes=400",
+    proc = subprocess.Popen([sys.executable, "-m", "lw.cli", "collect", "task=reacher", "episodes=400",
                              "episode_steps=3", "image_size=16", "workers=2", "episodes_per_shard=2",
                              "progress=false", f"out={out}"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

@@ -3,8 +3,9 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from pretrain import config as config_mod
-from pretrain.config import ConfigError, compose, save_resolved
+from lw import config as config_mod
+from lw.config import ConfigError, compose
+from pretrain.metrics import save_resolved
 
 
 @dataclass

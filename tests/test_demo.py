@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from pretrain.cli import main as lw
+from lw.cli import main as lw
 from tests.test_world import build_tiny_world
 
 

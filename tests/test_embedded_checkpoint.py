@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pretrain.config import compose
+from lw.config import compose
 from pretrain.train import TrainConfig
 from worldmodel.config import ModelConfig
 

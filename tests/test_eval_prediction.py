@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from pretrain.config import ConfigError
-from pretrain.eval_prediction import collection_policy, main, record_episodes
+from lw.config import ConfigError
+from lw.eval_prediction import main
+from pretrain.eval_prediction import collection_policy, record_episodes
 from pretrain.image_metrics import psnr
 try:
     from tests.test_world import IMAGE, build_tiny_world

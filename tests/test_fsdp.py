@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from pretrain.train import main
+from lw.pretrain import main
 
 from tests.test_train import make_world, tiny_overrides
 
@@ -39,7 +39,7 @@ def test_two_process_fsdp_matches_one_process(tmp_path):
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}",
-           "-m", "pretrain.train", *tiny_overrides(tmp_path, "two", grad_accum=1, max_steps_this_run=4, **common)]
+           "-m", "lw.pretrain", *tiny_overrides(tmp_path, "two", grad_accum=1, max_steps_this_run=4, **common)]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     one, two = step_losses(tmp_path / "one"), step_losses(tmp_path / "two")

@@ -64,7 +64,7 @@ from pathlib import Path
 import torch
 torch.set_num_threads(1)
 from tests.test_train import make_world
-from pretrain.train import main
+from lw.pretrain import main
 overrides = json.loads(sys.argv[1])
 with tempfile.TemporaryDirectory() as root:
     make_world(Path(root))

@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from pretrain.cli import main as lw
+from lw.cli import main as lw
 from pretrain.latent_probe import action_gain, load_episodes
 from worldmodel.jepa import JEPA, JEPAConfig, JEPAWorld, sigreg, vicreg
 
@@ -104,7 +104,7 @@ def test_jepa_world_rollout_and_pixels_only_planning():
 
 
 def test_jepa_benchmark_row_plans_in_mujoco(tmp_path):
-    from planners.evaluate import BenchmarkConfig, RowModel
+    from planners.benchmark import BenchmarkConfig, RowModel
 
     d = tmp_path / "jepa"
     JEPA(JEPAConfig(image_size=64, input_size=16, channels=(8, 16), hidden=32, latent_dim=6,

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from planners.landmarks import LandmarkGraph, kmeans, shortest_steps
-from pretrain.cli import main as lw
+from lw.cli import main as lw
 from worldmodel.errors import ModelFolderError
 
 
@@ -81,7 +81,7 @@ def test_folder_roundtrip_checksum_and_encoder_check(tmp_path):
 def test_build_command_and_the_benchmark_rows_plan_with_it(tmp_path):
     import gymnasium as gym
 
-    from planners.evaluate import BenchmarkConfig, RowModel
+    from planners.benchmark import BenchmarkConfig, RowModel
     from planners.learned import LearnedModel
     from worldmodel.jepa import JEPA, JEPAConfig, JEPAWorld
 

@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from pretrain.data.latent_cache import load_latents, main as encode_main, verify_latents
+from lw.encode_dataset import main as encode_main
+from pretrain.data.latent_cache import load_latents, verify_latents
 from pretrain.data.shards import Dataset, Episode, ShardCorruptError, ShardWriter
 from pretrain.frames import load_frame_split
-from pretrain.train_encoder import main as train_encoder_main
-from pretrain.train_rae import main as train_rae_main
+from lw.train_encoder import main as train_encoder_main
+from lw.train_rae import main as train_rae_main
 from worldmodel.rae import RAE
 
 torch.set_num_threads(1)

@@ -3,7 +3,7 @@
 The imports are read with `ast`, nothing is imported: `import a.b`, `from a import b`
 (relative ones too), imports inside functions, and import strings — a string constant
 "pkg.mod" or "pkg.mod:function" that names a module of this project, as `lw`'s command
-table (pretrain/cli.py), the lazy exports of planners/__init__.py and Gymnasium entry points
+table (lw/cli.py), the lazy exports of planners/__init__.py and Gymnasium entry points
 (envs/__init__.py) use them. An import is an edge from the importing module to the project
 module it names (`from a import b` names `a.b` when that is a module, else `a`); imports of
 other distributions (torch, numpy, ...) are not edges.
@@ -24,7 +24,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 LIBRARIES = ("worldmodel", "envs", "planners", "pretrain")
-PROGRAMS = ("bench", "examples")  # scripts on top: read as importers, imported by nothing
+PROGRAMS = ("lw", "bench", "examples")  # lw: the command line; bench, examples: scripts. Imported by nothing below
 PACKAGES = LIBRARIES + PROGRAMS
 
 # package -> the other packages it may import. Target layering (issue 15), lowest first.
@@ -33,25 +33,17 @@ ALLOWED: dict[str, set[str]] = {
     "envs": {"worldmodel"},                 # the MuJoCo tasks and LearnedWorld-v0 over a model
     "planners": {"worldmodel", "envs"},     # search, MPC, oracle, the benchmark as a library: no training, no programs
     "pretrain": {"worldmodel", "envs"},     # training and data as a library (envs for collection)
-    "bench": set(PACKAGES) - {"bench"},     # programs: everything
+    "lw": set(LIBRARIES),                   # the programs: the `lw` CLI, its configs, one module per command
+    "bench": set(PACKAGES) - {"bench"},     # scripts on top: everything
     "examples": set(PACKAGES) - {"examples"},
 }
 
-# (importer module, imported module) pairs that break ALLOWED today. The program layer (the
-# `lw` CLI, configs, one module per command) still lives inside `pretrain/` and the
-# benchmark's CLI inside planners/evaluate.py.
-KNOWN_VIOLATIONS: set[tuple[str, str]] = {
-    # removed by the layout move of issue 15
-    ("planners.evaluate", "pretrain.config"),   # the benchmark/plan CLI composes its Hydra config
-    ("pretrain.cli", "planners.evaluate"),      # `lw plan` / `lw benchmark` in the command table
-    ("pretrain.build_landmarks", "planners.landmarks"),  # the `lw build-landmarks` command builds a planners graph
-}
+# (importer module, imported module) pairs that break ALLOWED today: none since the layout
+# move of issue 15 (planners and pretrain never import programs).
+KNOWN_VIOLATIONS: set[tuple[str, str]] = set()
 
 # Import cycles (as the set of modules in each strongly connected component) that exist today.
 KNOWN_CYCLES: set[frozenset[str]] = {
-    # removed by the layout move of issue 15: `lw demo` runs the other commands through the
-    # CLI whose command table names the demo; one runner below both ends the loop
-    frozenset({"pretrain.cli", "pretrain.demo"}),
     # removed by the layout move of issue 15: build_encoder/encoder_from_spec reach the JEPA
     # encoder lazily (encoders -> jepa -> encoders), jepa takes frames_to_float from world,
     # and world loads the RAE lazily (world -> rae -> encoders); all function-level imports

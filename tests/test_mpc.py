@@ -239,7 +239,8 @@ def test_pixel_observer_keeps_the_last_frames_and_the_actions_between_them():
 def test_lw_benchmark_and_lw_plan_write_their_outputs(tmp_path):
     import json
 
-    from planners.evaluate import main, plan_main
+    from lw.benchmark import main
+    from lw.plan import main as plan_main
 
     small = ["oracle_state_budget.samples=32", "oracle_state_budget.elites=4", "oracle_state_budget.iterations=3"]
     rc = main(["tasks=[reacher]", "rows=[learned,oracle_state,random]", "episodes=2", "lockstep=2", "max_steps=10",
@@ -273,7 +274,7 @@ def test_lw_benchmark_and_lw_plan_write_their_outputs(tmp_path):
 def test_benchmark_loads_one_model_per_task(tmp_path):
     import json
 
-    from planners.evaluate import main
+    from lw.benchmark import main
     from tests.test_world import build_tiny_world
 
     for task in ("reacher", "point_maze"):

@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from pretrain.pack_checkpoint import pack
+from lw.pack_checkpoint import pack
 from tests.test_world import build_tiny_world
 from worldmodel.world import LatentWorld
 

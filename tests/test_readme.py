@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pretrain.cli import main as lw
+from lw.cli import main as lw
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
@@ -31,8 +31,8 @@ def _commands() -> list[list[str]]:
                 cmds.append(shlex.split(line)[1:])
     for m in re.finditer(r"`(lw [^`]+|torchrun [^`]+)`", README):
         argv = shlex.split(m.group(1))
-        if argv[0] == "torchrun":           # torchrun ... -m pretrain.train <overrides>
-            argv = ["pretrain", *argv[argv.index("pretrain.train") + 1:]]
+        if argv[0] == "torchrun":           # torchrun ... -m lw.pretrain <overrides>
+            argv = ["pretrain", *argv[argv.index("lw.pretrain") + 1:]]
         else:
             argv = argv[1:]
         if argv and not argv[0].startswith("<") and "..." not in argv and "key=value" not in argv:

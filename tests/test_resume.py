@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from pretrain import checkpoint as ckpt
-from pretrain.train import main
+from lw.pretrain import main
 from worldmodel import hub
 
 from tests.test_train import make_world, tiny_overrides
@@ -61,7 +61,7 @@ def test_sigkill_and_resume_is_exact(reference):
     root = reference
     over = tiny_overrides(root, "killed", steps=24, **{**EXTRA, "checkpoint.every": 3})
     env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads()), "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([sys.executable, "-m", "pretrain.train", *over], cwd=REPO, env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "lw.pretrain", *over], cwd=REPO, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     ckpts = root / "killed" / "checkpoints"
     deadline = time.time() + 120
@@ -83,7 +83,7 @@ def test_sigkill_and_resume_is_exact(reference):
 
 def test_resume_true_without_a_checkpoint_is_refused(tmp_path, capsys):
     """A mistyped or empty run_dir with resume=true used to train from step 0 without a word."""
-    from pretrain.cli import main as lw
+    from lw.cli import main as lw
     assert lw(["pretrain", f"run_dir={tmp_path / 'typo'}", "resume=true", "device=cpu"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("lw pretrain: error: resume=true, but run_dir") and "does not exist" in err, err

@@ -5,7 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from pretrain.scaling import ScalingConfig, fit_isoflops, fit_parabola, fit_power_law, sweep, write_report
+from lw.scaling import write_report
+from pretrain.scaling import ScalingConfig, fit_isoflops, fit_parabola, fit_power_law, sweep
 
 from tests.test_train import make_world
 

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from pretrain.config import ConfigError, compose
-from pretrain.train import TrainConfig, Trainer, main
+from lw.config import ConfigError, compose
+from lw.pretrain import main
+from pretrain.train import TrainConfig, Trainer
 
 STEPS, IMG = 6, 16
 
@@ -115,7 +116,7 @@ def test_losses_fall_and_export_loads(world):
         pred = world_model.model.predict_next_frames(ctx, torch.zeros(2, 1, 2), torch.zeros(2, 1, 2), steps=2)
     assert pred.shape == (2, 1, 16, 16) and torch.isfinite(pred).all()
     # analyze-experts on the exported model: heatmap + table from held-out rows
-    from pretrain.analyze_experts import main as analyze_main
+    from lw.analyze_experts import main as analyze_main
     assert analyze_main([f"model_dir={run / 'model'}", "rows=8", "batch_size=4", "device=cpu",
                          "data.seq_len=128", "data.video_frames=3", "data.holdout=0.2"]) == 0
     out = run / "experts"

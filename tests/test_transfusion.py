@@ -536,7 +536,7 @@ def test_meta_build_initialises_every_parameter():
 
 
 def test_model_info_table(capsys, tmp_path):
-    from pretrain.model_info import main
+    from lw.model_info import main
 
     assert main(["sizes=[tiny,1b]", f"out={tmp_path}"]) == 0
     out = capsys.readouterr().out

@@ -20,9 +20,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pretrain.config import ConfigError, compose, to_dict, wants_print
 from pretrain.data.policies import POLICIES, make_policy, pick_policy
 from pretrain.data.shards import Episode, ShardWriter, dataset_summary
+from pretrain.metrics import to_dict
+from worldmodel.errors import ConfigError
 
 
 @dataclass
@@ -188,21 +189,3 @@ def _ordered(pool, indices, in_flight: int):
             pending.append(pool.apply_async(_worker_episode, (i,)))
             break
         yield ep
-
-
-def main(overrides: list[str]) -> int:
-    show, overrides = wants_print(overrides)
-    cfg = compose(CollectConfig, "collect", overrides)
-    if show:
-        from omegaconf import OmegaConf
-        print(OmegaConf.to_yaml(OmegaConf.create(to_dict(cfg))))
-        return 0
-    try:
-        print(collect(cfg))
-    except KeyboardInterrupt:
-        try:
-            print(dataset_summary(cfg.out))
-        except (FileNotFoundError, ValueError):
-            pass
-        return 130
-    return 0

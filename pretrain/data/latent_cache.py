@@ -16,7 +16,6 @@ never re-runs the encoder.
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pretrain.config import compose, to_dict, wants_print
 from pretrain.data.shards import (Dataset, ShardCorruptError, atomic_write, latent_file, sha256_file,
                                   update_manifest)
 
@@ -168,16 +166,6 @@ def encode_dataset(cfg: EncodeDatasetConfig) -> dict:
     print(f"encode-dataset: {done} shards encoded, {skipped} already valid; {ds.n_frames} frames -> "
           f"({N}, {C}) {cfg.dtype} latents under {str(ds.root / 'latents')!r} in {dt:.1f}s")
     return summary
-
-
-def main(overrides: list[str]) -> int:
-    show, overrides = wants_print(overrides)
-    cfg = compose(EncodeDatasetConfig, "encode_dataset", overrides)
-    if show:
-        print(json.dumps(to_dict(cfg), indent=2))
-        return 0
-    encode_dataset(cfg)
-    return 0
 
 
 __all__ = ["EncodeDatasetConfig", "encode_dataset", "load_latents", "verify_latents", "rae_identity",

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import torch
 
-from pretrain.config import compose, save_resolved, wants_print
+from lw.program import Program
+from pretrain.metrics import save_resolved
 
 
 @dataclass
@@ -72,13 +73,7 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main(overrides: list[str]) -> int:
-    show, overrides = wants_print(overrides)
-    cfg = compose(ModelInfoConfig, "model_info", overrides)
-    if show:
-        from omegaconf import OmegaConf
-        print(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
-        return 0
+def run(cfg: ModelInfoConfig) -> None:
     rows = [count(s, shape, cfg.action_dim, cfg.action_encoding) for s in cfg.sizes for shape in cfg.latents]
     md = table(rows)
     print(md)
@@ -90,4 +85,10 @@ def main(overrides: list[str]) -> int:
         (out / "model_info.json").write_text(json.dumps(rows, indent=2))
         (out / "model_info.md").write_text(md + "\n")
         print(f"wrote {out / 'model_info.json'}")
-    return 0
+
+
+main = Program(__doc__, ModelInfoConfig, "model_info", run)
+
+if __name__ == "__main__":
+    from lw.cli import module_main
+    module_main("lw.model_info")

@@ -20,11 +20,18 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pretrain.config import compose, save_resolved, to_dict, wants_print
+from lw import benchmark, collect, encode_dataset, eval_prediction, report, train_encoder, train_rae
+from lw import pretrain as pretrain_command
+from lw.program import Program, exit_code
+from pretrain.metrics import save_resolved
 from worldmodel.errors import UserError
 
 EMBEDDED_MODEL = "checkpoints/reacher-tiny"   # shipped with the repository (see its RECIPE.md)
 MARKER = ".lw-stage.json"
+# the commands the stages run, each through its module's runner (as `lw <command>` runs it)
+STAGE_COMMANDS = {"collect": collect.main, "train-encoder": train_encoder.main, "train-rae": train_rae.main,
+                  "encode-dataset": encode_dataset.main, "pretrain": pretrain_command.main,
+                  "eval-prediction": eval_prediction.main, "benchmark": benchmark.main}
 
 
 @dataclass
@@ -69,8 +76,6 @@ class Stages:
         self.seconds: dict[str, float] = {}
 
     def run(self, name: str, argv: list[str], out_dir: str | Path) -> None:
-        from pretrain.cli import main as lw
-
         self.i += 1
         out_dir = Path(out_dir)
         marker = out_dir / MARKER
@@ -83,7 +88,7 @@ class Stages:
             shutil.rmtree(out_dir)
         print(f"{tag}: lw {' '.join(argv)}", flush=True)
         t0 = time.perf_counter()
-        rc = lw(argv)
+        rc = exit_code(argv[0], STAGE_COMMANDS[argv[0]], argv[1:])
         if rc:
             raise StageFailed(f"demo stage {name!r} failed (exit code {rc}): lw {' '.join(argv)}")
         self.seconds[name] = time.perf_counter() - t0
@@ -111,12 +116,7 @@ def scratch_chain(cfg: DemoConfig, st: Stages) -> str:
     return str(run / "model")
 
 
-def main(overrides: list[str]) -> int:
-    show, overrides = wants_print(overrides)
-    cfg = compose(DemoConfig, "demo", overrides)
-    if show:
-        print(json.dumps(to_dict(cfg), indent=2))
-        return 0
+def run(cfg: DemoConfig) -> None:
     t_start = time.perf_counter()
     out = Path(cfg.out)
     save_resolved(cfg, out)
@@ -143,8 +143,6 @@ def main(overrides: list[str]) -> int:
                          f"out={out / 'benchmark'}", *dev, *cfg.bench_overrides], out / "benchmark")
     st.i += 1
     print(f"[{st.i}/{len(names)}] report: loss curves, imagined-vs-real GIF, executed-plan GIF", flush=True)
-    from pretrain import report
-
     files = report.write_report(model, cfg.task, out, seed=1_000_000, steps=cfg.horizon * 2,
                                  denoise_steps=cfg.denoise_steps)
     summary = report.summary_table(out / "prediction" / "prediction.json", out / "benchmark" / "results.json",
@@ -153,4 +151,10 @@ def main(overrides: list[str]) -> int:
     (out / "summary.json").write_text(json.dumps(summary["json"], indent=2))
     print("\n" + summary["markdown"])
     print(f"\nreport folder {out}: summary.md/json, " + ", ".join(str(Path(f).name) for f in files))
-    return 0
+
+
+main = Program(__doc__, DemoConfig, "demo", run)
+
+if __name__ == "__main__":
+    from lw.cli import module_main
+    module_main("lw.demo")

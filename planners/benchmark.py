@@ -1,31 +1,22 @@
-"""`lw benchmark` and `lw plan`: plan in a model, execute in real MuJoCo, score there.
+"""The planning benchmark as a library: plan in a model, execute in real MuJoCo, score there.
 
-    lw benchmark model=runs/tiny_cpu/model episodes=20 tasks=[reacher]
-    lw benchmark rows=[oracle_state,random] planners=[cem,mppi] video=true
-    lw plan task=reacher row=oracle_state planner=cem seed=10000
+    rows = benchmark(BenchmarkConfig(tasks=["reacher"], rows=["oracle_state", "random"], episodes=4))
 
-Rows (what the planner plans in):
-    learned        the world model (`model=<folder>`), pixels-only observations, latent cost
-    jepa           the deterministic latent predictor of the JEPA encoder (`jepa=<folder>`), same
-                   planner, pixels and latent cost: the baseline a generative world model must match
-    oracle_latent  MuJoCo itself with the SAME latent cost (RAE of the goal image): model error = 0
-    oracle_state   MuJoCo with the true-state task cost: the upper bound
-    random         uniform random actions (no model)
-Every episode: seed `seed + i` (held out: data collection uses seeds 0, 1, ...), start and goal
-from the ground-truth task, `max_steps` decisions, receding horizon `receding_horizon`,
-success and final distance judged by the real task after executing. Episodes run `lockstep`
-at a time so that one planner call covers them (one batched network call for the learned
-model, one spread over the oracle's worker processes); that is the parallelism over
-episodes, on top of the oracle's workers, sized for 2 cores.
+Rows (what the planner plans in): learned (the world model), jepa (the JEPA's deterministic
+latent predictor), oracle_latent (MuJoCo with the same latent cost), oracle_state (MuJoCo with
+the true-state cost, the upper bound), random. Every episode: seed `seed + i`, start and goal
+from the ground-truth task, success and final distance judged by the real task after executing,
+`lockstep` episodes planned together. `benchmark` returns one summary dict per (task, row,
+planner) (`summarise`); `lw benchmark` and `lw plan` (lw/benchmark.py, lw/plan.py) add the
+command line, the Markdown table, the bar plot and the GIFs.
 """
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -100,7 +91,7 @@ def _device(name: str):
     return resolve_device(name)  # '' = auto
 
 
-def _preload_model_stack() -> None:
+def preload_model_stack() -> None:
     """Import the model code (and triton via torch.compile) BEFORE any MuJoCo renderer exists:
     importing triton after Mesa's EGL context is created crashes the process (two LLVMs)."""
     try:
@@ -141,7 +132,7 @@ def _model_path(cfg: BenchmarkConfig, task: str) -> str:
     return cfg.model.replace("{task}", task)
 
 
-def _load_world(cfg: BenchmarkConfig, task: str, loaded: dict):
+def load_world(cfg: BenchmarkConfig, task: str, loaded: dict):
     """The task's LatentWorld for the learned row (None without one); each folder is loaded once."""
     if "learned" not in cfg.rows or not cfg.model:
         return None
@@ -287,76 +278,7 @@ def summarise(task: str, row: str, planner: str, recs: list[EpisodeResult], sett
                              for r in recs])
 
 
-def markdown_table(rows: list[dict]) -> str:
-    head = ("| task | row | planner | success | 95% CI | final dist (m) | s / replan | model calls / replan "
-            "| rollouts / replan | note |\n|---|---|---|---|---|---|---|---|---|---|")
-    lines = [head]
-    for r in rows:
-        if not r.get("episodes"):
-            lines.append(f"| {r['task']} | {r['row']} | {r['planner']} | – | – | – | – | – | – | skipped: {r['note']} |")
-            continue
-        lo, hi = r["ci95"]
-        lines.append(f"| {r['task']} | {r['row']} | {r['planner']} | {r['successes']}/{r['episodes']} "
-                     f"({100 * r['success_rate']:.0f}%) | [{100 * lo:.0f}, {100 * hi:.0f}]% | "
-                     f"{r['final_distance']:.4f} ± {r['final_distance_sem']:.4f} | {r['seconds_per_replan']:.3f} | "
-                     f"{r['model_calls_per_replan']:.1f} | {r['rollouts_per_replan']:.0f} | {r['note']} |")
-    return "\n".join(lines)
-
-
-def bar_plot(rows: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    done = [r for r in rows if r.get("episodes")]
-    if not done:
-        return
-    tasks = list(dict.fromkeys(r["task"] for r in done))
-    keys = list(dict.fromkeys(f"{r['row']}/{r['planner']}" for r in done))
-    width = 0.8 / len(keys)
-    fig, ax = plt.subplots(figsize=(max(5, 1.8 * len(tasks) * max(1, len(keys) / 3)), 3.5))
-    for j, key in enumerate(keys):
-        xs, ys, err = [], [], [[], []]
-        for i, t in enumerate(tasks):
-            r = next((r for r in done if r["task"] == t and f"{r['row']}/{r['planner']}" == key), None)
-            if r is None:
-                continue
-            xs.append(i + (j - (len(keys) - 1) / 2) * width)
-            ys.append(r["success_rate"])
-            err[0].append(r["success_rate"] - r["ci95"][0])
-            err[1].append(r["ci95"][1] - r["success_rate"])
-        ax.bar(xs, ys, width, yerr=err, capsize=3, label=key)
-    ax.set_xticks(range(len(tasks)), tasks)
-    ax.set_ylim(0, 1.05)
-    ax.set_ylabel("success rate (95% Wilson CI)")
-    ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def write_gif(path: Path, frames: np.ndarray, goal: np.ndarray | None, fps: int = 10) -> None:
-    """Executed frames, with the goal image beside each one."""
-    import imageio.v2 as imageio
-
-    if goal is not None:
-        frames = np.concatenate([frames, np.broadcast_to(goal, frames.shape)], axis=2)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    imageio.mimsave(path, list(frames), duration=1000 / fps, loop=0)
-
-
-def _goal_frame(task: str, seed: int, image_size: int) -> np.ndarray:
-    from envs.mujoco_tasks import make_task
-
-    t = make_task(task, image_size=image_size, render=True)
-    t.reset(seed=seed)
-    g = np.array(t.goal_image)
-    t.close()
-    return g
-
-
-def _with_image_size(cfg: BenchmarkConfig, world) -> BenchmarkConfig:
+def with_image_size(cfg: BenchmarkConfig, world) -> BenchmarkConfig:
     """Resolve image_size=0: frames as large as the world model sees them (64 without one)."""
     if cfg.image_size > 0:
         if world is not None and world.image_size != cfg.image_size:
@@ -365,7 +287,11 @@ def _with_image_size(cfg: BenchmarkConfig, world) -> BenchmarkConfig:
     return dataclasses.replace(cfg, image_size=world.image_size if world is not None else 64)
 
 
-def benchmark(cfg: BenchmarkConfig) -> list[dict]:
+def benchmark(cfg: BenchmarkConfig,
+              done: Callable[[str, str, str, list[EpisodeResult]], None] | None = None) -> list[dict]:
+    """Every (task, row, planner) of `cfg`, in order: one `summarise` dict each (skipped ones say why
+    in `note`). `done(task, row, planner, records)` is called after each one that ran (with frames
+    when cfg.video: `lw benchmark` writes its GIFs there)."""
     from envs.mujoco_tasks import TASKS
     from planners.registry import PLANNERS
 
@@ -380,15 +306,13 @@ def benchmark(cfg: BenchmarkConfig) -> list[dict]:
             raise ValueError(f"unknown planner {p!r} in planners, expected some of {sorted(set(PLANNERS) - {'random'})}")
     if cfg.episodes < 1 or cfg.lockstep < 1:
         raise ValueError(f"episodes={cfg.episodes} and lockstep={cfg.lockstep} must be >= 1")
-    _preload_model_stack()
+    preload_model_stack()
     loaded: dict = {}
-    cfg = _with_image_size(cfg, _load_world(cfg, cfg.tasks[0], loaded))
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
+    cfg = with_image_size(cfg, load_world(cfg, cfg.tasks[0], loaded))
     results = []
     for task in cfg.tasks:
-        world = _load_world(cfg, task, loaded)
-        _with_image_size(cfg, world)               # every task's model must see the same frame size
+        world = load_world(cfg, task, loaded)
+        with_image_size(cfg, world)               # every task's model must see the same frame size
         for row in cfg.rows:
             rm = RowModel(cfg, task, row, world)
             try:
@@ -402,89 +326,8 @@ def benchmark(cfg: BenchmarkConfig) -> list[dict]:
                         continue
                     recs = run_row(cfg, task, rm, planner, cfg.episodes, cfg.seed, record_frames=cfg.video)
                     results.append(summarise(task, row, planner, recs, settings, rm.note))
-                    if cfg.video:
-                        for r in recs[: cfg.video_episodes]:
-                            if r.frames is not None:
-                                write_gif(out / "videos" / f"{task}_{row}_{planner}_seed{r.seed}.gif", r.frames,
-                                          _goal_frame(task, r.seed, cfg.image_size))
+                    if done is not None:
+                        done(task, row, planner, recs)
             finally:
                 rm.close()
     return results
-
-
-def write_results(cfg: BenchmarkConfig, results: list[dict]) -> str:
-    out = Path(cfg.out)
-    table = markdown_table(results)
-    header = (f"Planning benchmark: {cfg.episodes} episodes per row (seeds {cfg.seed}..{cfg.seed + cfg.episodes - 1}), "
-              f"{cfg.max_steps} decision steps, receding horizon {cfg.receding_horizon}; success and distance "
-              "judged by the real MuJoCo task.\n\n")
-    (out / "results.md").write_text(header + table + "\n")
-    (out / "results.json").write_text(json.dumps(dict(config=dataclasses.asdict(cfg), results=results), indent=2))
-    bar_plot(results, out / "success.png")
-    return table
-
-
-def main(overrides: list[str]) -> int:
-    from pretrain.config import compose, save_resolved, to_dict, wants_print
-
-    show, overrides = wants_print(overrides)
-    cfg = compose(BenchmarkConfig, "benchmark", overrides)
-    if show:
-        from omegaconf import OmegaConf
-
-        print(OmegaConf.to_yaml(OmegaConf.create(to_dict(cfg))))
-        return 0
-    save_resolved(cfg, cfg.out)
-    print(f"benchmark: tasks {cfg.tasks}, rows {cfg.rows}, planners {cfg.planners}, {cfg.episodes} episodes each "
-          f"from seed {cfg.seed}, {cfg.max_steps} steps, receding {cfg.receding_horizon} -> {cfg.out}", flush=True)
-    results = benchmark(cfg)
-    print(write_results(cfg, results))
-    return 0
-
-
-# --------------------------------------------------------------------------- lw plan
-
-@dataclass
-class PlanOneConfig:
-    task: str = "reacher"            # a key of envs.mujoco_tasks.TASKS
-    row: str = "oracle_state"        # learned | jepa | oracle_latent | oracle_state | random
-    planner: str = "cem"             # cem | mppi | gradient | random_shooting
-    seed: int = 10_000               # episode seed
-    bench: BenchmarkConfig = field(default_factory=BenchmarkConfig)   # everything else (model, budgets, steps)
-    out: str = "runs/plan"           # folder for episode.gif and episode.json
-
-
-def plan_main(overrides: list[str]) -> int:
-    """Plan one episode, execute it in MuJoCo, write its GIF and a JSON summary."""
-    from pretrain.config import compose, to_dict, wants_print
-
-    show, overrides = wants_print(overrides)
-    cfg = compose(PlanOneConfig, "plan", overrides)
-    if show:
-        from omegaconf import OmegaConf
-
-        print(OmegaConf.to_yaml(OmegaConf.create(to_dict(cfg))))
-        return 0
-    b = cfg.bench
-    _preload_model_stack()
-    world = _load_world(dataclasses.replace(b, rows=[cfg.row]), cfg.task, {})
-    b = _with_image_size(b, world)
-    rm = RowModel(b, cfg.task, cfg.row, world)
-    try:
-        if rm.skip:
-            raise ValueError(f"cannot plan with row={cfg.row!r}: {rm.skip}")
-        planner = "random" if cfg.row == "random" else cfg.planner
-        rec, = run_row(dataclasses.replace(b, lockstep=1, progress=False), cfg.task, rm, planner, 1, cfg.seed,
-                       record_frames=True)
-    finally:
-        rm.close()
-    out = Path(cfg.out)
-    write_gif(out / "episode.gif", rec.frames, _goal_frame(cfg.task, cfg.seed, b.image_size))
-    summary = dict(task=cfg.task, row=cfg.row, planner=cfg.planner, seed=cfg.seed, success=rec.success,
-                   final_distance=rec.final_distance, steps=rec.steps,
-                   seconds_per_replan=float(np.mean(rec.replan_seconds)), actions=rec.actions.tolist())
-    (out / "episode.json").write_text(json.dumps(summary, indent=2))
-    print(f"{cfg.task} {cfg.row}/{cfg.planner} seed {cfg.seed}: success={rec.success} "
-          f"final distance {rec.final_distance:.4f} after {rec.steps} steps, "
-          f"{summary['seconds_per_replan']:.2f} s/replan -> {out / 'episode.gif'}")
-    return 0

@@ -1,6 +1,6 @@
 """Pack an exported world-model folder for shipping: half-precision weights, metrics beside it.
 
-    python -m pretrain.pack_checkpoint runs/reacher_embedded/model checkpoints/reacher-tiny [runs/jepa_reacher]
+    python -m lw.pack_checkpoint runs/reacher_embedded/model checkpoints/reacher-tiny [runs/jepa_reacher]
 
 The optional third folder (a `lw train-encoder method=jepa` run) is packed as `jepa/`, which
 the benchmark's jepa row reads by default.
@@ -66,7 +66,7 @@ def pack(src: str | Path, dst: str | Path, jepa: str | Path | None = None) -> Pa
 
 if __name__ == "__main__":
     if len(sys.argv) not in (3, 4):
-        raise SystemExit("usage: python -m pretrain.pack_checkpoint <exported model folder> <destination> "
+        raise SystemExit("usage: python -m lw.pack_checkpoint <exported model folder> <destination> "
                          "[<jepa folder>]")
     out = pack(*sys.argv[1:])
     size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())

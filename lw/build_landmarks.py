@@ -21,6 +21,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lw.program import Program
+from planners.landmarks import LandmarkGraph
+from pretrain.latent_probe import load_episodes, spearman
+
 
 @dataclass
 class BuildLandmarksConfig:
@@ -52,11 +56,6 @@ def load_world(path: str, device: str):
                      "or a JEPA folder (lw train-encoder method=jepa)")
 
 
-def _spearman(a: np.ndarray, b: np.ndarray) -> float:
-    ra, rb = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
-    return float(np.corrcoef(ra, rb)[0, 1])
-
-
 def score_graph(graph, z_te: torch.Tensor, s_te: np.ndarray, task: str, pairs: int, seed: int) -> dict:
     """Spearman of the graph cost and of latent MSE with the task's planning cost, held-out pairs."""
     from envs.mujoco_tasks import make_task
@@ -68,13 +67,11 @@ def score_graph(graph, z_te: torch.Tensor, s_te: np.ndarray, task: str, pairs: i
     true = np.asarray(make_task(task, render=False).cost(s_te[i, j], s_te[i2, j2]), np.float64)
     g = graph.cost(za[:, None, None, :], zb[:, None, None, :]).numpy()
     mse = (za - zb).pow(2).mean(-1).numpy()
-    return {"spearman_graph": round(_spearman(g, true), 3), "spearman_latent_mse": round(_spearman(mse, true), 3),
+    return {"spearman_graph": round(spearman(g, true), 3), "spearman_latent_mse": round(spearman(mse, true), 3),
             "unreachable_pairs": round(float((~torch.isfinite(graph.steps)).float().mean()), 4)}
 
 
 def build(cfg: BuildLandmarksConfig) -> dict:
-    from planners.landmarks import LandmarkGraph
-    from pretrain.latent_probe import load_episodes
     from worldmodel.device import resolve_device, set_threads
 
     if not cfg.model:
@@ -104,13 +101,12 @@ def build(cfg: BuildLandmarksConfig) -> dict:
             "heldout_episodes": len(f_te), **scores, "seconds": round(time.monotonic() - t0, 1)}
 
 
-def main(overrides: list[str]) -> int:
-    from pretrain.config import compose, to_dict, wants_print
-
-    show, overrides = wants_print(overrides)
-    cfg = compose(BuildLandmarksConfig, "build_landmarks", overrides)
-    if show:
-        print(json.dumps(to_dict(cfg), indent=2))
-        return 0
+def run(cfg: BuildLandmarksConfig) -> None:
     print(json.dumps(build(cfg), indent=2))
-    return 0
+
+
+main = Program(__doc__, BuildLandmarksConfig, "build_landmarks", run)
+
+if __name__ == "__main__":
+    from lw.cli import module_main
+    module_main("lw.build_landmarks")

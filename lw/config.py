@@ -1,6 +1,6 @@
-"""Typed, strict Hydra configs.
+"""Typed, strict Hydra configs of the `lw` commands.
 
-Every program has a dataclass schema. `compose` reads `pretrain/conf/<name>.yaml`
+Every program has a dataclass schema. `compose` reads `lw/conf/<name>.yaml`
 (with its defaults list / config groups), applies CLI overrides, and merges the
 result into the schema in struct mode: an unknown key fails with its name, a value
 of the wrong type fails with the field. The result is a plain dataclass instance.
@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 from omegaconf import OmegaConf
 
-from worldmodel.errors import ConfigError  # noqa: F401  (re-exported: `from pretrain.config import ConfigError`)
+from worldmodel.errors import ConfigError  # noqa: F401  (re-exported: `from lw.config import ConfigError`)
 
 CONF_DIR = Path(__file__).parent / "conf"
 T = TypeVar("T")
@@ -66,12 +66,13 @@ def _split_overrides(overrides: list[str], schema: type | None = None) -> tuple[
     return groups, values
 
 
-def compose(schema: type[T], name: str, overrides: list[str] | None = None) -> T:
-    """Load config `name` from pretrain/conf, apply `overrides`, validate against `schema`.
+def compose(schema: type[T], name: str, overrides: list[str] | None = None, doc: str | None = None) -> T:
+    """Load config `name` from lw/conf, apply `overrides`, validate against `schema`.
 
     Group choices (e.g. `experiment=tiny_cpu`) are resolved by Hydra's defaults list;
     value overrides (`optim.lr=1e-3`) are merged into the schema, so every schema field can
     be overridden even when no YAML mentions it, and a misspelt key fails with its name.
+    `-h`/`--help` among the overrides raises HelpRequested (`doc`: what the command does).
     """
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
@@ -80,7 +81,7 @@ def compose(schema: type[T], name: str, overrides: list[str] | None = None) -> T
 
     overrides = list(overrides or [])
     if any(o in HELP_FLAGS for o in overrides):
-        raise HelpRequested(describe(schema, name, [o for o in overrides if o not in HELP_FLAGS]))
+        raise HelpRequested(describe(schema, name, [o for o in overrides if o not in HELP_FLAGS], doc))
     groups, values = _split_overrides(overrides, schema)
     GlobalHydra.instance().clear()
     try:
@@ -103,25 +104,6 @@ def compose(schema: type[T], name: str, overrides: list[str] | None = None) -> T
         return OmegaConf.to_object(merged)
     except ValueError as e:  # a schema's __post_init__ rejected a value; its message names the key
         raise ConfigError(f"invalid config for '{name}': {e}") from e
-
-
-def to_dict(cfg: Any) -> dict:
-    return dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else dict(cfg)
-
-
-def save_resolved(cfg: Any, run_dir: str | Path) -> Path:
-    """Write the resolved config as YAML (and JSON) into the run folder."""
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    d = to_dict(cfg)
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(d)))
-    (run_dir / "config.json").write_text(json.dumps(d, indent=2))
-    return run_dir / "config.yaml"
-
-
-def wants_print(overrides: list[str]) -> tuple[bool, list[str]]:
-    """`lw <cmd> --cfg` prints the resolved config instead of running."""
-    return ("--cfg" in overrides), [o for o in overrides if o != "--cfg"]
 
 
 # ---------------------------------------------------------------- `lw <command> --help`
@@ -238,14 +220,16 @@ def _defaults(name: str) -> list[Any]:
     return list(OmegaConf.to_container(raw).get("defaults", [])) if "defaults" in raw else []
 
 
-def describe(schema: type, name: str, overrides: list[str] | None = None) -> str:
-    """The help of the command whose config is `name`: what it does (its module's docstring),
-    a usage line, its config groups and every config key with its value and its comment (from
-    the YAML files, else the schema's source). `overrides` (other arguments) apply to the values."""
+def describe(schema: type, name: str, overrides: list[str] | None = None, doc: str | None = None) -> str:
+    """The help of the command whose config is `name`: what it does (the first paragraph of `doc`,
+    the command module's docstring; default the schema's module's), a usage line, its config groups
+    and every config key with its value and its comment (from the YAML files, else the schema's
+    source). `overrides` (other arguments) apply to the values."""
     overrides = list(overrides or [])
     cfg = compose(schema, name, overrides)
     command = name.replace("_", "-")
-    doc = (sys.modules[schema.__module__].__doc__ or "").strip().split("\n\n")[0].strip()
+    doc = doc if doc is not None else sys.modules[schema.__module__].__doc__
+    doc = (doc or "").strip().split("\n\n")[0].strip()
     out = [f"lw {command}: {doc}" if doc and not doc.startswith("`") else doc or f"lw {command}", ""]
     example = next((k for k, v, _ in _flat(cfg) if "." in k and isinstance(v, (int, float))
                     and not isinstance(v, bool)), "key.sub")
@@ -277,14 +261,14 @@ def describe(schema: type, name: str, overrides: list[str] | None = None) -> str
                         comments.setdefault(k, c)
     if group_lines:
         w = max(len(a) for a, _ in group_lines)
-        out += [f"config groups (group=choice, files in pretrain/conf/<group>/):"]
+        out += [f"config groups (group=choice, files in lw/conf/<group>/):"]
         out += [f"  {a:<{w}}  {b}" for a, b in group_lines] + [""]
 
     rows = [(k, _fmt(v), comments.get(k) or c) for k, v, c in _flat(cfg)]
     kw = min(max(len(k) for k, _, _ in rows), 40)
     vw = min(max(len(v) for _, v, _ in rows), 24)
     out.append(f"config keys and their {'values with the arguments given' if overrides else 'defaults'} "
-               f"(pretrain/conf/{name}.yaml; schema {schema.__module__}.{schema.__qualname__}):")
+               f"(lw/conf/{name}.yaml; schema {schema.__module__}.{schema.__qualname__}):")
     for k, v, c in rows:
         if not c:
             out.append(f"  {k:<{kw}} = {v}")
