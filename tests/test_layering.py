@@ -42,13 +42,10 @@ ALLOWED: dict[str, set[str]] = {
 # move of issue 15 (planners and pretrain never import programs).
 KNOWN_VIOLATIONS: set[tuple[str, str]] = set()
 
-# Import cycles (as the set of modules in each strongly connected component) that exist today.
-KNOWN_CYCLES: set[frozenset[str]] = {
-    # removed by the layout move of issue 15: build_encoder/encoder_from_spec reach the JEPA
-    # encoder lazily (encoders -> jepa -> encoders), jepa takes frames_to_float from world,
-    # and world loads the RAE lazily (world -> rae -> encoders); all function-level imports
-    frozenset({"worldmodel.encoders", "worldmodel.jepa", "worldmodel.rae", "worldmodel.world"}),
-}
+# Import cycles (as the set of modules in each strongly connected component) that exist today:
+# none since issue 15 (the worldmodel {encoders, jepa, rae, world} loop is gone: JEPAEncoder
+# lives in encoders, frames_to_float in worldmodel.frames).
+KNOWN_CYCLES: set[frozenset[str]] = set()
 
 _IMPORT_STRING = re.compile(r"([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)(:[A-Za-z_]\w*)?")
 

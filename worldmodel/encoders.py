@@ -25,6 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import hub
+from .jepa import JEPA, ConvEncoder, JEPAConfig
 from .vit import MAE, OWN_MEAN, OWN_STD, ViTConfig, make_own_encoder
 
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
@@ -72,6 +73,37 @@ class TimmEncoder(FrozenEncoder):
         return tokens[:, self.num_prefix_tokens:]  # (B, N, C)
 
 
+class JEPAEncoder(FrozenEncoder):
+    """A trained JEPA's encoder, frozen, with the interface the RAE expects of a representation
+    encoder (`spec`, `encoder_id`, `input_size`, `grid`, `dim`, images -> (B, N, C))."""
+
+    def __init__(self, cfg: JEPAConfig, spec: dict[str, Any] | None = None):
+        super().__init__()
+        self.model = ConvEncoder(cfg)
+        self.spec = spec or {"encoder": "jepa", "input_size": cfg.image_size, "kwargs": cfg.to_dict()}
+        self.encoder_id = "jepa"
+        self.input_size = cfg.image_size
+        self.grid = cfg.grid
+        self.dim = cfg.latent_dim
+        self.freeze()
+
+    @torch.no_grad()
+    def forward(self, images: Tensor) -> Tensor:
+        if images.shape[-2:] != (self.input_size, self.input_size):
+            images = F.interpolate(images.float(), size=(self.input_size, self.input_size), mode="area")
+        return self.model(images)
+
+
+def load_jepa_encoder(path: str | Path) -> JEPAEncoder:
+    """The frozen encoder of a `lw train-encoder method=jepa` folder."""
+    meta = hub.read_config(path, JEPA.KIND)
+    enc = JEPAEncoder(JEPAConfig(**meta["config"]))
+    sd = hub.load_state_dict(path)
+    enc.model.load_state_dict({k[len("encoder."):]: v for k, v in sd.items() if k.startswith("encoder.")})
+    enc.freeze()
+    return enc
+
+
 # ---------------------------------------------------------------- architecture only
 
 def encoder_from_spec(spec: dict[str, Any]) -> TimmEncoder:
@@ -83,7 +115,6 @@ def encoder_from_spec(spec: dict[str, Any]) -> TimmEncoder:
             raise ValueError(f"own encoder input_size={spec['input_size']}, expected its image_size={cfg.image_size}")
         return TimmEncoder(make_own_encoder(cfg), spec, OWN_MEAN, OWN_STD)
     if name == "jepa":
-        from .jepa import JEPAConfig, JEPAEncoder
         return JEPAEncoder(JEPAConfig(**spec["kwargs"]), spec)
     if name.startswith("timm:"):
         model = _create_timm(name[5:], spec["input_size"], spec["kwargs"], file=None)
@@ -122,7 +153,6 @@ def build_encoder(encoder: str, weights: str | None = None, input_size: int = 0,
             raise ValueError("encoder='jepa' needs encoder_weights=<folder written by `lw train-encoder method=jepa`>")
         if input_size:
             raise ValueError(f"encoder='jepa' takes frames at its training size; expected input_size=0, got {input_size}")
-        from .jepa import load_jepa_encoder
         return load_jepa_encoder(weights)
     if not encoder.startswith("timm:"):
         raise ValueError(f"unknown encoder {encoder!r}, expected 'own', 'jepa' or 'timm:<model name>'")

@@ -12,8 +12,8 @@ predictor can explain dwarfs what one action changes, so a world model in it ign
 actions (action gain 1.00, docs/EXPERIMENTS.md). A latent trained to be *predictable from
 actions* carries the action's effect.
 
-The encoder is then frozen and used as the RAE's representation encoder (`encoder="jepa"` in
-`worldmodel.encoders`), and the predictor is a deterministic world model of its own
+The encoder is then frozen and used as the RAE's representation encoder (`encoder="jepa"`:
+`worldmodel.encoders.JEPAEncoder`), and the predictor is a deterministic world model of its own
 (`JEPAWorld`: the `jepa` baseline row of the planning benchmark).
 
 Legend: B batch, T frames, h history, R unrolled steps, N tokens per frame, C channels per
@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import hub
-from .encoders import FrozenEncoder
+from .frames import frames_to_float
 
 REGULARIZERS = ("vicreg", "sigreg")
 
@@ -237,37 +237,6 @@ class JEPA(nn.Module):
         return model.to(device).eval()
 
 
-class JEPAEncoder(FrozenEncoder):
-    """A trained JEPA's encoder, frozen, with the interface the RAE expects of a representation
-    encoder (`spec`, `encoder_id`, `input_size`, `grid`, `dim`, images -> (B, N, C))."""
-
-    def __init__(self, cfg: JEPAConfig, spec: dict[str, Any] | None = None):
-        super().__init__()
-        self.model = ConvEncoder(cfg)
-        self.spec = spec or {"encoder": "jepa", "input_size": cfg.image_size, "kwargs": cfg.to_dict()}
-        self.encoder_id = "jepa"
-        self.input_size = cfg.image_size
-        self.grid = cfg.grid
-        self.dim = cfg.latent_dim
-        self.freeze()
-
-    @torch.no_grad()
-    def forward(self, images: Tensor) -> Tensor:
-        if images.shape[-2:] != (self.input_size, self.input_size):
-            images = F.interpolate(images.float(), size=(self.input_size, self.input_size), mode="area")
-        return self.model(images)
-
-
-def load_jepa_encoder(path: str | Path) -> "JEPAEncoder":
-    """The frozen encoder of a `lw train-encoder method=jepa` folder."""
-    meta = hub.read_config(path, JEPA.KIND)
-    enc = JEPAEncoder(JEPAConfig(**meta["config"]))
-    sd = hub.load_state_dict(path)
-    enc.model.load_state_dict({k[len("encoder."):]: v for k, v in sd.items() if k.startswith("encoder.")})
-    enc.freeze()
-    return enc
-
-
 # ----------------------------------------------------------------------------- as a world
 
 class JEPAWorld:
@@ -320,7 +289,6 @@ class JEPAWorld:
     @torch.no_grad()
     def encode_frames(self, frames: np.ndarray | Tensor) -> Tensor:
         """uint8 frames (B, H, W, 3) -> latents (B, N, C)."""
-        from .world import frames_to_float
         return self.model.encoder(frames_to_float(frames, self.cfg.image_size, self.device))
 
     def rollout(self, context_latents: Tensor, context_actions: Tensor, actions: Tensor, **_ignored) -> Tensor:

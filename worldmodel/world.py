@@ -26,24 +26,10 @@ from torch import Tensor
 
 from . import hub
 from .errors import ModelFolderError
+from .frames import as_tensor, frames_to_float
 
 # Extra fields the trainer writes into a world-model folder's config.json.
 EXTRA_KEYS = ("task", "action_scale", "image_size", "context_frames", "max_jump")
-
-
-def _as_tensor(x: np.ndarray | Tensor, device: torch.device, dtype: torch.dtype | None = None) -> Tensor:
-    t = x if isinstance(x, Tensor) else torch.from_numpy(np.ascontiguousarray(x))
-    return t.to(device=device, dtype=dtype if dtype is not None else t.dtype)
-
-
-def frames_to_float(frames: np.ndarray | Tensor, size: int, device: torch.device) -> Tensor:
-    """Checked uint8 frames (B, size, size, 3), numpy or torch -> float (B, 3, size, size) in [0, 1]
-    on `device`: what every world's encode_frames feeds its encoder."""
-    if frames.dtype not in (np.uint8, torch.uint8):
-        raise ValueError(f"frames have dtype {frames.dtype}, expected uint8 (B, H, W, 3) images")
-    if frames.ndim != 4 or tuple(frames.shape[1:]) != (size, size, 3):
-        raise ValueError(f"frames have shape {tuple(frames.shape)}, expected (B, {size}, {size}, 3)")
-    return _as_tensor(frames, device).permute(0, 3, 1, 2).float().div_(255.0)
 
 
 class LatentWorld:
@@ -152,7 +138,7 @@ class LatentWorld:
         """rollout/jump inputs as float32 tensors on the model's device. Their shapes are checked
         once, by the model (Transfusion._check_rollout), not again here."""
         dev = self.device
-        return tuple(_as_tensor(x, dev, torch.float32) for x in (context_latents, context_actions, actions))
+        return tuple(as_tensor(x, dev, torch.float32) for x in (context_latents, context_actions, actions))
 
     def rollout(self, context_latents: np.ndarray | Tensor, context_actions: np.ndarray | Tensor,
                 actions: np.ndarray | Tensor, steps: int | None = None, pixels: bool = False,
@@ -222,7 +208,7 @@ class LatentWorld:
             latents = latents[:, -1]
         if latents.ndim != 3:
             raise ValueError(f"latents have shape {tuple(latents.shape)}, expected (B, N, C) or (B, H, N, C)")
-        goal = _as_tensor(goal_latents, latents.device, latents.dtype)
+        goal = as_tensor(goal_latents, latents.device, latents.dtype)
         if goal.ndim == 2:
             goal = goal.unsqueeze(0)
         if goal.shape[-2:] != latents.shape[-2:] or goal.shape[0] not in (1, latents.shape[0]):
