@@ -57,8 +57,9 @@ def barrier() -> None:
         dist.barrier()
 
 
-def _block_lists(model: nn.Module) -> list[nn.ModuleList]:
-    """Outermost ModuleLists holding parameters: the transformer's stack of blocks."""
+def blocks(model: nn.Module) -> list[nn.Module]:
+    """The transformer's blocks: the modules of the outermost ModuleLists holding parameters (the
+    units FSDP shards and the trainer compiles one by one)."""
     found: list[nn.ModuleList] = []
 
     def visit(m: nn.Module) -> None:
@@ -68,7 +69,7 @@ def _block_lists(model: nn.Module) -> list[nn.ModuleList]:
             else:
                 visit(child)
     visit(model)
-    return found
+    return [block for lst in found for block in lst]
 
 
 def parallelize(model: nn.Module, mesh, param_dtype: torch.dtype | None = None,
@@ -87,8 +88,7 @@ def parallelize(model: nn.Module, mesh, param_dtype: torch.dtype | None = None,
         return model
     mp = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32) if param_dtype else None
     kw = {"mesh": mesh, **({"mp_policy": mp} if mp else {})}
-    blocks = [b for lst in _block_lists(model) for b in lst]
-    for block in blocks:
+    for block in blocks(model):
         fully_shard(block, reshard_after_forward=reshard_after_forward, **kw)
     fully_shard(model, **kw)
     for name in forward_methods:

@@ -17,7 +17,6 @@ model/ (the export: Transfusion + its RAE in model/rae/, loadable by from_pretra
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 import queue
 import random
@@ -82,8 +81,9 @@ class TrainConfig:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
-    def __post_init__(self) -> None:
+    def __post_init__(self) -> None:  # the CLI's true/false arrive as bools or 'True'/'False': one spelling each
         self.resume = resume_mode(self.resume)
+        self.compile = switch(self.compile, "compile")
 
 
 # ---------------------------------------------------------------- data and model shapes
@@ -188,11 +188,13 @@ def resume_checkpoint(cfg: TrainConfig) -> Path | None:
 
 
 def check_config(cfg: TrainConfig, world_size: int) -> int:
-    """Validate the step arithmetic; returns rows per micro-batch per rank."""
-    cfg.resume = resume_mode(cfg.resume)
+    """Check the config (it is left as it is) and the step arithmetic; returns rows per micro-batch
+    per rank. TrainConfig spells `resume` and `compile` one way when it is built (__post_init__);
+    a value set on it later is checked here, and read through resume_mode/switch where it is used."""
+    resume_mode(cfg.resume)
+    switch(cfg.compile, "compile")
     if cfg.precision not in PRECISIONS:
         raise ConfigError(f"precision={cfg.precision!r}, expected one of {PRECISIONS}")
-    cfg.compile = switch(cfg.compile, "compile")
     if cfg.steps < 1 or cfg.grad_accum < 1 or cfg.batch_size < 1:
         raise ConfigError(f"steps={cfg.steps}, grad_accum={cfg.grad_accum}, batch_size={cfg.batch_size}; "
                           f"expected all >= 1")
@@ -293,17 +295,15 @@ class Trainer:
         random.seed(cfg.seed)
 
         # data: every rank builds the same mixture and takes its slice of each global batch
-        length = lambda doc: document_length(doc, self.model_cfg)  # noqa: E731
+        self._val_encoder = ""   # the dataset's val split is loaded with this encoder's latents on first use
         if episodes is None and uses_episodes(cfg.data):
             enc = cfg.data.encoder_id or self.info.encoder_id
             episodes = load_episodes(cfg.data.dataset, enc, "train", cfg.data.holdout)
-            self._val_episodes = functools.cache(lambda: load_episodes(cfg.data.dataset, enc, "val",
-                                                                       cfg.data.holdout)) \
-                if cfg.data.holdout > 0 else (lambda: episodes)
-        else:
-            self._val_episodes = lambda: val_episodes if val_episodes is not None else episodes
-        self.mixture = Mixture(cfg.data, length, episodes, split="train")
-        self._length = length
+            val_episodes = None
+            if cfg.data.holdout > 0:
+                self._val_encoder = enc
+        self._train_episodes, self._val_episodes = episodes, val_episodes
+        self.mixture = Mixture(cfg.data, self.document_length, episodes, split="train")
 
         # model
         from worldmodel.transfusion import Transfusion
@@ -315,11 +315,10 @@ class Trainer:
                                                cfg.data.seq_len)
         if self.dist.world_size > 1:
             dist_mod.parallelize(self.model, self.dist.mesh)
-        compile_on = cfg.compile == "on" or (cfg.compile == "auto" and self.device.type == "cuda")
-        if compile_on:
-            for lst in dist_mod._block_lists(self.model):
-                for block in lst:
-                    block.compile()
+        compile_mode = switch(cfg.compile, "compile")
+        if compile_mode == "on" or (compile_mode == "auto" and self.device.type == "cuda"):
+            for block in dist_mod.blocks(self.model):
+                block.compile()
         self.amp = cfg.precision == "bf16" or (cfg.precision == "auto" and self.device.type == "cuda")
         self.optimizer = build_optimizer(self.model, cfg.optim)
         self.scheduler = build_scheduler(self.optimizer, cfg.optim, cfg.steps)
@@ -331,6 +330,19 @@ class Trainer:
         self.history: list[dict[str, float]] = []
         self._prefetcher: Prefetcher | None = None
         self._data_state: dict | None = None
+
+    # -- data
+    def document_length(self, doc) -> int:
+        """Tokens of a document in this model's packing (the mixture packs rows by it)."""
+        return document_length(doc, self.model_cfg)
+
+    def val_episodes(self) -> list[EpisodeData] | None:
+        """The episodes evaluate() draws held-out rows from: the dataset's val split (loaded once, at
+        the first evaluation) when the trainer loaded the dataset itself with a holdout; else the
+        `val_episodes` given; else the training episodes."""
+        if self._val_episodes is None and self._val_encoder:
+            self._val_episodes = load_episodes(self.cfg.data.dataset, self._val_encoder, "val", self.cfg.data.holdout)
+        return self._val_episodes if self._val_episodes is not None else self._train_episodes
 
     # -- state
     def train_state(self) -> dict[str, Any]:
@@ -419,8 +431,8 @@ class Trainer:
         cfg = self.cfg
         rows = rows or cfg.eval_rows
         split = "val" if cfg.data.holdout > 0 else "train"  # no held-out split: fresh draws of train data
-        mix = Mixture(dataclasses.replace(cfg.data, seed=cfg.data.seed + 1), self._length,
-                      self._val_episodes(), split=split)
+        mix = Mixture(dataclasses.replace(cfg.data, seed=cfg.data.seed + 1), self.document_length,
+                      self.val_episodes(), split=split)
         docs = mix.next_rows(rows)
         was = self.model.training
         self.model.eval()
@@ -456,7 +468,7 @@ class Trainer:
         if self._resume_from is not None:
             self.load_checkpoint(self._resume_from)
             resumed_from = self.step
-        elif cfg.resume == "auto" and not self.quiet:
+        elif resume_mode(cfg.resume) == "auto" and not self.quiet:
             print(f"resume=auto: no checkpoint in {str(ckpt_root)!r}; starting a new run at step 0", flush=True)
         logger = None
         if self.dist.is_main:
