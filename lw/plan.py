@@ -47,11 +47,12 @@ def run(cfg: PlanOneConfig) -> None:
     write_gif(out / "episode.gif", rec.frames, goal_frame(cfg.task, cfg.seed, b.image_size))
     summary = dict(task=cfg.task, row=cfg.row, planner=cfg.planner, seed=cfg.seed, success=rec.success,
                    final_distance=rec.final_distance, steps=rec.steps,
-                   seconds_per_replan=float(np.mean(rec.replan_seconds)), actions=rec.actions.tolist())
+                   seconds_per_replan=float(np.mean(rec.replan_seconds)), cost=rm.note or "default",
+                   actions=rec.actions.tolist())
     (out / "episode.json").write_text(json.dumps(summary, indent=2))
     print(f"{cfg.task} {cfg.row}/{cfg.planner} seed {cfg.seed}: success={rec.success} "
           f"final distance {rec.final_distance:.4f} after {rec.steps} steps, "
-          f"{summary['seconds_per_replan']:.2f} s/replan -> {out / 'episode.gif'}")
+          f"{summary['seconds_per_replan']:.2f} s/replan{f', {rm.note}' if rm.note else ''} -> {out / 'episode.gif'}")
 
 
 main = Program(__doc__, PlanOneConfig, "plan", run)
