@@ -19,9 +19,12 @@ where the second term, below 1 (`diameter` is the largest distance between landm
 only orders candidates that reach the same landmark distance: inside the goal's landmark it
 is the plain latent distance, so the last centimetres are planned as before.
 
-    graph = LandmarkGraph.build(latents_ETD, k=200)       # (E, T+1, N*C) latents of the episodes
-    graph.save_pretrained("runs/model/landmarks", fingerprint=rae.fingerprint())
-    cost = graph.cost(z_MKNC, goal_M1NC)                    # (M,) mean over the K scored steps
+    graph = LandmarkGraph.build(latents_ETD, k=200, fingerprint=rae.fingerprint())   # (E, T+1, N*C) episodes
+    graph.save_pretrained("runs/model/landmarks")
+    cost = latent_cost(z_MKNC, goal_M1NC, graph)            # (M,) mean over the K scored steps
+
+The graph term has no gradient (a nearest-landmark lookup): a gradient planner sees only
+the tie-break distance.
 
 Legend: E episodes, T+1 frames per episode, D = N*C latent size, L landmarks, M candidates,
 K scored horizon steps.
@@ -81,6 +84,7 @@ class LandmarkGraph:
         # an unreachable pair costs more than any reachable one, so candidates still move towards reachable landmarks
         self._cost_steps = torch.where(reach, self.steps, self.steps[reach].max() + 1)
         self.diameter = float(torch.cdist(self.centres, self.centres).max().clamp(min=1e-6))
+        self._on_device: dict[torch.device, tuple[Tensor, Tensor]] = {}   # (centres, cost steps), copied once
 
     @property
     def dim(self) -> int:
@@ -110,11 +114,16 @@ class LandmarkGraph:
         return cls(centres, shortest_steps(edges), fingerprint, info)
 
     # -- the cost --------------------------------------------------------------------
+    def _tensors(self, device: torch.device) -> tuple[Tensor, Tensor]:
+        if device not in self._on_device:                 # the cost runs once per planner iteration: copy once
+            self._on_device[device] = (self.centres.to(device), self._cost_steps.to(device))
+        return self._on_device[device]
+
     def assign(self, z: Tensor) -> Tensor:
         """(..., D) latents -> (...) index of the nearest landmark."""
-        c = self.centres.to(z.device)
+        centres = self._tensors(z.device)[0]
         flat = z.reshape(-1, z.shape[-1]).float()
-        return torch.cdist(flat, c).argmin(1).view(z.shape[:-1])
+        return torch.cdist(flat, centres).argmin(1).view(z.shape[:-1])
 
     def cost(self, z: Tensor, goal: Tensor) -> Tensor:
         """Predicted latents (..., K, N, C) and goal latents broadcastable to them -> (...) cost-to-go,
@@ -122,10 +131,9 @@ class LandmarkGraph:
         if z.shape[-2] * z.shape[-1] != self.dim:
             raise ValueError(f"latents of shape {tuple(z.shape)} have {z.shape[-2] * z.shape[-1]} numbers per frame; "
                              f"the landmark graph was built on {self.dim}")
-        zf = z.flatten(-2)                                                       # (..., K, D)
-        gf = goal.flatten(-2).expand_as(zf)                                      # (..., K, D)
-        steps = self._cost_steps.to(z.device)
-        to_go = steps[self.assign(zf), self.assign(gf)]
+        zf, gf = z.flatten(-2), goal.flatten(-2)                                 # (..., K, D), broadcastable
+        steps = self._tensors(z.device)[1]
+        to_go = steps[self.assign(zf), self.assign(gf)]                          # each goal assigned once, broadcast
         tie = (zf - gf).norm(dim=-1) / self.diameter
         return (to_go + tie).mean(-1)
 
@@ -146,3 +154,12 @@ class LandmarkGraph:
         if self.fingerprint and fingerprint and self.fingerprint != fingerprint:
             raise ModelFolderError(f"the landmark graph was built on latents of encoder {self.fingerprint[:16]}..., "
                                    f"but {what} encodes with {fingerprint[:16]}...; rebuild it with `lw build-landmarks`")
+
+
+def latent_cost(z: Tensor, goal: Tensor, landmarks: LandmarkGraph | None = None) -> Tensor:
+    """The latent planning cost of the learned models and the latent-cost oracle: predicted latents
+    (..., K, N, C) against goal latents broadcastable to them -> (...): the MSE over the K scored
+    steps, or the landmark graph's cost-to-go when there is one."""
+    if landmarks is not None:
+        return landmarks.cost(z, goal)
+    return (z - goal).pow(2).mean((-1, -2, -3))

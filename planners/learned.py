@@ -7,9 +7,10 @@ goal  = the goal IMAGE (H, W, 3) uint8, encoded once to its latent.
 rollout(state, actions (B,H,A)) -> imagined latents (B,H,N,C) (one batched model call), or
         only the final frame (B,1,N,C) when the model jumps (`imagine`, `LatentWorld.jump`);
 cost(latents, goal) -> (B,) latent MSE of the final predicted frame ("final", the default)
-        or its mean over the horizon ("mean"); with a `planners.landmarks.LandmarkGraph`,
-        its cost-to-go along the landmarks instead of the MSE. Differentiable in the actions (gradient
-        planner) when the model encodes actions with `action_encoding="embed"`.
+        or its mean over the horizon ("mean"); with a `planners.landmarks.LandmarkGraph`, its
+        cost-to-go instead (`planners.landmarks.latent_cost`). Differentiable in the actions
+        (gradient planner) when the model encodes actions with `action_encoding="embed"`
+        (the graph term has no gradient).
 
 At the first replan only one frame exists; with `pad_context` the context is filled to the
 model's `context_frames` by repeating it with centre (zero) actions, which is what a task
@@ -27,7 +28,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from planners.landmarks import LandmarkGraph
+from planners.landmarks import LandmarkGraph, latent_cost
 from planners.mpc import PixelContext, PixelObserver
 
 
@@ -151,9 +152,7 @@ class LearnedModel:
         """(..., H, N, C) -> (...) latent MSE, or the landmark cost-to-go."""
         if self.cfg.horizon_cost == "final":
             z = z[..., -1:, :, :]
-        if self.landmarks is not None:
-            return self.landmarks.cost(z, goal_NC)
-        return (z - goal_NC).pow(2).mean((-1, -2, -3))
+        return latent_cost(z, goal_NC, self.landmarks)
 
     def cost(self, predictions: torch.Tensor, goal: Any) -> torch.Tensor:
         return self._score(predictions, self.goal_latent(goal))

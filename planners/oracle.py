@@ -13,8 +13,10 @@ Two costs (`OracleConfig.cost`):
   DINO-WM's final-frame objective) or its mean over the horizon ("mean"). No rendering.
 - "latent": the learned planner's cost with a perfect model: the predicted frames are
   rendered, encoded by the RAE (`worldmodel.rae.RAE`) and scored by MSE to the goal image's
-  latent (or, given a `planners.landmarks.LandmarkGraph`, by its cost-to-go). Rendering is the CPU bottleneck (~100-250 frames/s at 64x64), so only the frames
-  the cost needs are rendered: the last one ("final") or every step ("mean").
+  latent (or, given a `planners.landmarks.LandmarkGraph`, by its cost-to-go: the same
+  `planners.landmarks.latent_cost` as the learned model). Rendering is the CPU bottleneck
+  (~100-250 frames/s at 64x64), so only the frames the cost needs are rendered: the last one
+  ("final") or every step ("mean").
 
     oracle = OracleModel(OracleConfig(task="reacher", cost="state", workers=2))
     preds = oracle.rollout(task.get_state(), actions)      # actions (B, H, A)
@@ -36,6 +38,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from planners.landmarks import latent_cost
 from planners.sim_worker import rollout_chunk, worker
 
 COSTS = ("state", "latent")
@@ -276,11 +279,7 @@ class OracleModel:
         z = self._encode(preds.frames.reshape(M * K, *preds.frames.shape[2:]))           # (M*K, N, C)
         z = z.reshape(M, K, *z.shape[1:])
         goal = torch.stack([self._goal_latent(g) for g in goals]).repeat_interleave(per, 0)  # (M, N, C)
-        if self.landmarks is not None:
-            c = self.landmarks.cost(z, goal[:, None])
-        else:
-            c = (z - goal[:, None]).pow(2).mean((1, 2, 3))
-        return c.cpu().numpy().astype(np.float64)
+        return latent_cost(z, goal[:, None], self.landmarks).cpu().numpy().astype(np.float64)
 
     def cost(self, predictions: OraclePredictions, goal: Any) -> np.ndarray:
         """(B,) cost of each candidate; goal = goal_state (state cost) or goal image (latent cost)."""
