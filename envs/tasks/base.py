@@ -286,18 +286,17 @@ class GroundTruthTask(gym.Env):
         if unknown:
             raise ValueError(f"unknown reset options {sorted(unknown)}, expected 'goal_state' and/or "
                              "'start_state'")
-        start, goal = self._sample(self.np_random)
         S = self.spec_.state_dim
-        for key in ("goal_state", "start_state"):
+        given = {}
+        for key in ("goal_state", "start_state"):   # checked before the simulator is touched
             if key in options:
                 v = np.asarray(options[key], dtype=np.float64)
                 if v.shape != (S,) or not np.all(np.isfinite(v)):
                     raise ValueError(f"reset option {key} has shape {v.shape} (or non-finite values), "
                                      f"expected a finite ({S},) state of {self.spec_.name}")
-                if key == "goal_state":
-                    goal = v
-                else:
-                    start = v
+                given[key] = v
+        start, goal = self._sample(self.np_random)
+        start, goal = given.get("start_state", start), given.get("goal_state", goal)
         goal = self._normalize_goal(goal)
         start = self._with_goal(start, goal)
         self._restore_physics(start)
