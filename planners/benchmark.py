@@ -4,7 +4,8 @@
 
 Rows (what the planner plans in): learned (the world model), jepa (the JEPA's deterministic
 latent predictor), oracle_latent (MuJoCo with the same latent cost), oracle_state (MuJoCo with
-the true-state cost, the upper bound), random. Every episode: seed `seed + i`, start and goal
+the true-state cost, the upper bound), random: `ROWS`, a registry of named builders
+(cfg, task, world) -> `Row`, so a new row is one function. Every episode: seed `seed + i`, start and goal
 from the ground-truth task, success and final distance judged by the real task after executing,
 `lockstep` episodes planned together. `benchmark` returns one summary dict per (task, row,
 planner) (`summarise`); `lw benchmark` and `lw plan` (lw/benchmark.py, lw/plan.py) add the

@@ -15,8 +15,9 @@ cost(latents, goal) -> (B,) latent MSE of the final predicted frame ("final", th
 The imagining itself (sampling steps, context length, padding, rollout or jump) is a
 `worldmodel.world.Imagination`, the same object `LearnedWorld-v0` steps its episodes with.
 At the first replan only one frame exists; with `pad_context` the context is filled to the
-model's `context_frames` by repeating it with centre (zero) actions (`LatentWorld.fit_context`),
-which is what a task at rest looks like and how `LearnedWorld-v0` starts its own episodes.
+model's `context_frames` by repeating it with centre (zero) actions (`Imagination.fit_context`,
+the padding `LearnedWorld-v0` uses, applied here to the frames before they are encoded), which
+is what a task at rest looks like and how `LearnedWorld-v0` starts its own episodes.
 
 Legend: E episodes, B candidates, Tc context frames, H horizon, A action dim, N tokens, C channels.
 """
@@ -106,13 +107,12 @@ class LearnedModel:
         if frames.dtype != np.uint8 or frames.ndim != 4 or len(acts) != len(frames) - 1:
             raise ValueError(f"PixelContext has frames {frames.shape} {frames.dtype} and actions {acts.shape}, "
                              "expected uint8 (Tc, H, W, 3) frames and (Tc-1, A) actions")
-        frames = frames[-self.context_frames:]
-        acts = acts[len(acts) - (len(frames) - 1):].reshape(len(frames) - 1, self.world.action_dim)   # between them
-        z = self._encode(frames)                                                   # (T, N, C), T <= Tc
-        za = torch.as_tensor(acts, dtype=torch.float32, device=z.device)
-        if self.cfg.pad_context:
-            z, za = self.imagination.fit_context(z, za)                            # (Tc, N, C), (Tc-1, A)
-        return z, za
+        frames = torch.from_numpy(np.ascontiguousarray(frames[-self.context_frames:]))   # (T, H, W, 3), T <= Tc
+        acts = torch.as_tensor(acts[len(acts) - (len(frames) - 1):]).reshape(len(frames) - 1, self.world.action_dim)
+        if self.cfg.pad_context:   # padded as pixels, then encoded: the RAE sees Tc frames, whatever T was
+            frames, acts = self.imagination.fit_context(frames, acts)              # (Tc, H, W, 3), (Tc-1, A)
+        z = self._encode(frames.numpy())                                           # (Tc, N, C)
+        return z, acts.to(z.device)
 
     def goal_latent(self, goal: Any) -> torch.Tensor:
         g = np.asarray(goal)

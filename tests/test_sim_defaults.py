@@ -13,7 +13,8 @@ import torch
 
 import envs  # noqa: F401  (registers LearnedWorld-v0)
 from worldmodel.transfusion import Transfusion
-from worldmodel.world import ImagineConfig, Imagination, LatentWorld, fit_context
+from worldmodel.defaults import fit_context
+from worldmodel.world import ImagineConfig, Imagination, LatentWorld
 try:
     from tests.test_world import IMAGE, build_tiny_world
 except ImportError:  # tests/ not importable as a package: pytest put tests/ itself on sys.path

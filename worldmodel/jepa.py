@@ -34,7 +34,7 @@ from torch import Tensor, nn
 
 from . import hub
 from .frames import frames_to_float
-from .world import fit_context, resolve_count
+from .defaults import fit_context, resolve_count
 
 REGULARIZERS = ("vicreg", "sigreg")
 
