@@ -18,20 +18,14 @@ from gymnasium.vector import AutoresetMode
 
 import envs
 from envs.learned import LearnedWorldEnv, LearnedWorldVectorEnv
-try:
-    from tests.test_world import IMAGE, LATENT, build_tiny_world
+try:  # world_dirs: the session's tiny world folders (a fixture shared with test_world)
+    from tests.test_world import IMAGE, LATENT, world_dirs  # noqa: F401
 except ImportError:  # tests/ not importable as a package: pytest put tests/ itself on sys.path
-    from test_world import IMAGE, LATENT, build_tiny_world
+    from test_world import IMAGE, LATENT, world_dirs  # noqa: F401
 from worldmodel.world import LatentWorld
 
 REPO = Path(__file__).resolve().parents[1]
 STEPS = 1  # Euler steps per frame: the tests check plumbing, not quality
-
-
-@pytest.fixture(scope="session")
-def world_dirs(tmp_path_factory):
-    root = tmp_path_factory.getbasetemp() / "tiny_worlds"
-    return {enc: build_tiny_world(root, enc) for enc in ("embed", "text")}
 
 
 @pytest.fixture(scope="session")
