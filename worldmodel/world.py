@@ -289,7 +289,8 @@ class Imagination:
     """
 
     def __init__(self, world: Any, cfg: ImagineConfig | None = None):
-        self.world, self.cfg = world, (cfg := cfg or ImagineConfig())
+        cfg = cfg or ImagineConfig()
+        self.world, self.cfg = world, cfg
         if cfg.imagine not in IMAGINE:
             raise ValueError(f"imagine={cfg.imagine!r}, expected one of {IMAGINE}")
         self.context_frames = world.resolve_context_frames(cfg.context_frames)
