@@ -52,7 +52,7 @@ def test_language_command_imagines_goal_and_executes(tiny_model, tmp_path):
 
     gif = tmp_path / "lang.gif"
     out = _run("language_command.py", "--model", str(tiny_model), "--steps", "5", "--samples", "8",
-               "--iterations", "1", "--denoise-steps", "1", "--out", str(gif))
+               "--iterations", "1", "--sample-steps", "1", "--out", str(gif))
     assert "reached : The upper arm points" in out and "executed 5 steps" in out
     frames = imageio.mimread(gif)
     assert len(frames) == 6 and frames[0].shape[1] == 2 * frames[0].shape[0] + 2
