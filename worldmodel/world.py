@@ -129,9 +129,9 @@ class LatentWorld:
     @torch.no_grad()
     def decode(self, latents: Tensor) -> np.ndarray:
         """Latents (..., N, C) -> uint8 frames (..., H, W, 3) as numpy (the gym convention)."""
-        x = self.decode_float(latents)
-        x = x.movedim(-3, -1).mul(255.0).round().to(torch.uint8)
-        return x.cpu().numpy()
+        lead = latents.shape[:-2]
+        x = self.rae.decode_uint8(latents.reshape(-1, *latents.shape[-2:]))
+        return x.reshape(*lead, *x.shape[1:]).cpu().numpy()
 
     # -- dynamics ------------------------------------------------------------------
     def _inputs(self, context_latents, context_actions, actions) -> tuple[Tensor, Tensor, Tensor]:
