@@ -54,7 +54,7 @@ def random_world(size: str, spec, image_size: int, device: str) -> LatentWorld:
     from worldmodel.transfusion import Transfusion
 
     cfg = MODELS[size](latent_dim=128, frame_grid=(4, 4), action_dim=spec.action_dim, action_scale=spec.action_scale)
-    extras = {"task": spec.name, "action_scale": spec.action_scale, "image_size": image_size, "context_frames": 2}
+    extras = {"task": spec.name, "image_size": image_size}   # context_frames, sample_steps: LatentWorld's defaults
     return LatentWorld(Transfusion(cfg).to(device), random_rae(image_size).to(device), extras)
 
 

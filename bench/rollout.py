@@ -1,7 +1,7 @@
 """Rollout throughput: imagined frames/s of LearnedWorld vs ground-truth MuJoCo step+render.
 
     OMP_NUM_THREADS=2 .venv/bin/python bench/rollout.py --model runs/tiny_cpu/model --horizon 5 \
-        --denoise-steps 4 --out runs/bench/rollout.json
+        --sample-steps 4 --out runs/bench/rollout.json
     .venv/bin/python bench/rollout.py --size tiny      # random-init model of a MODELS size (no folder)
 
 Learned: `LatentWorld.rollout` of B action sequences of H steps in one batched call from a
@@ -44,7 +44,7 @@ def random_world(size: str, task: str, image_size: int, device: str) -> LatentWo
                                             heads=4)})
     rae = RAE(RAEConfig(image_size=image_size), enc)
     cfg = MODELS[size](latent_dim=128, frame_grid=(4, 4), action_dim=spec.action_dim, action_scale=spec.action_scale)
-    extras = {"task": task, "action_scale": spec.action_scale, "image_size": image_size, "context_frames": 2}
+    extras = {"task": task, "image_size": image_size}   # context_frames, sample_steps: LatentWorld's defaults
     return LatentWorld(Transfusion(cfg).to(device), rae.to(device), extras)
 
 
@@ -91,7 +91,7 @@ def main() -> None:
     p.add_argument("--image-size", type=int, default=64, help="frame side for the random-init model")
     p.add_argument("--batches", default="1,2,4,8,16,32,64,128,256")
     p.add_argument("--horizon", type=int, default=5, help="imagined steps per rollout")
-    p.add_argument("--denoise-steps", type=int, default=None, help="Euler steps per frame (default: the model's)")
+    p.add_argument("--sample-steps", type=int, default=None, help="Euler steps per frame (default: the model's)")
     p.add_argument("--min-seconds", type=float, default=2.0, help="timing per batch size")
     p.add_argument("--mujoco-steps", type=int, default=200, help="MuJoCo steps timed after each batch size")
     p.add_argument("--device", default=None)
@@ -106,11 +106,10 @@ def main() -> None:
         world = random_world(args.size, args.task or "reacher", args.image_size, device)
         source = f"random-init MODELS[{args.size!r}]"
     task_name = args.task or world.extras.get("task") or "reacher"
-    steps = args.denoise_steps if args.denoise_steps is not None else world.extras.get("denoise_steps")
-    steps = steps or world.model.cfg.flow.sample_steps
+    steps = world.resolve_sample_steps(args.sample_steps)
     n_params = sum(p.numel() for p in world.model.parameters())
     print(f"rollout bench: {source} ({n_params / 1e6:.2f}M params, {world.tokens} tokens x {world.latent_dim}), "
-          f"task {task_name}, horizon {args.horizon}, {steps} denoise steps, device {device}, "
+          f"task {task_name}, horizon {args.horizon}, {steps} sample steps, device {device}, "
           f"torch threads {torch.get_num_threads()}")
 
     clock = MujocoClock(task_name, world.image_size)
@@ -131,8 +130,8 @@ def main() -> None:
                                dtype=torch.float32, device=world.device)
         gen = torch.Generator(device=world.device).manual_seed(0)
         with torch.no_grad():
-            t_lat = time_it(lambda: world.rollout(ctx, ctx_a, acts, steps=steps, generator=gen), args.min_seconds)
-            t_pix = time_it(lambda: world.rollout(ctx, ctx_a, acts, steps=steps, pixels=True, generator=gen),
+            t_lat = time_it(lambda: world.rollout(ctx, ctx_a, acts, sample_steps=steps, generator=gen), args.min_seconds)
+            t_pix = time_it(lambda: world.rollout(ctx, ctx_a, acts, sample_steps=steps, pixels=True, generator=gen),
                             args.min_seconds)
         # MuJoCo timed right after each batch size: a shared machine's load drifts, and each
         # ratio should compare the two under the same conditions.
@@ -157,10 +156,10 @@ def main() -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({
-        "model": source, "params": n_params, "task": task_name, "horizon": args.horizon, "denoise_steps": steps,
+        "model": source, "params": n_params, "task": task_name, "horizon": args.horizon, "sample_steps": steps,
         "device": device, "torch_threads": torch.get_num_threads(), "machine": platform.platform(),
         "cpu": platform.processor() or platform.machine(), "mujoco_fps": gt, "rows": rows}, indent=2))
-    out.with_suffix(".md").write_text(f"{source}, horizon {args.horizon}, {steps} denoise steps, {device}, "
+    out.with_suffix(".md").write_text(f"{source}, horizon {args.horizon}, {steps} sample steps, {device}, "
                                       f"{torch.get_num_threads()} torch threads; MuJoCo step+render median "
                                       f"{gt:.1f} frames/s\n\n{table}\n")
     print(f"wrote {out} and {out.with_suffix('.md')}")

@@ -1,15 +1,17 @@
 """LearnedWorld-v0: a pretrained world model as a Gymnasium simulator.
 
 `LearnedWorldEnv` (one episode) and `LearnedWorldVectorEnv` (B episodes stepped in one
-batched model call) share `_Imagination`, which holds the model, the ground-truth task
-and the state of B imagined episodes (context latents, context actions, goal latents).
+batched model call) share `_Episodes`, which holds the ground-truth task and the state of B
+imagined episodes (context latents, context actions, goal latents), and imagines with a
+`worldmodel.world.Imagination` (the model with its resolved options, as the planners use it).
+The kwargs are the fields of `LearnedWorldConfig`.
 
 - reset starts from real frames: the ground-truth MuJoCo task is reset with the seed and
   `context_frames` real frames are rendered (zero actions between them), then encoded by
   the RAE; or the caller passes frames/latents in `options`. The goal image comes from
   the same task (or `options`), encoded to a goal latent.
 - step(action) predicts the next latent frame with the Transfusion (few Euler steps,
-  `denoise_steps`), sliding the context window. Reward = -MSE(latent, goal latent);
+  `sample_steps`), sliding the context window. Reward = -MSE(latent, goal latent);
   terminated when that distance <= goal_threshold; truncated at max_episode_steps.
 - Sampling noise comes from one torch.Generator per env, seeded at reset from that env's own
   random stream: same seed + same actions -> same observations, and env i of a vector env
@@ -21,6 +23,7 @@ A action dim, H horizon.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -34,7 +37,7 @@ from gymnasium.vector.utils import batch_space
 
 from envs.actions import check_action
 from worldmodel.device import resolve_device
-from worldmodel.world import LatentWorld
+from worldmodel.world import ImagineConfig, Imagination, LatentWorld
 
 OBS_MODES = ("pixels", "latent", "both")
 # Latent MSE to the goal latent below which an episode terminates. Measured on reacher with the
@@ -75,19 +78,40 @@ def _batch_option(options: dict, key: str, n: int, single: bool) -> Any:
     return list(v)
 
 
-class _Imagination:
-    """The model, the ground-truth task, the spaces and the state of B imagined episodes."""
+@dataclass
+class LearnedWorldConfig:
+    """The kwargs of LearnedWorld-v0 (`gym.make` / `gym.make_vec`, besides render_mode and num_envs)."""
+    model: str | Path | LatentWorld | None = None  # folder written by `lw pretrain`, or a loaded LatentWorld
+    task: str | None = None                 # ground-truth task of starts and goals (None: the model folder's)
+    obs: str = "pixels"                     # "pixels" | "latent" | "both" (a Dict of the two)
+    sample_steps: int | None = None         # Euler steps per imagined frame (None: LatentWorld.sample_steps)
+    context_frames: int | None = None       # context length (None: LatentWorld.context_frames)
+    device: str | None = None               # None: cuda if available, else cpu
+    max_episode_steps: int | None = None    # None: the task's episode_steps
+    goal_threshold: float | None = None     # latent MSE that terminates (None: the folder's, else 0.15)
+    cfg_scale: float = 1.0                  # classifier-free guidance scale of the frame sampler
 
-    def __init__(self, n: int, model, task: str | None, obs: str, denoise_steps: int | None,
-                 context_frames: int | None, device, max_episode_steps: int | None,
-                 goal_threshold: float | None, cfg_scale: float):
-        if obs not in OBS_MODES:
-            raise ValueError(f"obs={obs!r}, expected one of {OBS_MODES}")
-        if denoise_steps is not None and int(denoise_steps) < 1:
-            raise ValueError(f"denoise_steps={denoise_steps}, expected an int >= 1 (or None: the model default)")
-        self.world = load_world(model, device)
-        w = self.world
-        task = task or w.extras.get("task")
+    @classmethod
+    def from_kwargs(cls, kwargs: dict) -> "LearnedWorldConfig":
+        names = [f.name for f in fields(cls)]
+        bad = sorted(set(kwargs) - set(names))
+        if bad:
+            hint = " (denoise_steps is now sample_steps)" if "denoise_steps" in bad else ""
+            raise TypeError(f"LearnedWorld-v0 got unknown kwargs {bad}{hint}, expected some of {names} "
+                            f"(and render_mode, num_envs)")
+        return cls(**kwargs)
+
+
+class _Episodes:
+    """The model's imagination, the ground-truth task, the spaces and the state of B imagined episodes."""
+
+    def __init__(self, n: int, cfg: LearnedWorldConfig):
+        if cfg.obs not in OBS_MODES:
+            raise ValueError(f"obs={cfg.obs!r}, expected one of {OBS_MODES}")
+        self.world = w = load_world(cfg.model, cfg.device)
+        self.imagination = Imagination(w, ImagineConfig(sample_steps=cfg.sample_steps,
+                                                        context_frames=cfg.context_frames, cfg_scale=cfg.cfg_scale))
+        task = cfg.task or w.extras.get("task")
         if not task:
             raise ValueError("task=None and the model folder names no task; pass task=<name> "
                              "(e.g. 'reacher') to choose the ground-truth task")
@@ -100,25 +124,21 @@ class _Imagination:
             raise ValueError(f"task {self.task_name!r} has actions of shape {space.shape}, but the model "
                              f"was trained with action_dim={w.action_dim}")
         self.n = n
-        self.obs_mode = obs
-        self.steps = int(denoise_steps) if denoise_steps is not None else w.extras.get("denoise_steps")
-        self.tc = int(context_frames) if context_frames is not None else w.context_frames
-        if self.tc < 1:
-            raise ValueError(f"context_frames={context_frames}, expected >= 1")
+        self.obs_mode = cfg.obs
+        self.tc = self.imagination.context_frames
         spec = getattr(self.task, "spec_", None)
-        self.max_steps = int(max_episode_steps if max_episode_steps is not None
+        self.max_steps = int(cfg.max_episode_steps if cfg.max_episode_steps is not None
                              else getattr(spec, "episode_steps", 50))
         if self.max_steps < 1:
-            raise ValueError(f"max_episode_steps={max_episode_steps}, expected >= 1")
-        self.goal_threshold = float(goal_threshold if goal_threshold is not None
+            raise ValueError(f"max_episode_steps={cfg.max_episode_steps}, expected >= 1")
+        self.goal_threshold = float(cfg.goal_threshold if cfg.goal_threshold is not None
                                     else w.extras.get("goal_threshold", DEFAULT_GOAL_THRESHOLD))
-        self.cfg_scale = float(cfg_scale)
         self.action_space = spaces.Box(space.low.astype(np.float32), space.high.astype(np.float32), dtype=np.float32)
         s, (N, C) = w.image_size, w.latent_shape
         pix = spaces.Box(0, 255, (s, s, 3), np.uint8)
         lat = spaces.Box(-np.inf, np.inf, (N, C), np.float32)
         self.observation_space = {"pixels": pix, "latent": lat,
-                                  "both": spaces.Dict({"pixels": pix, "latent": lat})}[obs]
+                                  "both": spaces.Dict({"pixels": pix, "latent": lat})}[cfg.obs]
         self.render_fps = int(self.task.metadata.get("render_fps", 10))
         # state of the B episodes (filled at reset)
         dev, A = w.device, w.action_dim
@@ -152,23 +172,6 @@ class _Imagination:
         for _ in range(self.tc - 1):
             frames.append(self.task.step(zero)[0])
         return np.stack(frames), np.asarray(self.task.goal_image), info
-
-    def _fit_context(self, z: torch.Tensor, a: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Context (T,N,C) + actions (T-1,A) -> exactly Tc frames: keep the last Tc, or pad at the
-        front by repeating the first frame with zero actions (the system at rest)."""
-        T, A = z.shape[0], self.world.action_dim
-        if T < 1:
-            raise ValueError("the reset context has 0 frames, expected at least 1")
-        if a is None:
-            a = torch.zeros(T - 1, A, device=z.device)
-        if tuple(a.shape) != (T - 1, A):
-            raise ValueError(f"options['actions'] has shape {tuple(a.shape)}, expected (Tc-1, A) = ({T - 1}, {A})")
-        if T >= self.tc:
-            return z[T - self.tc:], a[T - self.tc:] if self.tc > 1 else a[:0]
-        pad = self.tc - T
-        z = torch.cat([z[:1].expand(pad, *z.shape[1:]), z])
-        a = torch.cat([torch.zeros(pad, A, device=z.device), a])
-        return z, a
 
     def _mujoco_starts(self, seeds: Sequence[int], need_ctx: bool, need_goal: bool, goal_states) -> tuple:
         """Context frames and goal images from the ground-truth task, where the caller gave none."""
@@ -221,7 +224,10 @@ class _Imagination:
             else:
                 z, off = enc[off:off + len(ctx_frames[k])], off + len(ctx_frames[k])
             a = _tensor(opt["actions"][k], dev) if opt["actions"] is not None else None
-            self.ctx[i], self.ctx_actions[i] = self._fit_context(z, a)
+            if a is not None and tuple(a.shape) != (len(z) - 1, w.action_dim):
+                raise ValueError(f"options['actions'] has shape {tuple(a.shape)}, expected (T-1, A) = "
+                                 f"({len(z) - 1}, {w.action_dim}) for {len(z)} context frames")
+            self.ctx[i], self.ctx_actions[i] = self.imagination.fit_context(z, a)
         if goal_frames:
             self.goal[idx] = enc[off:off + n]
         else:
@@ -246,11 +252,9 @@ class _Imagination:
     @torch.no_grad()
     def advance(self, idx: np.ndarray, actions: np.ndarray) -> None:
         """Predict the next frame of episodes `idx` under `actions` (len(idx), A): one model call."""
-        w, dev = self.world, self.world.device
-        a = torch.as_tensor(actions, dtype=torch.float32, device=dev)
-        z = w.rollout(self.ctx[idx], self.ctx_actions[idx], a[:, None], steps=self.steps,
-                      text=self.command, cfg_scale=self.cfg_scale,
-                      generator=[self.generators[i] for i in idx])[:, 0]  # (b,N,C): each env its own noise
+        a = torch.as_tensor(actions, dtype=torch.float32, device=self.world.device)
+        z = self.imagination(self.ctx[idx], self.ctx_actions[idx], a[:, None], text=self.command,
+                             generator=[self.generators[i] for i in idx])[:, 0]  # (b,N,C): each env its own noise
         # Slide the context window: drop the oldest frame (and the action after it).
         self.ctx[idx] = torch.cat([self.ctx[idx, 1:], z[:, None]], 1)
         if self.tc > 1:
@@ -292,46 +296,36 @@ class _Imagination:
         return self.ctx[i].clone(), self.ctx_actions[i].clone()
 
     @torch.no_grad()
-    def rollout(self, context, actions, pixels: bool = False, text: str | None = None, steps: int | None = None):
+    def rollout(self, context, actions, pixels: bool = False, text: str | None = None):
         """Imagine H steps for B action sequences from `context` (None: this env's current one).
 
-        context: None, or (latents (Tc,N,C) | (B,Tc,N,C), actions (Tc-1,A) | (B,Tc-1,A)).
+        context: None, or (latents (Tc,N,C) | (Bc,Tc,N,C), actions (Tc-1,A) | (Bc,Tc-1,A)), Bc dividing B.
         actions (B,H,A) -> latents (B,H,N,C) (+ uint8 pixels (B,H,H_img,W_img,3)).
         """
         w = self.world
         act = _tensor(actions, w.device)
         if act.ndim != 3 or act.shape[2] != w.action_dim:
             raise ValueError(f"actions have shape {tuple(act.shape)}, expected (B, H, {w.action_dim})")
-        B = act.shape[0]
         if context is None:
             if self.n != 1:
                 raise ValueError("context=None is only defined for a single env; pass (latents, actions)")
             z, za = self.context(0)
         else:
             z, za = context
-        z, za = _tensor(z, w.device), _tensor(za, w.device)
-        if z.ndim == 3:
-            z, za = z.expand(B, *z.shape), za.expand(B, *za.shape)
-        return w.rollout(z, za, act, steps=steps if steps is not None else self.steps, pixels=pixels,
-                         text=text if text is not None else self.command, cfg_scale=self.cfg_scale,
-                         generator=self.plan_generator)
+        return self.imagination(_tensor(z, w.device), _tensor(za, w.device), act, pixels=pixels,
+                                text=text if text is not None else self.command, generator=self.plan_generator)
 
 
 class LearnedWorldEnv(gym.Env):
-    """One imagined episode. See the module docstring; kwargs as in `LearnedWorldVectorEnv`."""
+    """One imagined episode. See the module docstring; kwargs: render_mode and the fields of `LearnedWorldConfig`."""
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
 
-    def __init__(self, model: str | Path | LatentWorld | None = None, task: str | None = None,
-                 render_mode: str | None = None, obs: str = "pixels", denoise_steps: int | None = None,
-                 context_frames: int | None = None, device: str | None = None,
-                 max_episode_steps: int | None = None, goal_threshold: float | None = None,
-                 cfg_scale: float = 1.0):
+    def __init__(self, model: str | Path | LatentWorld | None = None, render_mode: str | None = None, **kwargs):
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode={render_mode!r}, expected one of {self.metadata['render_modes']} or None")
         self.render_mode = render_mode
-        self.core = _Imagination(1, model, task, obs, denoise_steps, context_frames, device,
-                                 max_episode_steps, goal_threshold, cfg_scale)
+        self.core = _Episodes(1, LearnedWorldConfig.from_kwargs({"model": model, **kwargs}))
         self.world = self.core.world
         self.observation_space = self.core.observation_space
         self.action_space = self.core.action_space
@@ -381,9 +375,9 @@ class LearnedWorldEnv(gym.Env):
     def goal_latent(self) -> torch.Tensor:
         return self.core.goal[0].clone()
 
-    def rollout(self, context, actions, pixels: bool = False, text: str | None = None, steps: int | None = None):
-        """Batched imagination (see `_Imagination.rollout`); does not change the env's state."""
-        return self.core.rollout(context, actions, pixels=pixels, text=text, steps=steps)
+    def rollout(self, context, actions, pixels: bool = False, text: str | None = None):
+        """Batched imagination (see `_Episodes.rollout`); does not change the env's state."""
+        return self.core.rollout(context, actions, pixels=pixels, text=text)
 
     def close(self):
         self.core.task.close()
@@ -400,28 +394,21 @@ class LearnedWorldVectorEnv(VectorEnv):
     one each), and env i then starts and imagines exactly as a single env after reset(seed=s + i),
     with the same actions; an unseeded reset or an autoreset continues env i's own stream.
 
-    Kwargs: model (folder or LatentWorld), task (default: the model folder's task),
-    render_mode ("rgb_array"), obs ("pixels" | "latent" | "both"), denoise_steps (Euler
-    steps per frame; None: the model's default), context_frames (None: the model's),
-    device, max_episode_steps (None: the task's episode length), goal_threshold (latent
-    MSE for termination), cfg_scale.
+    Kwargs: render_mode ("rgb_array") and the fields of `LearnedWorldConfig` (model, task,
+    obs, sample_steps, context_frames, device, max_episode_steps, goal_threshold, cfg_scale).
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 10, "autoreset_mode": AutoresetMode.NEXT_STEP}
 
-    def __init__(self, num_envs: int = 1, model: str | Path | LatentWorld | None = None, task: str | None = None,
-                 render_mode: str | None = None, obs: str = "pixels", denoise_steps: int | None = None,
-                 context_frames: int | None = None, device: str | None = None,
-                 max_episode_steps: int | None = None, goal_threshold: float | None = None,
-                 cfg_scale: float = 1.0):
+    def __init__(self, num_envs: int = 1, model: str | Path | LatentWorld | None = None,
+                 render_mode: str | None = None, **kwargs):
         if int(num_envs) < 1:
             raise ValueError(f"num_envs={num_envs}, expected >= 1")
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode={render_mode!r}, expected one of {self.metadata['render_modes']} or None")
         self.num_envs = int(num_envs)
         self.render_mode = render_mode
-        self.core = _Imagination(self.num_envs, model, task, obs, denoise_steps, context_frames, device,
-                                 max_episode_steps, goal_threshold, cfg_scale)
+        self.core = _Episodes(self.num_envs, LearnedWorldConfig.from_kwargs({"model": model, **kwargs}))
         self.world = self.core.world
         self.single_observation_space = self.core.observation_space
         self.single_action_space = self.core.action_space
@@ -515,8 +502,8 @@ class LearnedWorldVectorEnv(VectorEnv):
     def goal_latent(self) -> torch.Tensor:
         return self.core.goal.clone()
 
-    def rollout(self, context, actions, pixels: bool = False, text: str | None = None, steps: int | None = None):
-        return self.core.rollout(context, actions, pixels=pixels, text=text, steps=steps)
+    def rollout(self, context, actions, pixels: bool = False, text: str | None = None):
+        return self.core.rollout(context, actions, pixels=pixels, text=text)
 
     def close_extras(self, **kwargs):
         self.core.task.close()

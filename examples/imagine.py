@@ -20,14 +20,14 @@ def main() -> None:
     p.add_argument("--task", default=None, help="ground-truth task (default: the model's)")
     p.add_argument("--seed", type=int, default=1_000_000, help="episode seed (held out from collection)")
     p.add_argument("--steps", type=int, default=20, help="imagined steps")
-    p.add_argument("--denoise-steps", type=int, default=None, help="Euler steps per frame")
+    p.add_argument("--sample-steps", type=int, default=None, help="Euler steps per frame (default: the model's)")
     p.add_argument("--scale", type=int, default=4, help="pixel upscaling for viewing")
     p.add_argument("--fps", type=int, default=8)
     p.add_argument("--device", default=None)
     p.add_argument("--out", default="imagine.gif")
     args = p.parse_args()
     out = side_by_side_gif(args.model, args.task, args.out, seed=args.seed, steps=args.steps,
-                           denoise_steps=args.denoise_steps, device=args.device, scale=args.scale, fps=args.fps)
+                           sample_steps=args.sample_steps, device=args.device, scale=args.scale, fps=args.fps)
     print(f"wrote {out}: {args.steps + 1} frames, left MuJoCo | right imagined (seed {args.seed})")
 
 

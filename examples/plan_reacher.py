@@ -29,7 +29,7 @@ def main() -> None:
 
     world = LatentWorld.from_pretrained(args.model)                     # Transfusion + RAE
     task = make_task("reacher", image_size=world.image_size)           # the real simulator
-    model = LearnedModel(world, task.action_space, LearnedConfig(denoise_steps=2))
+    model = LearnedModel(world, task.action_space, LearnedConfig(sample_steps=2))
     planner = make_planner("cem", task.action_space, horizon=5, samples=args.samples,
                            elites=max(2, args.samples // 8), iterations=args.iterations)
     [result] = run_mpc([task], planner, model, [PixelObserver(world.context_frames)],

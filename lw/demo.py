@@ -56,8 +56,8 @@ class DemoConfig:
     scratch: ScratchArgs = field(default_factory=ScratchArgs)
     eval_episodes: int = 8          # held-out episodes for prediction quality
     horizon: int = 10               # open-loop imagined steps scored
-    denoise_steps: int | None = None  # Euler steps per imagined frame (prediction stage, GIF); None = the
-                                      # model's own default (1 for the CPU presets; 25 costs ~6x the time)
+    sample_steps: int | None = None  # Euler steps per imagined frame (prediction, planning, GIF); None = the
+                                     # model's own default (1 for the CPU presets; 25 costs ~6x the time)
     bench_episodes: int = 8         # planning episodes per row (fixed held-out seeds)
     bench_rows: list[str] = field(default_factory=lambda: ["learned", "jepa", "oracle_latent", "oracle_state", "random"])
     max_steps: int = 50             # decision steps per planning episode
@@ -133,18 +133,19 @@ def run(cfg: DemoConfig) -> None:
         read_config(model, kind="transfusion")  # a clear error before any work when it is missing
     print(f"demo: task {cfg.task}, model {model}, report -> {out}", flush=True)
     dev = [f"device={cfg.device}"] if cfg.device else []
+    steps = [] if cfg.sample_steps is None else [f"sample_steps={cfg.sample_steps}"]
     st.run("eval-prediction", ["eval-prediction", f"model={model}", f"task={cfg.task}",
-                               f"episodes={cfg.eval_episodes}", f"horizon={cfg.horizon}",
-                               *([f"denoise_steps={cfg.denoise_steps}"] if cfg.denoise_steps else []),
+                               f"episodes={cfg.eval_episodes}", f"horizon={cfg.horizon}", *steps,
                                f"out={out / 'prediction'}", *dev], out / "prediction")
     st.run("benchmark", ["benchmark", f"model={model}", f"tasks=[{cfg.task}]",
                          f"rows=[{','.join(cfg.bench_rows)}]", f"episodes={cfg.bench_episodes}",
                          f"max_steps={cfg.max_steps}", "rae=''", f"jepa={jepa}", "video=true", "video_episodes=1",
-                         f"out={out / 'benchmark'}", *dev, *cfg.bench_overrides], out / "benchmark")
+                         f"out={out / 'benchmark'}", *dev, *[f"learned.{s}" for s in steps], *cfg.bench_overrides],
+           out / "benchmark")
     st.i += 1
     print(f"[{st.i}/{len(names)}] report: loss curves, imagined-vs-real GIF, executed-plan GIF", flush=True)
     files = report.write_report(model, cfg.task, out, seed=1_000_000, steps=cfg.horizon * 2,
-                                 denoise_steps=cfg.denoise_steps)
+                                 sample_steps=cfg.sample_steps)
     summary = report.summary_table(out / "prediction" / "prediction.json", out / "benchmark" / "results.json",
                                    model, cfg.task, time.perf_counter() - t_start)
     (out / "summary.md").write_text(summary["markdown"] + "\n")

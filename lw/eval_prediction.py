@@ -72,8 +72,8 @@ def run(cfg: EvalPredictionConfig) -> None:
     task_name = cfg.task or world.extras.get("task")
     if not task_name:
         raise ValueError("task=None and the model folder names no task; pass task=<name>")
-    tc = int(cfg.context_frames or world.context_frames)
-    steps = cfg.denoise_steps if cfg.denoise_steps is not None else world.extras.get("denoise_steps")
+    tc = world.resolve_context_frames(cfg.context_frames)     # the world decides the defaults
+    steps = world.resolve_sample_steps(cfg.sample_steps)
     out = Path(cfg.out or Path(cfg.model) / "eval_prediction")
     save_resolved(cfg, out)
     n_steps = tc - 1 + cfg.horizon
@@ -93,7 +93,7 @@ def run(cfg: EvalPredictionConfig) -> None:
     table = markdown_table(res, cfg.horizon)
     head = (f"# Prediction: {cfg.model} on {task_name}\n\n{cfg.episodes} held-out episodes (seeds "
             f"{cfg.seed}..{cfg.seed + cfg.episodes - 1}, policy {pol['policy']}), {tc} real context frames, "
-            f"open-loop horizon {cfg.horizon} ({cfg.imagine}), denoise steps {steps or 'model default'}. "
+            f"open-loop horizon {cfg.horizon} ({cfg.imagine}), {steps} sample steps per frame. "
             f"Means over episodes; shuffled actions = the model given another episode's actions (equal to "
             f"the model's own when it ignores actions); action gain = shuffled / model latent MSE (1.00: ignored); mean = the decoded mean latent (a blurry-mean predictor); "
             f"RAE = decode(encode(true frame)), the pixel ceiling.\n\n")

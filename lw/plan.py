@@ -16,7 +16,7 @@ import numpy as np
 
 from lw.benchmark import goal_frame, write_gif
 from lw.program import Program
-from planners.benchmark import BenchmarkConfig, RowModel, load_world, preload_model_stack, run_row, with_image_size
+from planners.benchmark import BenchmarkConfig, build_row, load_world, preload_model_stack, run_row, with_image_size
 
 
 @dataclass
@@ -34,7 +34,7 @@ def run(cfg: PlanOneConfig) -> None:
     preload_model_stack()
     world = load_world(dataclasses.replace(b, rows=[cfg.row]), cfg.task, {})
     b = with_image_size(b, world)
-    rm = RowModel(b, cfg.task, cfg.row, world)
+    rm = build_row(b, cfg.task, cfg.row, world)
     try:
         if rm.skip:
             raise ValueError(f"cannot plan with row={cfg.row!r}: {rm.skip}")

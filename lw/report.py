@@ -49,7 +49,7 @@ def plot_loss_curves(metrics: Path, path: Path, title: str) -> Path:
 
 
 def side_by_side_gif(model: str | Path, task: str | None, out: str | Path, seed: int = 1_000_000,
-                     steps: int = 20, denoise_steps: int | None = None, device: str | None = None,
+                     steps: int = 20, sample_steps: int | None = None, device: str | None = None,
                      scale: int = 4, fps: int = 8) -> Path:
     """MuJoCo (left) | LearnedWorld-v0 (right), both from the same real start, same random actions."""
     import gymnasium as gym
@@ -60,7 +60,7 @@ def side_by_side_gif(model: str | Path, task: str | None, out: str | Path, seed:
 
     gym.register_envs(envs)
     env = gym.make("LearnedWorld-v0", model=str(model), task=task, obs="pixels", render_mode="rgb_array",
-                   denoise_steps=denoise_steps, device=device, max_episode_steps=-1)
+                   sample_steps=sample_steps, device=device, max_episode_steps=-1)
     core = env.unwrapped.core
     imagined, _ = env.reset(seed=seed)
     # The env reset the ground-truth task with this seed and took tc-1 zero actions for its
@@ -91,7 +91,7 @@ def side_by_side_gif(model: str | Path, task: str | None, out: str | Path, seed:
 
 
 def write_report(model: str | Path, task: str, out: str | Path, seed: int, steps: int,
-                 denoise_steps: int | None = None) -> list[Path]:
+                 sample_steps: int | None = None) -> list[Path]:
     """Loss curves, imagined-vs-real GIF and executed-plan GIF into `out`."""
     out = Path(out)
     files = []
@@ -101,7 +101,7 @@ def write_report(model: str | Path, task: str, out: str | Path, seed: int, steps
     else:
         print(f"report: no training metrics found beside {model}; skipping loss_curves.png")
     files.append(side_by_side_gif(model, task, out / "imagine.gif", seed=seed, steps=steps,
-                                  denoise_steps=denoise_steps))
+                                  sample_steps=sample_steps))
     plans = sorted((out / "benchmark" / "videos").glob(f"{task}_learned_*.gif"))
     if plans:
         shutil.copyfile(plans[0], out / "plan.gif")

@@ -4,7 +4,8 @@
 
 Rows (what the planner plans in): learned (the world model), jepa (the JEPA's deterministic
 latent predictor), oracle_latent (MuJoCo with the same latent cost), oracle_state (MuJoCo with
-the true-state cost, the upper bound), random. Every episode: seed `seed + i`, start and goal
+the true-state cost, the upper bound), random: `ROWS`, a registry of named builders
+(cfg, task, world) -> `Row`, so a new row is one function. Every episode: seed `seed + i`, start and goal
 from the ground-truth task, success and final distance judged by the real task after executing,
 `lockstep` episodes planned together. `benchmark` returns one summary dict per (task, row,
 planner) (`summarise`); `lw benchmark` and `lw plan` (lw/benchmark.py, lw/plan.py) add the
@@ -28,9 +29,6 @@ from planners.mpc import EpisodeResult, MPCConfig, NullObserver, OracleObserver,
 from planners.mppi import MPPIConfig
 from planners.random_shooting import RandomShootingConfig
 from planners.stats import mean_sem, wilson_interval
-
-ROWS = ("learned", "jepa", "oracle_latent", "oracle_state", "random")
-
 
 @dataclass
 class PlannerConfigs:
@@ -154,90 +152,125 @@ def _landmarks(cfg: BenchmarkConfig, folder: str | Path):
     return LandmarkGraph.from_pretrained(path)
 
 
-class RowModel:
-    """Builds (and closes) the model of one row for one task; `skip` says why a row cannot run,
-    `note` what the row's cost is when it is not the plain latent MSE."""
+def action_space(task: str):
+    """The task's action box, Box(-action_scale, action_scale, (A,)): the one every row plans in."""
+    import gymnasium as gym
 
-    def __init__(self, cfg: BenchmarkConfig, task: str, row: str, world=None):
-        from planners.oracle import OracleConfig, OracleModel
+    from envs.mujoco_tasks import TASKS
 
-        self.row, self.model, self.skip, self.note = row, None, "", ""
-        graph = None
-        self.render = row in ("learned", "jepa", "oracle_latent")
-        if row == "jepa":
-            path = _jepa_path(cfg, task)
-            if not path or not (Path(path) / "config.json").is_file():
-                self.skip = f"no JEPA at {path!r} (jepa=<folder written by `lw train-encoder method=jepa`>)"
-            else:
-                from worldmodel.jepa import JEPAWorld
+    s = np.float32(TASKS[task].action_scale)
+    return gym.spaces.Box(-s, s, (TASKS[task].action_dim,), np.float32)
 
-                world = JEPAWorld.from_pretrained(path, device=_device(cfg.device))
-                graph = _landmarks(cfg, path)
-        elif row in ("learned", "oracle_latent") and cfg.model:
-            graph = _landmarks(cfg, _model_path(cfg, task))
-        if row in ("learned", "jepa"):
-            if not self.skip and world is None:
-                self.skip = "no model given (model=<folder written by `lw pretrain`>)"
-            elif not self.skip and world.extras.get("task") not in (None, task):
-                self.skip = f"the model was trained on {world.extras.get('task')!r}"
-            if not self.skip:
-                from envs.mujoco_tasks import TASKS
-                from planners.learned import LearnedModel
-                import gymnasium as gym
 
-                s = np.float32(TASKS[task].action_scale)
-                self.model = LearnedModel(world, gym.spaces.Box(-s, s, (TASKS[task].action_dim,), np.float32), cfg.learned,
-                                          landmarks=graph)
-        elif row == "oracle_latent":
-            path = _rae_path(cfg, task)
-            if not path or not (Path(path) / "config.json").is_file():
-                self.skip = f"no RAE at {path!r} (rae=<folder>)"
-            else:
-                from worldmodel.rae import RAE
-
-                rae = RAE.from_pretrained(path, device=_device(cfg.device)).eval()
-                if graph is not None and graph.fingerprint != rae.fingerprint():
-                    graph = None                # the model's graph is in another RAE's latent space
-                self.model = OracleModel(OracleConfig(task=task, cost="latent", horizon_cost=cfg.oracle_horizon_cost,
-                                                      workers=cfg.workers, image_size=cfg.image_size), rae=rae,
-                                         landmarks=graph)
-        elif row == "oracle_state":
-            self.model = OracleModel(OracleConfig(task=task, cost="state", horizon_cost=cfg.oracle_horizon_cost,
-                                                  workers=cfg.workers, image_size=cfg.image_size))
-        elif row != "random":
-            raise ValueError(f"unknown benchmark row {row!r}, expected one of {ROWS}")
-        if self.model is not None and graph is not None:
-            self.note = f"landmark cost ({len(graph)} landmarks)"
-
-    def observer(self):
-        if self.row in ("learned", "jepa"):
-            return self.model.observer()
-        if self.row == "random":
-            return NullObserver()
-        return OracleObserver("image" if self.row == "oracle_latent" else "state")
+@dataclass
+class Row:
+    """One row built for one task: its planning model, a new observer per episode (`observer()`),
+    whether it needs rendered frames, what its cost is when not the plain latent MSE (`note`),
+    and why it cannot run (`skip`; then `model` is None)."""
+    name: str
+    model: Any = None
+    observer: Callable[[], Any] = NullObserver
+    render: bool = False
+    note: str = ""
+    skip: str = ""
 
     def close(self) -> None:
         if hasattr(self.model, "close"):
             self.model.close()
 
 
+def _with_graph(row: Row, graph) -> Row:
+    if row.model is not None and graph is not None:
+        row.note = f"landmark cost ({len(graph)} landmarks)"
+    return row
+
+
+def _latent_row(cfg: BenchmarkConfig, task: str, name: str, world, graph) -> Row:
+    """A learned row: `world` (LatentWorld or JEPAWorld) as a LearnedModel, fed pixels only."""
+    if world is None:
+        return Row(name, render=True, skip="no model given (model=<folder written by `lw pretrain`>)")
+    if world.extras.get("task") not in (None, task):
+        return Row(name, render=True, skip=f"the model was trained on {world.extras.get('task')!r}")
+    from planners.learned import LearnedModel
+
+    model = LearnedModel(world, action_space(task), cfg.learned, landmarks=graph)
+    return _with_graph(Row(name, model, model.observer, render=True), graph)
+
+
+def learned_row(cfg: BenchmarkConfig, task: str, world) -> Row:
+    """The world model (`model=`), with its landmark graph when it has one."""
+    return _latent_row(cfg, task, "learned", world, _landmarks(cfg, _model_path(cfg, task)) if cfg.model else None)
+
+
+def jepa_row(cfg: BenchmarkConfig, task: str, world) -> Row:
+    """The JEPA's deterministic latent predictor (`jepa=`, default <model>/jepa)."""
+    path = _jepa_path(cfg, task)
+    if not path or not (Path(path) / "config.json").is_file():
+        return Row("jepa", render=True, skip=f"no JEPA at {path!r} (jepa=<folder written by `lw train-encoder method=jepa`>)")
+    from worldmodel.jepa import JEPAWorld
+
+    return _latent_row(cfg, task, "jepa", JEPAWorld.from_pretrained(path, device=_device(cfg.device)),
+                       _landmarks(cfg, path))
+
+
+def oracle_latent_row(cfg: BenchmarkConfig, task: str, world) -> Row:
+    """MuJoCo rollouts scored by the latent cost of an RAE (`rae=`)."""
+    from planners.oracle import OracleConfig, OracleModel
+
+    path = _rae_path(cfg, task)
+    if not path or not (Path(path) / "config.json").is_file():
+        return Row("oracle_latent", render=True, skip=f"no RAE at {path!r} (rae=<folder>)")
+    from worldmodel.rae import RAE
+
+    rae = RAE.from_pretrained(path, device=_device(cfg.device)).eval()
+    graph = _landmarks(cfg, _model_path(cfg, task)) if cfg.model else None
+    if graph is not None and graph.fingerprint != rae.fingerprint():
+        graph = None                # the model's graph is in another RAE's latent space
+    model = OracleModel(OracleConfig(task=task, cost="latent", horizon_cost=cfg.oracle_horizon_cost,
+                                     workers=cfg.workers, image_size=cfg.image_size), rae=rae, landmarks=graph)
+    return _with_graph(Row("oracle_latent", model, lambda: OracleObserver("image"), render=True), graph)
+
+
+def oracle_state_row(cfg: BenchmarkConfig, task: str, world) -> Row:
+    """MuJoCo rollouts scored by the true-state cost: the upper bound."""
+    from planners.oracle import OracleConfig, OracleModel
+
+    model = OracleModel(OracleConfig(task=task, cost="state", horizon_cost=cfg.oracle_horizon_cost,
+                                     workers=cfg.workers, image_size=cfg.image_size))
+    return Row("oracle_state", model, lambda: OracleObserver("state"))
+
+
+def random_row(cfg: BenchmarkConfig, task: str, world) -> Row:
+    """Uniform random actions: no model, no planner."""
+    return Row("random")
+
+
+# name -> builder(cfg, task, world) -> Row; `world` is the task's LatentWorld (None without model=)
+ROWS: dict[str, Callable[[BenchmarkConfig, str, Any], Row]] = {
+    "learned": learned_row, "jepa": jepa_row, "oracle_latent": oracle_latent_row,
+    "oracle_state": oracle_state_row, "random": random_row}
+
+
+def build_row(cfg: BenchmarkConfig, task: str, name: str, world=None) -> Row:
+    """The row `name` of `task` (see ROWS); an unknown name is a ValueError naming the known ones."""
+    if name not in ROWS:
+        raise ValueError(f"unknown benchmark row {name!r}, expected one of {list(ROWS)}")
+    return ROWS[name](cfg, task, world)
+
+
 # --------------------------------------------------------------------------- running
 
-def run_row(cfg: BenchmarkConfig, task: str, rm: RowModel, planner_name: str, episodes: int,
+def run_row(cfg: BenchmarkConfig, task: str, rm: Row, planner_name: str, episodes: int,
             seed: int, record_frames: bool) -> list[EpisodeResult]:
     """`episodes` episodes of one (task, row, planner), `lockstep` at a time."""
-    from envs.mujoco_tasks import TASKS, make_task
+    from envs.mujoco_tasks import make_task
     from planners.registry import make_planner
 
-    spec = TASKS[task]
-    settings = planner_settings(cfg, rm.row, planner_name)
+    settings = planner_settings(cfg, rm.name, planner_name)
     render = rm.render or record_frames
     envs = [make_task(task, image_size=cfg.image_size, max_steps=cfg.max_steps, render=render)
             for _ in range(min(cfg.lockstep, episodes))]
-    s = np.float32(spec.action_scale)
-    import gymnasium as gym
-
-    space = gym.spaces.Box(-s, s, (spec.action_dim,), np.float32)
+    space = action_space(task)
     mpc = MPCConfig(receding_horizon=cfg.receding_horizon, max_steps=cfg.max_steps, record_frames=record_frames,
                     stop_on_success=cfg.stop_on_success)
     out: list[EpisodeResult] = []
@@ -251,7 +284,7 @@ def run_row(cfg: BenchmarkConfig, task: str, rm: RowModel, planner_name: str, ep
             out += recs
             if cfg.progress:
                 ok = sum(r.success for r in out)
-                print(f"  {task:<10} {rm.row:<13} {planner_name:<15} episodes {len(out):>3}/{episodes}  "
+                print(f"  {task:<10} {rm.name:<13} {planner_name:<15} episodes {len(out):>3}/{episodes}  "
                       f"success {ok}/{len(out)}  ({time.perf_counter() - t0:.1f} s)", flush=True)
     finally:
         for e in envs:
@@ -314,7 +347,7 @@ def benchmark(cfg: BenchmarkConfig,
         world = load_world(cfg, task, loaded)
         with_image_size(cfg, world)               # every task's model must see the same frame size
         for row in cfg.rows:
-            rm = RowModel(cfg, task, row, world)
+            rm = build_row(cfg, task, row, world)
             try:
                 for planner in (["random"] if row == "random" else cfg.planners):
                     settings = planner_settings(cfg, row, planner)

@@ -12,9 +12,12 @@ cost(latents, goal) -> (B,) latent MSE of the final predicted frame ("final", th
         (gradient planner) when the model encodes actions with `action_encoding="embed"`
         (the graph term has no gradient).
 
+The imagining itself (sampling steps, context length, padding, rollout or jump) is a
+`worldmodel.world.Imagination`, the same object `LearnedWorld-v0` steps its episodes with.
 At the first replan only one frame exists; with `pad_context` the context is filled to the
-model's `context_frames` by repeating it with centre (zero) actions, which is what a task
-at rest looks like and how `LearnedWorld-v0` starts its own episodes.
+model's `context_frames` by repeating it with centre (zero) actions (`Imagination.fit_context`,
+the padding `LearnedWorld-v0` uses, applied here to the frames before they are encoded), which
+is what a task at rest looks like and how `LearnedWorld-v0` starts its own episodes.
 
 Legend: E episodes, B candidates, Tc context frames, H horizon, A action dim, N tokens, C channels.
 """
@@ -30,16 +33,17 @@ import torch
 
 from planners.landmarks import LandmarkGraph, latent_cost
 from planners.mpc import PixelContext, PixelObserver
+from worldmodel.world import ImagineConfig, Imagination
 
 
 @dataclass
 class LearnedConfig:
-    denoise_steps: int = 0        # Euler steps per imagined frame (0: the model's default)
+    sample_steps: int | None = None  # Euler steps per imagined frame (None: the model's, LatentWorld.sample_steps)
     cfg_scale: float = 1.0        # classifier-free guidance scale of the frame sampler
     horizon_cost: str = "final"   # "final": last predicted frame; "mean": every horizon step equally
     imagine: str = "auto"         # "rollout": frame by frame; "jump": only the final frame, in one jump
                                   # (models pretrained with data.max_jump >= H); "auto": jump when the model can
-    context_frames: int = 0       # context length fed to the model (0: the model's own context_frames)
+    context_frames: int | None = None  # context length fed to the model (None: the model's own)
     pad_context: bool = True      # fill a short context by repeating the first frame with zero actions
     shared_noise: bool = True     # common random numbers: all candidates of a model call share the sampling
                                   # noise, so the cost ranks their actions, not their noise draws
@@ -60,9 +64,10 @@ class LearnedModel:
         self.cfg = cfg = cfg or LearnedConfig()
         if cfg.horizon_cost not in ("final", "mean"):
             raise ValueError(f"horizon_cost={cfg.horizon_cost!r}, expected 'final' or 'mean'")
-        if cfg.imagine not in ("auto", "rollout", "jump"):
-            raise ValueError(f"imagine={cfg.imagine!r}, expected 'auto', 'rollout' or 'jump'")
-        self.jump = cfg.imagine == "jump" or (cfg.imagine == "auto" and world.max_jump > 1)
+        self.imagination = Imagination(world, ImagineConfig(
+            sample_steps=cfg.sample_steps, context_frames=cfg.context_frames, cfg_scale=cfg.cfg_scale,
+            shared_noise=cfg.shared_noise, imagine=cfg.imagine))
+        self.jump = self.imagination.jump
         if self.jump and cfg.horizon_cost != "final":
             raise ValueError(f"horizon_cost={cfg.horizon_cost!r} scores every imagined step, but a jump imagines only "
                              f"the final frame; use horizon_cost='final' or imagine='rollout'")
@@ -70,7 +75,7 @@ class LearnedModel:
             raise ValueError(f"action_space has shape {action_space.shape}, expected ({world.action_dim},) "
                              "to match the world model's action_dim")
         self.action_space = action_space
-        self.context_frames = int(cfg.context_frames or world.context_frames)
+        self.context_frames = self.imagination.context_frames
         self._generator = torch.Generator(device=world.device)
         self._generator.manual_seed(int(cfg.seed))
         self._cache: dict[str, torch.Tensor] = {}
@@ -102,15 +107,12 @@ class LearnedModel:
         if frames.dtype != np.uint8 or frames.ndim != 4 or len(acts) != len(frames) - 1:
             raise ValueError(f"PixelContext has frames {frames.shape} {frames.dtype} and actions {acts.shape}, "
                              "expected uint8 (Tc, H, W, 3) frames and (Tc-1, A) actions")
-        frames = frames[-self.context_frames:]
-        acts = acts[len(acts) - (len(frames) - 1):]                                 # the actions between them
-        if self.cfg.pad_context and len(frames) < self.context_frames:
-            k = self.context_frames - len(frames)
-            frames = np.concatenate([np.repeat(frames[:1], k, 0), frames])
-            centre = (self.action_space.low + self.action_space.high) / 2
-            acts = np.concatenate([np.repeat(centre[None].astype(np.float32), k, 0), acts.reshape(-1, len(centre))])
-        z = self._encode(frames)                                                   # (Tc, N, C)
-        return z, torch.as_tensor(acts, dtype=torch.float32, device=z.device).reshape(len(frames) - 1, -1)
+        frames = torch.from_numpy(np.ascontiguousarray(frames[-self.context_frames:]))   # (T, H, W, 3), T <= Tc
+        acts = torch.as_tensor(acts[len(acts) - (len(frames) - 1):]).reshape(len(frames) - 1, self.world.action_dim)
+        if self.cfg.pad_context:   # padded as pixels, then encoded: the RAE sees Tc frames, whatever T was
+            frames, acts = self.imagination.fit_context(frames, acts)              # (Tc, H, W, 3), (Tc-1, A)
+        z = self._encode(frames.numpy())                                           # (Tc, N, C)
+        return z, acts.to(z.device)
 
     def goal_latent(self, goal: Any) -> torch.Tensor:
         g = np.asarray(goal)
@@ -119,20 +121,17 @@ class LearnedModel:
         return self._encode(g[None])[0]
 
     # -- protocol ------------------------------------------------------------------------
-    def _imagine(self, ctx_BTNC, ctx_a_BTA, actions_BHA):
-        """(B, H, N, C) imagined latents, or (B, 1, N, C) (the final frame) when jumping."""
+    def _imagine(self, ctx_BcTNC, ctx_a_BcTA, actions_BHA):
+        """(B, H, N, C) imagined latents, or (B, 1, N, C) (the final frame) when jumping; Bc divides B."""
         self.calls += 1
-        imagine = self.world.jump if self.jump else self.world.rollout
-        return imagine(ctx_BTNC, ctx_a_BTA, actions_BHA, steps=self.cfg.denoise_steps or None,
-                       cfg_scale=self.cfg.cfg_scale, generator=self._generator, shared_noise=self.cfg.shared_noise)
+        return self.imagination(ctx_BcTNC, ctx_a_BcTA, actions_BHA, generator=self._generator)
 
     def rollout(self, state: PixelContext, actions) -> torch.Tensor:
         a = torch.as_tensor(actions, dtype=torch.float32, device=self.device)
         if a.ndim != 3:
             raise ValueError(f"actions have shape {tuple(a.shape)}, expected (B, H, A)")
         z, za = self.context(state)
-        B = a.shape[0]
-        return self._imagine(z.expand(B, *z.shape), za.expand(B, *za.shape), a)      # (B, H, N, C)
+        return self._imagine(z[None], za[None], a)                                   # (B, H, N, C)
 
     def rollout_batch(self, states: Sequence[PixelContext], actions) -> torch.Tensor:
         """(E, B, H, A) -> (E, B, H, N, C) in one model call (all contexts share Tc after padding)."""
@@ -143,9 +142,9 @@ class LearnedModel:
         ctx = [self.context(s) for s in states]
         if len({c[0].shape for c in ctx}) != 1:                                         # mixed lengths: one call each
             return torch.stack([self.rollout(s, a[e]) for e, s in enumerate(states)])
-        z = torch.stack([c[0] for c in ctx]).repeat_interleave(B, 0)                     # (E*B, Tc, N, C)
-        za = torch.stack([c[1] for c in ctx]).repeat_interleave(B, 0)                    # (E*B, Tc-1, A)
-        out = self._imagine(z, za, a.reshape(E * B, *a.shape[2:]))
+        z = torch.stack([c[0] for c in ctx])                                            # (E, Tc, N, C)
+        za = torch.stack([c[1] for c in ctx])                                           # (E, Tc-1, A)
+        out = self._imagine(z, za, a.reshape(E * B, *a.shape[2:]))                      # row e*B+b: context e
         return out.reshape(E, B, *out.shape[1:])
 
     def _score(self, z: torch.Tensor, goal_NC: torch.Tensor) -> torch.Tensor:

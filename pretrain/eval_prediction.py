@@ -32,7 +32,7 @@ class EvalPredictionConfig:
     episodes: int = 16              # held-out episodes
     horizon: int = 10               # imagined steps per episode
     context_frames: int | None = None  # real frames given to the model; None: the model's
-    denoise_steps: int | None = None   # Euler steps per frame; None: the model's default
+    sample_steps: int | None = None    # Euler steps per frame; None: the model's (LatentWorld.sample_steps)
     policy: str = "uniform"         # data policy (pretrain.data.policies), or "collection": the policy,
                                     # mixture and hold of the model's training dataset (its manifest)
     hold: int = 1                   # env steps each policy decision is held (as in `lw collect`)
@@ -77,10 +77,11 @@ IMAGINE = ("rollout", "jump")
 
 
 def imagine(world, ctx, ctx_actions, actions, steps: int | None, generator: torch.Generator, how: str):
-    """(b,H,N,C) predictions of the H steps: one rollout, or H jumps (step h from the first h actions)."""
+    """(b,H,N,C) predictions of the H steps: one rollout, or H jumps (step h from the first h actions).
+    `steps`: sample_steps (None: the world's)."""
     if how == "rollout":
-        return world.rollout(ctx, ctx_actions, actions, steps=steps, generator=generator)
-    return torch.cat([world.jump(ctx, ctx_actions, actions[:, :h + 1], steps=steps, generator=generator)
+        return world.rollout(ctx, ctx_actions, actions, sample_steps=steps, generator=generator)
+    return torch.cat([world.jump(ctx, ctx_actions, actions[:, :h + 1], sample_steps=steps, generator=generator)
                       for h in range(actions.shape[1])], 1)
 
 

@@ -519,8 +519,9 @@ class Trainer:
     # -- export
     def export_extra(self) -> dict[str, Any]:
         i = self.info
-        return {"task": i.task, "action_scale": i.action_scale, "image_size": i.image_size,
-                "context_frames": self.cfg.data.context_frames, "max_jump": self.cfg.data.max_jump,
+        # the simulator's defaults (worldmodel.world.EXTRA_KEYS; the action scale is config.action_scale)
+        return {"task": i.task, "image_size": i.image_size, "context_frames": self.cfg.data.context_frames,
+                "sample_steps": self.model_cfg.flow.sample_steps, "max_jump": self.cfg.data.max_jump,
                 "encoder_id": i.encoder_id, "dataset": self.cfg.data.dataset, "seq_len": self.cfg.data.seq_len, "train_steps": self.step,
                 "train_tokens": self.tokens_seen, "ema": self.ema is not None}
 

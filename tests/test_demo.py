@@ -17,7 +17,7 @@ def tiny_model(tmp_path_factory):
 def _demo(model, out, *extra):
     return lw(["demo", f"model={model}", f"out={out}", "eval_episodes=2", "horizon=2", "bench_episodes=1",
                "max_steps=3", "bench_rows=[learned,random]",
-               "bench_overrides=[learned_budget.samples=4,learned_budget.elites=2,learned_budget.iterations=1,learned.denoise_steps=1]",
+               "bench_overrides=[learned_budget.samples=4,learned_budget.elites=2,learned_budget.iterations=1,learned.sample_steps=1]",
                *extra])
 
 

@@ -30,7 +30,8 @@ def test_config_matches_the_recipe():
     assert meta["train_steps"] == recipe.steps
     assert meta["seq_len"] == recipe.data.seq_len and meta["context_frames"] == recipe.data.context_frames
     assert meta.get("max_jump", 1) == recipe.data.max_jump     # folders written before max_jump: 1
-    assert meta["task"] == "reacher" and meta["action_scale"] == 0.2
+    assert meta["task"] == "reacher" and meta["config"]["action_scale"] == 0.2 and "action_scale" not in meta
+    assert meta["sample_steps"] == recipe.model.flow.sample_steps   # the simulator's default, as exported
     rae = json.loads((CKPT / "rae" / "config.json").read_text())
     assert meta["config"]["latent_dim"] == rae["latent_dim"]
     assert meta["config"]["frame_grid"] == rae["grid"]
@@ -51,7 +52,8 @@ def test_checkpoint_fits_the_size_budget_and_loads():
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no "records no checksum" warning
         world = LatentWorld.from_pretrained(CKPT)
-    assert world.image_size == 64 and world.context_frames == 2
+    assert world.image_size == 64 and world.context_frames == 2 and world.sample_steps == 1
+    assert world.action_scale == 0.2 and world.action_bounds[1].tolist() == pytest.approx([0.2, 0.2])
     rows = [json.loads(l) for l in (CKPT / "training_metrics.jsonl").read_text().splitlines()]
     assert max(r["step"] for r in rows) == json.loads((CKPT / "config.json").read_text())["train_steps"]
 

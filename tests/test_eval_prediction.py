@@ -48,7 +48,7 @@ def test_collection_policy_is_read_from_the_dataset_manifest(tmp_path):
 
 def test_eval_prediction_writes_table_json_plot(world_dir, tmp_path):
     out = tmp_path / "eval"
-    rc = main([f"model={world_dir}", "episodes=3", "horizon=2", "denoise_steps=1", "batch=2", f"out={out}"])
+    rc = main([f"model={world_dir}", "episodes=3", "horizon=2", "sample_steps=1", "batch=2", f"out={out}"])
     assert rc == 0
     res = json.loads((out / "prediction.json").read_text())
     per = res["per_step"]

@@ -106,13 +106,13 @@ def test_jepa_world_rollout_and_pixels_only_planning():
 
 
 def test_jepa_benchmark_row_plans_in_mujoco(tmp_path):
-    from planners.benchmark import BenchmarkConfig, RowModel
+    from planners.benchmark import BenchmarkConfig, build_row
 
     d = tmp_path / "jepa"
     JEPA(JEPAConfig(image_size=64, input_size=16, channels=(8, 16), hidden=32, latent_dim=6,
                     action_scale=0.2)).save_pretrained(d, extra={"task": "reacher"})
     cfg = BenchmarkConfig(tasks=["reacher"], rows=["jepa"], jepa=str(d), device="cpu")
-    rm = RowModel(cfg, "reacher", "jepa")
+    rm = build_row(cfg, "reacher", "jepa")
     assert rm.skip == "" and isinstance(rm.model.world, JEPAWorld)
     assert type(rm.observer()).__name__ == "PixelObserver"            # pixels and actions, never the state
     assert lw(["benchmark", "tasks=[reacher]", "rows=[jepa]", f"jepa={d}", "episodes=1", "lockstep=1",
@@ -121,7 +121,7 @@ def test_jepa_benchmark_row_plans_in_mujoco(tmp_path):
     res = json.loads((tmp_path / "bench/results.json").read_text())
     row = [r for r in (res["results"] if isinstance(res, dict) else res) if r["row"] == "jepa"][0]
     assert row["episodes"] == 1
-    missing = RowModel(BenchmarkConfig(rows=["jepa"], jepa=str(tmp_path / "none")), "reacher", "jepa")
+    missing = build_row(BenchmarkConfig(rows=["jepa"], jepa=str(tmp_path / "none")), "reacher", "jepa")
     assert "no JEPA" in missing.skip
 
 

@@ -81,7 +81,7 @@ def test_folder_roundtrip_checksum_and_encoder_check(tmp_path):
 def test_build_command_and_the_benchmark_rows_plan_with_it(tmp_path):
     import gymnasium as gym
 
-    from planners.benchmark import BenchmarkConfig, RowModel
+    from planners.benchmark import BenchmarkConfig, build_row
     from planners.learned import LearnedModel
     from worldmodel.jepa import JEPA, JEPAConfig, JEPAWorld
 
@@ -98,12 +98,12 @@ def test_build_command_and_the_benchmark_rows_plan_with_it(tmp_path):
     assert len(graph) == 8 and graph.fingerprint == world.encoder_fingerprint()
     assert "spearman_graph" in graph.meta["heldout_scores"]
 
-    rm = RowModel(BenchmarkConfig(tasks=["point_maze"], rows=["jepa"], jepa=str(d), device="cpu"), "point_maze", "jepa")
+    rm = build_row(BenchmarkConfig(tasks=["point_maze"], rows=["jepa"], jepa=str(d), device="cpu"), "point_maze", "jepa")
     assert rm.model.landmarks is not None and rm.note == "landmark cost (8 landmarks)"
     z = torch.randn(4, 1, 1, 6)
     goal = torch.randn(1, 6)
     torch.testing.assert_close(rm.model._score(z, goal), graph.cost(z, goal))
-    plain = RowModel(BenchmarkConfig(tasks=["point_maze"], rows=["jepa"], jepa=str(d), device="cpu", landmarks=False),
+    plain = build_row(BenchmarkConfig(tasks=["point_maze"], rows=["jepa"], jepa=str(d), device="cpu", landmarks=False),
                      "point_maze", "jepa")
     assert plain.model.landmarks is None and plain.note == ""
     # a graph of another encoder is refused, not silently scored in the wrong latent space

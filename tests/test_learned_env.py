@@ -18,20 +18,14 @@ from gymnasium.vector import AutoresetMode
 
 import envs
 from envs.learned import LearnedWorldEnv, LearnedWorldVectorEnv
-try:
-    from tests.test_world import IMAGE, LATENT, build_tiny_world
+try:  # world_dirs: the session's tiny world folders (a fixture shared with test_world)
+    from tests.test_world import IMAGE, LATENT, world_dirs  # noqa: F401
 except ImportError:  # tests/ not importable as a package: pytest put tests/ itself on sys.path
-    from test_world import IMAGE, LATENT, build_tiny_world
+    from test_world import IMAGE, LATENT, world_dirs  # noqa: F401
 from worldmodel.world import LatentWorld
 
 REPO = Path(__file__).resolve().parents[1]
 STEPS = 1  # Euler steps per frame: the tests check plumbing, not quality
-
-
-@pytest.fixture(scope="session")
-def world_dirs(tmp_path_factory):
-    root = tmp_path_factory.getbasetemp() / "tiny_worlds"
-    return {enc: build_tiny_world(root, enc) for enc in ("embed", "text")}
 
 
 @pytest.fixture(scope="session")
@@ -64,7 +58,7 @@ def test_gym_make_with_module_prefix_needs_no_import(world_dirs, monkeypatch):
     # Forget that `envs` was ever imported (restored after the test): gym.make must import it.
     monkeypatch.delitem(gym.registry, "LearnedWorld-v0")
     monkeypatch.delitem(sys.modules, "envs")
-    env = gym.make("envs:LearnedWorld-v0", model=str(world_dirs["embed"]), denoise_steps=STEPS)
+    env = gym.make("envs:LearnedWorld-v0", model=str(world_dirs["embed"]), sample_steps=STEPS)
     assert "LearnedWorld-v0" in gym.registry and sys.modules["envs"] is not envs  # imported afresh
     obs, _ = env.reset(seed=0)
     obs, *_ = env.step(env.action_space.sample())
@@ -74,7 +68,7 @@ def test_gym_make_with_module_prefix_needs_no_import(world_dirs, monkeypatch):
 
 def test_make_after_import_and_register_envs(world_dirs):
     gym.register_envs(envs)
-    env = gym.make("LearnedWorld-v0", model=str(world_dirs["embed"]), denoise_steps=STEPS, render_mode="rgb_array")
+    env = gym.make("LearnedWorld-v0", model=str(world_dirs["embed"]), sample_steps=STEPS, render_mode="rgb_array")
     assert isinstance(env.unwrapped, LearnedWorldEnv)
     assert env.unwrapped.core.task_name == "reacher"  # default task from the model folder
     obs, info = env.reset(seed=3)
@@ -87,7 +81,7 @@ def test_make_after_import_and_register_envs(world_dirs):
 
 @pytest.mark.parametrize("obs", ["pixels", "latent", "both"])
 def test_check_env(world, obs):
-    env = LearnedWorldEnv(model=world, obs=obs, denoise_steps=STEPS, render_mode="rgb_array")
+    env = LearnedWorldEnv(model=world, obs=obs, sample_steps=STEPS, render_mode="rgb_array")
     check_env(env, skip_render_check=False)
     o, _ = env.reset(seed=0)
     assert env.observation_space.contains(o)
@@ -95,7 +89,7 @@ def test_check_env(world, obs):
 
 
 def test_step_reward_termination_truncation(world):
-    env = LearnedWorldEnv(model=world, obs="latent", denoise_steps=STEPS, max_episode_steps=2)
+    env = LearnedWorldEnv(model=world, obs="latent", sample_steps=STEPS, max_episode_steps=2)
     o, info = env.reset(seed=0)
     o, r, term, trunc, info = env.step(np.zeros(2, np.float32))
     assert r == pytest.approx(-info["latent_distance"])
@@ -104,10 +98,10 @@ def test_step_reward_termination_truncation(world):
     *_, trunc, info = env.step(np.zeros(2, np.float32))
     assert trunc and info["step"] == 2
     # a goal equal to the current latent and a loose threshold terminates
-    env2 = LearnedWorldEnv(model=world, obs="latent", denoise_steps=STEPS, goal_threshold=1e6)
+    env2 = LearnedWorldEnv(model=world, obs="latent", sample_steps=STEPS, goal_threshold=1e6)
     env2.reset(seed=0)
     assert env2.step(np.zeros(2, np.float32))[2]
-    env3 = LearnedWorldEnv(model=world, obs="latent", denoise_steps=STEPS, goal_threshold=1e-12)
+    env3 = LearnedWorldEnv(model=world, obs="latent", sample_steps=STEPS, goal_threshold=1e-12)
     env3.reset(seed=0)
     assert not env3.step(np.zeros(2, np.float32))[2]
 
@@ -116,7 +110,7 @@ def test_same_seed_same_actions_same_observations(world):
     acts = np.random.default_rng(0).uniform(-0.2, 0.2, (4, 2)).astype(np.float32)
 
     def run(seed):
-        env = LearnedWorldEnv(model=world, obs="both", denoise_steps=STEPS)
+        env = LearnedWorldEnv(model=world, obs="both", sample_steps=STEPS)
         out = [env.reset(seed=seed)[0]["latent"]]
         out += [env.step(a)[0]["latent"] for a in acts]
         return np.stack(out)
@@ -127,7 +121,7 @@ def test_same_seed_same_actions_same_observations(world):
 
 
 def test_bad_actions_are_rejected(world):
-    env = LearnedWorldEnv(model=world, obs="latent", denoise_steps=STEPS)
+    env = LearnedWorldEnv(model=world, obs="latent", sample_steps=STEPS)
     with pytest.raises(gym.error.ResetNeeded):
         env.step(np.zeros(2, np.float32))
     env.reset(seed=0)
@@ -140,7 +134,7 @@ def test_bad_actions_are_rejected(world):
     for msg, a in bad.items():
         with pytest.raises(ValueError, match=msg):
             env.step(a)
-    venv = LearnedWorldVectorEnv(num_envs=2, model=world, obs="latent", denoise_steps=STEPS)
+    venv = LearnedWorldVectorEnv(num_envs=2, model=world, obs="latent", sample_steps=STEPS)
     venv.reset(seed=0)
     with pytest.raises(ValueError, match=r"shape \(2,\), expected \(2, 2\)"):
         venv.step(np.zeros(2, np.float32))
@@ -162,7 +156,7 @@ def test_missing_model_is_a_clear_error(tmp_path, world_dirs):
 
 def test_make_vec_steps_all_envs_in_one_model_call(world_dirs, monkeypatch):
     venv = gym.make_vec("LearnedWorld-v0", num_envs=4, model=str(world_dirs["embed"]), obs="both",
-                        denoise_steps=STEPS, max_episode_steps=2, render_mode="rgb_array")
+                        sample_steps=STEPS, max_episode_steps=2, render_mode="rgb_array")
     assert isinstance(venv.unwrapped, LearnedWorldVectorEnv)
     assert venv.metadata["autoreset_mode"] == AutoresetMode.NEXT_STEP
     obs, info = venv.reset(seed=0)
@@ -184,7 +178,7 @@ def test_make_vec_steps_all_envs_in_one_model_call(world_dirs, monkeypatch):
 
 
 def test_vector_partial_autoreset_keeps_one_call(world, monkeypatch):
-    venv = LearnedWorldVectorEnv(num_envs=3, model=world, obs="latent", denoise_steps=STEPS, goal_threshold=-1.0)
+    venv = LearnedWorldVectorEnv(num_envs=3, model=world, obs="latent", sample_steps=STEPS, goal_threshold=-1.0)
     venv.reset(seed=0, options={"reset_mask": np.array([True, True, True])})
     venv.core.t[1] = venv.core.max_steps - 1  # env 1 ends on the next step
     calls = _count_calls(monkeypatch, world)
@@ -195,7 +189,7 @@ def test_vector_partial_autoreset_keeps_one_call(world, monkeypatch):
 
 
 def test_reset_from_given_frames_latents_and_goal(world):
-    env = LearnedWorldEnv(model=world, obs="latent", denoise_steps=STEPS)
+    env = LearnedWorldEnv(model=world, obs="latent", sample_steps=STEPS)
     rng = np.random.default_rng(0)
     frames = rng.integers(0, 256, (3, IMAGE, IMAGE, 3), dtype=np.uint8)
     goal = rng.integers(0, 256, (IMAGE, IMAGE, 3), dtype=np.uint8)
@@ -212,7 +206,7 @@ def test_reset_from_given_frames_latents_and_goal(world):
 
 
 def test_env_rollout_is_batched_and_leaves_state_alone(world, monkeypatch):
-    env = LearnedWorldEnv(model=world, obs="latent", denoise_steps=STEPS)
+    env = LearnedWorldEnv(model=world, obs="latent", sample_steps=STEPS)
     o, _ = env.reset(seed=0)
     calls = _count_calls(monkeypatch, world)
     acts = np.random.default_rng(0).uniform(-0.2, 0.2, (8, 3, 2)).astype(np.float32)
@@ -228,19 +222,19 @@ def test_language_command(world_dirs):
     acts = np.zeros((3, 2), np.float32)
 
     def run(command):
-        env = LearnedWorldEnv(model=text_world, obs="latent", denoise_steps=2)
+        env = LearnedWorldEnv(model=text_world, obs="latent", sample_steps=2)
         env.reset(seed=0, options={"command": command} if command else None)
         return np.stack([env.step(a)[0] for a in acts])
 
     plain, told = run(None), run("move the tip left")
     assert not np.allclose(plain, told)  # the command conditions the imagined frames
     assert np.array_equal(told, run("move the tip left"))
-    env = LearnedWorldEnv(model=text_world, obs="latent", denoise_steps=2)
+    env = LearnedWorldEnv(model=text_world, obs="latent", sample_steps=2)
     env.reset(seed=0)
     env.set_command("move the tip left")
     assert np.allclose(env.step(acts[0])[0], told[0])
     with pytest.raises(ValueError, match="action_encoding='text'"):
-        LearnedWorldEnv(model=str(world_dirs["embed"]), denoise_steps=1).set_command("move the tip left")
+        LearnedWorldEnv(model=str(world_dirs["embed"]), sample_steps=1).set_command("move the tip left")
 
 
 EMBEDDED = REPO / "checkpoints" / "reacher-tiny"
@@ -274,7 +268,7 @@ def test_vector_env_i_imagines_as_a_single_env_seeded_s_plus_i(world_dirs):
     """Gymnasium's convention: env i of make_vec(...).reset(seed=s) is a single env reset(seed=s + i).
     The first frames always matched; the imagined ones did not (one noise generator for the batch)."""
     n, s = 4, 7
-    kw = dict(model=str(world_dirs["embed"]), obs="both", denoise_steps=STEPS)
+    kw = dict(model=str(world_dirs["embed"]), obs="both", sample_steps=STEPS)
     venv = gym.make_vec("LearnedWorld-v0", num_envs=n, **kw)
     acts = np.random.default_rng(0).uniform(-0.2, 0.2, (3, n, 2)).astype(np.float32)
     vec = [venv.reset(seed=s)[0]] + [venv.step(a)[0] for a in acts]
@@ -292,7 +286,7 @@ def test_vector_env_i_imagines_as_a_single_env_seeded_s_plus_i(world_dirs):
 
 def test_vector_autoreset_continues_each_envs_stream_like_a_single_env(world):
     """After an autoreset, env i goes on as a single env would after an unseeded reset()."""
-    kw = dict(model=world, obs="both", denoise_steps=STEPS, max_episode_steps=2)
+    kw = dict(model=world, obs="both", sample_steps=STEPS, max_episode_steps=2)
     venv = LearnedWorldVectorEnv(num_envs=2, **kw)
     acts = np.random.default_rng(1).uniform(-0.2, 0.2, (5, 2, 2)).astype(np.float32)
     venv.reset(seed=3)

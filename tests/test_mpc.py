@@ -154,7 +154,7 @@ def test_oracle_observer_on_the_poisoned_env_fails():
 def test_learned_planner_gets_only_pixels_and_the_goal_image(planner_name):
     world = tiny_world()
     env = PoisonedTask(make_task("reacher", render=True))
-    model = SpyLearned(world, env.action_space, LearnedConfig(denoise_steps=2))
+    model = SpyLearned(world, env.action_space, LearnedConfig(sample_steps=2))
     kw = dict(samples=8, elites=2, iterations=2) if planner_name == "cem" else dict(starts=2, iterations=2)
     planner = make_planner(planner_name, env.action_space, horizon=3, **kw)
     rec, = run_mpc([env], planner, model, [model.observer()], MPCConfig(receding_horizon=2, max_steps=4,
@@ -171,7 +171,7 @@ def test_learned_model_protocol_shapes_padding_and_gradient():
     world = tiny_world(context_frames=3)
     task = make_task("reacher", render=True)
     frame, _ = task.reset(seed=1)
-    model = LearnedModel(world, task.action_space, LearnedConfig(denoise_steps=1))
+    model = LearnedModel(world, task.action_space, LearnedConfig(sample_steps=1))
     state = PixelContext(frame[None], np.zeros((0, 2), np.float32))       # one frame: padded to 3
     z, za = model.context(state)
     assert z.shape == (3, 16, 32) and za.shape == (2, 2) and torch.all(za == 0)
@@ -199,8 +199,8 @@ def test_learned_model_jumps_when_the_model_was_pretrained_to():
     frame, _ = task.reset(seed=1)
     state = PixelContext(frame[None], np.zeros((0, 2), np.float32))
     a = torch.rand(4, 3, 2, generator=torch.Generator().manual_seed(0)) * 0.4 - 0.2
-    auto = LearnedModel(world, task.action_space, LearnedConfig(denoise_steps=1))
-    stepwise = LearnedModel(world, task.action_space, LearnedConfig(denoise_steps=1, imagine="rollout"))
+    auto = LearnedModel(world, task.action_space, LearnedConfig(sample_steps=1))
+    stepwise = LearnedModel(world, task.action_space, LearnedConfig(sample_steps=1, imagine="rollout"))
     with torch.no_grad():
         z_jump, z_roll = auto.rollout(state, a), stepwise.rollout(state, a)
         assert z_jump.shape == (4, 1, 16, 32) and z_roll.shape == (4, 3, 16, 32)
@@ -282,7 +282,7 @@ def test_benchmark_loads_one_model_per_task(tmp_path):
     model = str(tmp_path / "world-embed-moe-{task}-2-1")   # build_tiny_world's folder name, {task} left open
     rc = main(["tasks=[reacher,point_maze]", "rows=[learned]", f"model={model}", "episodes=1", "max_steps=2",
                "learned_budget.samples=4", "learned_budget.elites=2", "learned_budget.iterations=1",
-               "learned.denoise_steps=1", "progress=false", f"out={tmp_path / 'bench'}"])
+               "learned.sample_steps=1", "progress=false", f"out={tmp_path / 'bench'}"])
     assert rc == 0
     res = json.loads((tmp_path / "bench" / "results.json").read_text())["results"]
     assert [(r["task"], r["episodes"]) for r in res] == [("reacher", 1), ("point_maze", 1)], res

@@ -108,12 +108,12 @@ def test_rollout_shapes_one_call_and_determinism(worlds, enc):
     acts = np.random.default_rng(1).uniform(-0.2, 0.2, (B, H, 2)).astype(np.float32)
     n0 = w.n_calls
     with torch.no_grad():
-        z, pix = w.rollout(ctx, ctx_a, acts, steps=2, pixels=True, generator=torch.Generator().manual_seed(0))
+        z, pix = w.rollout(ctx, ctx_a, acts, sample_steps=2, pixels=True, generator=torch.Generator().manual_seed(0))
     assert w.n_calls == n0 + 1  # the whole batch and horizon in one model call
     assert z.shape == (B, H, 4, LATENT) and pix.shape == (B, H, IMAGE, IMAGE, 3) and pix.dtype == np.uint8
     with torch.no_grad():
-        z2 = w.rollout(ctx, ctx_a, acts, steps=2, generator=torch.Generator().manual_seed(0))
-        z3 = w.rollout(ctx, ctx_a, acts, steps=2, generator=torch.Generator().manual_seed(1))
+        z2 = w.rollout(ctx, ctx_a, acts, sample_steps=2, generator=torch.Generator().manual_seed(0))
+        z3 = w.rollout(ctx, ctx_a, acts, sample_steps=2, generator=torch.Generator().manual_seed(1))
     assert torch.equal(z, z2) and not torch.equal(z, z3)
     with pytest.raises(ValueError, match=r"actions have shape \(5, 3, 3\)"):
         w.rollout(ctx, ctx_a, np.zeros((B, H, 3), np.float32))
@@ -125,7 +125,7 @@ def test_rollout_is_differentiable_in_actions(worlds):
     w = worlds["embed"]
     ctx = w.encode_frames(_frames(4)).view(2, 2, 4, LATENT)
     acts = torch.zeros(2, 2, 2, requires_grad=True)
-    z = w.rollout(ctx, torch.zeros(2, 1, 2), acts, steps=1, generator=torch.Generator().manual_seed(0))
+    z = w.rollout(ctx, torch.zeros(2, 1, 2), acts, sample_steps=1, generator=torch.Generator().manual_seed(0))
     goal = torch.randn(4, LATENT)
     w.latent_cost(z, goal).sum().backward()
     assert acts.grad is not None and acts.grad.abs().sum() > 0
@@ -136,15 +136,15 @@ def test_text_command_conditions_text_models_only(worlds):
     ctx = w.encode_frames(_frames(4)).view(2, 2, 4, LATENT)
     ctx_a, acts = torch.zeros(2, 1, 2), torch.zeros(2, 2, 2)
     with torch.no_grad():
-        plain = w.rollout(ctx, ctx_a, acts, steps=2, generator=torch.Generator().manual_seed(0))
-        told = w.rollout(ctx, ctx_a, acts, steps=2, text="move the tip left",
+        plain = w.rollout(ctx, ctx_a, acts, sample_steps=2, generator=torch.Generator().manual_seed(0))
+        told = w.rollout(ctx, ctx_a, acts, sample_steps=2, text="move the tip left",
                          generator=torch.Generator().manual_seed(0))
-        per_row = w.rollout(ctx, ctx_a, acts, steps=2, text=["move the tip left"] * 2,
+        per_row = w.rollout(ctx, ctx_a, acts, sample_steps=2, text=["move the tip left"] * 2,
                             generator=torch.Generator().manual_seed(0))
     assert not torch.allclose(plain, told)  # same noise, different condition -> different frames
     assert torch.equal(told, per_row)
     with pytest.raises(ValueError, match="action_encoding='text'"):
-        worlds["embed"].rollout(ctx, ctx_a, acts, steps=1, text="move the tip left")
+        worlds["embed"].rollout(ctx, ctx_a, acts, sample_steps=1, text="move the tip left")
 
 
 def test_latent_cost_is_mse_of_last_frame():

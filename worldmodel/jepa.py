@@ -34,6 +34,7 @@ from torch import Tensor, nn
 
 from . import hub
 from .frames import frames_to_float
+from .defaults import fit_context, resolve_count
 
 REGULARIZERS = ("vicreg", "sigreg")
 
@@ -267,6 +268,17 @@ class JEPAWorld:
     @property
     def context_frames(self) -> int:
         return self.cfg.history
+
+    def resolve_context_frames(self, context_frames: int | None = None) -> int:
+        return resolve_count("context_frames", context_frames, self.context_frames)
+
+    def resolve_sample_steps(self, sample_steps: int | None = None) -> None:
+        """Deterministic: there is no sampler, so no sampling steps (any value is ignored)."""
+        return None
+
+    def fit_context(self, latents: Tensor, actions: Tensor, context_frames: int | None = None) -> tuple[Tensor, Tensor]:
+        """As `LatentWorld.fit_context`: exactly `context_frames` (None: the history) frames."""
+        return fit_context(latents, actions, self.resolve_context_frames(context_frames))
 
     @property
     def image_size(self) -> int:

@@ -9,6 +9,13 @@ This is the one primitive that the Gymnasium env (`envs.learned`), the planners
     z_H = world.jump(z_ctx.view(B, Tc, N, C), ctx_actions, actions)    # (B,1,N,C): step H only
     cost = world.latent_cost(z, goal_latents)                # (B,) MSE of the last frame
 
+The simulator's defaults live here and nowhere else: `world.context_frames` and
+`world.sample_steps` are the model folder's exported values (else 2 frames and the model's
+`flow.sample_steps`); a caller's override is resolved against them by
+`resolve_context_frames` / `resolve_sample_steps` (None, and only None, means "the
+model's"). `Imagination` is a world with the caller's options fixed: what LearnedWorld-v0
+steps and what the learned planners score.
+
 Pure model code: it imports only `worldmodel` and torch/numpy, and takes its device
 from the loaded weights (no device strings here).
 
@@ -17,6 +24,7 @@ C latent channels.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -25,11 +33,13 @@ import torch
 from torch import Tensor
 
 from . import hub
+from .defaults import DEFAULT_CONTEXT_FRAMES, fit_context, resolve_count
 from .errors import ModelFolderError
 from .frames import as_tensor, frames_to_float
 
-# Extra fields the trainer writes into a world-model folder's config.json.
-EXTRA_KEYS = ("task", "action_scale", "image_size", "context_frames", "max_jump")
+# Extra fields the trainer writes into a world-model folder's config.json (the action scale is
+# the model config's `action_scale`, stored once).
+EXTRA_KEYS = ("task", "image_size", "context_frames", "sample_steps", "max_jump")
 
 
 class LatentWorld:
@@ -37,7 +47,7 @@ class LatentWorld:
 
     `model` is a `worldmodel.transfusion.Transfusion` (anything with
     `predict_next_frames`), `rae` a `worldmodel.rae.RAE`. `extras` holds the model
-    folder's extra fields (task, action_scale, image_size, context_frames).
+    folder's extra fields (task, image_size, context_frames, sample_steps, max_jump).
     """
 
     def __init__(self, model: Any, rae: Any, extras: dict[str, Any] | None = None):
@@ -94,9 +104,41 @@ class LatentWorld:
         return int(self.model.cfg.action_dim)
 
     @property
+    def action_scale(self) -> float:
+        """Actions lie in [-action_scale, action_scale] (the model divides them by it): the model config's."""
+        return float(self.model.cfg.action_scale)
+
+    @property
+    def action_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """(low, high) float32 (A,) of the action box (gym-free; `envs` builds the Box)."""
+        high = np.full(self.action_dim, self.action_scale, np.float32)
+        return -high, high
+
+    @property
     def context_frames(self) -> int:
-        """Context length the model was trained with (extras), else 2."""
-        return int(self.extras.get("context_frames") or 2)
+        """The model's context length: the folder's `context_frames`, else 2."""
+        v = self.extras.get("context_frames")
+        return int(v) if v is not None else DEFAULT_CONTEXT_FRAMES
+
+    @property
+    def sample_steps(self) -> int:
+        """The model's Euler steps per imagined frame: the folder's `sample_steps`, else `flow.sample_steps`."""
+        v = self.extras.get("sample_steps")
+        return int(v) if v is not None else int(self.model.cfg.flow.sample_steps)
+
+    def resolve_context_frames(self, context_frames: int | None = None) -> int:
+        return resolve_count("context_frames", context_frames, self.context_frames)
+
+    def resolve_sample_steps(self, sample_steps: int | None = None) -> int:
+        return resolve_count("sample_steps", sample_steps, self.sample_steps)
+
+    def fit_context(self, latents: Tensor, actions: Tensor | None,
+                    context_frames: int | None = None) -> tuple[Tensor, Tensor]:
+        """(T,N,C) latents + (T-1,A) actions (None: zeros, a context at rest) -> exactly `context_frames`
+        frames (None: the model's); see `fit_context`."""
+        if actions is None:
+            actions = latents.new_zeros(max(0, latents.shape[0] - 1), self.action_dim)
+        return fit_context(latents, actions, self.resolve_context_frames(context_frames))
 
     @property
     def max_jump(self) -> int:
@@ -141,7 +183,7 @@ class LatentWorld:
         return tuple(as_tensor(x, dev, torch.float32) for x in (context_latents, context_actions, actions))
 
     def rollout(self, context_latents: np.ndarray | Tensor, context_actions: np.ndarray | Tensor,
-                actions: np.ndarray | Tensor, steps: int | None = None, pixels: bool = False,
+                actions: np.ndarray | Tensor, sample_steps: int | None = None, pixels: bool = False,
                 text: str | Sequence[str] | None = None, cfg_scale: float = 1.0,
                 generator: torch.Generator | None = None,
                 shared_noise: bool = False) -> Tensor | tuple[Tensor, np.ndarray]:
@@ -150,7 +192,7 @@ class LatentWorld:
         context_latents (B,Tc,N,C), context_actions (B,Tc-1,A) (the actions between the
         context frames), actions (B,H,A) (the first one acts on the last context frame)
         -> latents (B,H,N,C); with pixels=True also uint8 frames (B,H,H_img,W_img,3).
-        `steps`: Euler denoising steps per frame (None: the model's default). `text`: a
+        `sample_steps`: Euler steps per frame (None: `self.sample_steps`). `text`: a
         language command (one string for all rows, or one per row) conditioning every frame
         (text-action models only). Differentiable in
         `actions` unless called under torch.no_grad (gradient planners rely on it).
@@ -166,6 +208,7 @@ class LatentWorld:
                 raise ValueError(f"a language command needs a model with action_encoding='text', this one has "
                                  f"{getattr(self.model.cfg, 'action_encoding', None)!r}")
         self.n_calls += 1
+        steps = self.resolve_sample_steps(sample_steps)
         z = self.model.predict_next_frames(ctx, ctx_a, act, steps=steps, cfg_scale=cfg_scale,
                                            generator=generator, text=text, shared_noise=shared_noise)  # (B,H,N,C)
         if not pixels:
@@ -173,7 +216,7 @@ class LatentWorld:
         return z, self.decode(z)
 
     def jump(self, context_latents: np.ndarray | Tensor, context_actions: np.ndarray | Tensor,
-             actions: np.ndarray | Tensor, steps: int | None = None, cfg_scale: float = 1.0,
+             actions: np.ndarray | Tensor, sample_steps: int | None = None, cfg_scale: float = 1.0,
              generator: torch.Generator | None = None, shared_noise: bool = False) -> Tensor:
         """The frame after all H actions, predicted in one jump (no imagined frames between):
         same inputs as `rollout` -> latents (B, 1, N, C). Needs H <= max_jump (the model saw
@@ -184,16 +227,18 @@ class LatentWorld:
         if act.ndim == 3 and not 1 <= act.shape[1] <= self.max_jump:  # other shapes: the model's error
             raise ValueError(f"a jump of {act.shape[1]} actions; this model was trained with jumps of 1..{self.max_jump} "
                              f"(data.max_jump); use a horizon <= {self.max_jump} or a step-by-step rollout")
+        steps = self.resolve_sample_steps(sample_steps)
         self.n_calls += 1
         return self.model.predict_frame_after(ctx, ctx_a, act, steps=steps, cfg_scale=cfg_scale,
                                               generator=generator, shared_noise=shared_noise)[:, None]
 
-    def imagine_from_text(self, texts: str | Sequence[str], steps: int | None = None, cfg_scale: float = 1.0,
+    def imagine_from_text(self, texts: str | Sequence[str], sample_steps: int | None = None, cfg_scale: float = 1.0,
                           generator: torch.Generator | None = None) -> Tensor:
         """Caption -> image in latent space: one string or B strings -> (B, N, C) latents
         (the model's image-text direction; decode() them to see them). A described goal state
         becomes a goal latent for the planners."""
         texts = [texts] if isinstance(texts, str) else list(texts)
+        steps = self.resolve_sample_steps(sample_steps)
         self.n_calls += 1
         return self.model.generate_frames(texts, steps=steps, cfg_scale=cfg_scale, generator=generator)
 
@@ -215,3 +260,67 @@ class LatentWorld:
             raise ValueError(f"goal latents have shape {tuple(goal.shape)}, expected (N, C) or (B, N, C) "
                              f"matching latents {tuple(latents.shape)}")
         return (latents - goal).pow(2).flatten(1).mean(1)
+
+
+# --------------------------------------------------------------------------- imagination
+
+IMAGINE = ("rollout", "jump", "auto")
+
+
+@dataclass
+class ImagineConfig:
+    """How an `Imagination` samples; None: the world's default (resolved once, at construction)."""
+    sample_steps: int | None = None    # Euler steps per imagined frame (None: world.sample_steps)
+    context_frames: int | None = None  # context length fed to the model (None: world.context_frames)
+    cfg_scale: float = 1.0             # classifier-free guidance scale of the frame sampler
+    shared_noise: bool = False         # common random numbers across the rows of one call
+    imagine: str = "rollout"           # "rollout": frame by frame; "jump": only the final frame, in one
+                                       # jump (models pretrained with data.max_jump >= H); "auto": jump when it can
+
+
+class Imagination:
+    """A world (LatentWorld, or JEPAWorld: anything with rollout/jump, fit_context and the
+    resolve_* methods) with the caller's options resolved: `LearnedWorld-v0` steps its
+    episodes with one, the learned planners score their candidates with one.
+
+        im = Imagination(world, ImagineConfig(sample_steps=2))
+        z, a = im.fit_context(latents_TNC, actions_TA)              # exactly im.context_frames
+        pred = im(z_BcTNC, a_BcTA, actions_BHA, generator=g)        # (B,H,N,C), or (B,1,N,C) jumping
+    """
+
+    def __init__(self, world: Any, cfg: ImagineConfig | None = None):
+        cfg = cfg or ImagineConfig()
+        self.world, self.cfg = world, cfg
+        if cfg.imagine not in IMAGINE:
+            raise ValueError(f"imagine={cfg.imagine!r}, expected one of {IMAGINE}")
+        self.context_frames = world.resolve_context_frames(cfg.context_frames)
+        self.sample_steps = world.resolve_sample_steps(cfg.sample_steps)
+        self.jump = cfg.imagine == "jump" or (cfg.imagine == "auto" and world.max_jump > 1)
+
+    def fit_context(self, latents: Tensor, actions: Tensor | None) -> tuple[Tensor, Tensor]:
+        """(T,N,C) + (T-1,A) -> (Tc,N,C) + (Tc-1,A): the last Tc frames, or padded at rest."""
+        return self.world.fit_context(latents, actions, self.context_frames)
+
+    def __call__(self, context: Tensor, context_actions: Tensor, actions: Tensor,
+                 generator: torch.Generator | list | None = None, text: str | Sequence[str] | None = None,
+                 pixels: bool = False):
+        """context (Bc,Tc,N,C) or (Tc,N,C), context_actions (Bc,Tc-1,A) or (Tc-1,A), actions (B,H,A)
+        with Bc dividing B (row r continues context r // (B // Bc)) -> the world's rollout
+        (B,H,N,C) (+ pixels), or its jump (B,1,N,C). One model call."""
+        if context.ndim == 3:
+            context, context_actions = context[None], context_actions[None]
+        B, Bc = actions.shape[0], context.shape[0]
+        if B % Bc:
+            raise ValueError(f"{Bc} contexts for {B} action sequences; expected a number of contexts dividing {B}")
+        if Bc != B:   # the model will share one context per B // Bc rows; until then, expand them here
+            context, context_actions = context.repeat_interleave(B // Bc, 0), context_actions.repeat_interleave(B // Bc, 0)
+        kw = dict(sample_steps=self.sample_steps, cfg_scale=self.cfg.cfg_scale, generator=generator,
+                  shared_noise=self.cfg.shared_noise)
+        if self.jump:
+            if pixels or text is not None:
+                raise ValueError("a jump imagines latents without a language command; use imagine='rollout'")
+            return self.world.jump(context, context_actions, actions, **kw)
+        extra = {"pixels": True} if pixels else {}
+        if text is not None:
+            extra["text"] = text
+        return self.world.rollout(context, context_actions, actions, **kw, **extra)

@@ -8,9 +8,11 @@ action `action_repeat` simulator steps).
     ou          Ornstein-Uhlenbeck noise (mean-reverting, temporally correlated)
     correlated  smooth noise: linear interpolation between uniform knots every few decisions
     scripted    goal seeking with the true state (data collection only), plus noise:
-                reacher: PD control toward the goal joint angles; point_maze: descent of
-                the corridor distance; other tasks (pusher): sampling lookahead on a
-                render-free copy of the task minimising its planning cost `task.cost`
+                reacher, dmc_reacher: PD control toward the goal joint angles; point_maze:
+                descent of the corridor distance; pusht: a pusher that goes behind the T and
+                pushes it (toward the goal or in a random direction), mixed with random
+                moves; other tasks (pusher): sampling lookahead on a render-free copy of the
+                task minimising its planning cost `task.cost`
 """
 from __future__ import annotations
 
@@ -147,6 +149,93 @@ class ReacherPD(Policy):
         return a + self.noise * self.half * self.rng.standard_normal(a.shape)
 
 
+class DMCReacherPD(ReacherPD):
+    """dm_control reacher: the same PD control (state = shoulder, wrist, their velocities, target);
+    torques in [-1, 1] with gear 0.05, hence the larger gains."""
+
+    def __init__(self, task, rng, hold=1, noise: float = 0.3, kp: float = 2.0, kd: float = 0.2, **_):
+        super().__init__(task, rng, hold, noise=noise, kp=kp, kd=kd)
+
+    def decide(self, state):
+        q, qd = state[0:2], state[2:4]
+        err = np.asarray(self.task.goal_state)[:2] - q
+        err[0] = (err[0] + np.pi) % (2 * np.pi) - np.pi
+        a = self.kp * err - self.kd * qd
+        return a + self.noise * self.half * self.rng.standard_normal(a.shape)
+
+
+class PushTPusher(Policy):
+    """PushT: contact-rich pushing data (true state, data only). Repeats: pick a push -- toward the
+    goal pose's centre (probability `goal_bias`) or in a random direction, through a point offset
+    sideways from the T's centre so that pushes also turn it -- drive to a point `standoff` units
+    behind the T (around it when the T is in the way), then push `push_steps` decisions through it.
+    With probability `random_moves` a segment is uniform random actions instead; Gaussian noise of
+    `noise` x action scale on every action. Positions in gym-pusht units (arena 512)."""
+
+    name = "scripted"
+
+    def __init__(self, task, rng, hold=1, noise: float = 0.3, goal_bias: float = 0.5,
+                 random_moves: float = 0.15, standoff: float = 95.0, push_steps: tuple[int, int] = (3, 7), **_):
+        super().__init__(task, rng, hold)
+        from envs.tasks import pusht
+
+        self.pt = pusht
+        self.noise, self.goal_bias, self.random_moves = noise, goal_bias, random_moves
+        self.standoff, self.push_steps = standoff, push_steps
+        self.phase, self.left = "pick", 0
+
+    def _centre(self, pose):
+        return pose[:2] + self.pt._rot(pose[2]) @ self.pt.T_CENTROID
+
+    def _toward(self, agent, point, speed):
+        """The action that moves the pusher's target toward `point`, at most `speed` x scale."""
+        u = (point - agent) / self.pt.DISPLACEMENT
+        n = float(np.linalg.norm(u))
+        cap = speed * float(self.high[0])
+        return u if n <= cap else u * (cap / n)
+
+    def decide(self, state):
+        s = np.asarray(state)[: self.task.spec_.state_dim]
+        agent, pose = s[:2], s[2:5]
+        centre = self._centre(pose)
+        if self.phase == "pick" or self.left <= 0:
+            if self.rng.uniform() < self.random_moves:
+                self.phase, self.left = "random", int(self.rng.integers(2, 5))
+            else:
+                goal = self._centre(np.asarray(self.task.goal_state)[2:5])
+                d = goal - centre
+                if self.rng.uniform() >= self.goal_bias or np.linalg.norm(d) < 15:
+                    ang = self.rng.uniform(-np.pi, np.pi)
+                    d = np.array([np.cos(ang), np.sin(ang)])
+                    if np.any(np.abs(centre + 150 * d - 256) > 200):   # not into a wall (gym-pusht's are thin)
+                        d = 256 - centre
+                self.dir = d / max(float(np.linalg.norm(d)), 1e-9)
+                self.offset = self.rng.uniform(-35, 35)   # off-centre pushes turn the T
+                self.phase, self.left = "approach", 8
+        if self.phase == "random":
+            self.left -= 1
+            return self.rng.uniform(self.low, self.high)
+        perp = np.array([-self.dir[1], self.dir[0]])
+        through = centre + self.offset * perp
+        behind = through - self.standoff * self.dir
+        if self.phase == "approach":
+            self.left -= 1
+            if np.linalg.norm(agent - behind) < 20:
+                self.phase, self.left = "push", int(self.rng.integers(*self.push_steps))
+            else:
+                # around the T: if the straight way to `behind` passes near its centre, go via a side point
+                seg = behind - agent
+                t = np.clip(np.dot(centre - agent, seg) / max(float(np.dot(seg, seg)), 1e-9), 0, 1)
+                if np.linalg.norm(agent + t * seg - centre) < 80:
+                    side = np.sign(np.dot(agent - centre, perp)) or 1.0
+                    behind = centre + 110 * side * perp - 40 * self.dir
+                a = self._toward(agent, behind, 1.0)
+                return a + self.noise * self.half * self.rng.standard_normal(a.shape)
+        self.left -= 1
+        a = self._toward(agent, agent + 200 * self.dir + 0.3 * (through - agent), float(self.rng.uniform(0.35, 0.7)))
+        return a + self.noise * self.half * self.rng.standard_normal(a.shape)
+
+
 class MazeDescent(Policy):
     """Point maze: drive the ball down the corridor distance (`task.cost`) to the goal.
 
@@ -187,7 +276,8 @@ def _twin(task):
     return _TWINS[name]
 
 
-SCRIPTED: dict[str, Callable[..., Policy]] = {"reacher": ReacherPD, "point_maze": MazeDescent}
+SCRIPTED: dict[str, Callable[..., Policy]] = {"reacher": ReacherPD, "point_maze": MazeDescent,
+                                             "dmc_reacher": DMCReacherPD, "pusht": PushTPusher}
 
 
 def scripted_policy(task, rng, hold=1, noise=0.3, model=None) -> Policy:
