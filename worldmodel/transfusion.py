@@ -500,8 +500,8 @@ class Transfusion(nn.Module):
         if text is not None:
             if cfg.action_encoding != "text":
                 raise ValueError(f"a text command needs action_encoding='text', got {cfg.action_encoding!r}")
-            if len(text) != B:
-                raise ValueError(f"text has {len(text)} commands, expected one per row ({B})")
+            if len(text) != context.shape[0]:
+                raise ValueError(f"text has {len(text)} commands, expected one per context row ({context.shape[0]})")
 
     def _context_stream(self, context: Tensor, context_actions: Tensor, text: list[str] | None,
                         context_noise: float, generator: torch.Generator | None) -> tuple[SequenceBuilder, Tensor]:
