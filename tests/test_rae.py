@@ -291,3 +291,15 @@ def test_timm_weights_from_local_hf_cache(tmp_path, monkeypatch):
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
     enc = build_encoder(f"timm:{name}", "", 56, kw)
     assert torch.equal(enc.model.blocks[0].attn.qkv.weight, src.blocks[0].attn.qkv.weight)
+
+
+@pytest.mark.parametrize("patch", [8, 16])            # a 4x4 and a 2x2 grid of patches
+def test_decode_uint8_equals_rounded_decode(patch):
+    """The fast byte decoder (batched head, in-place per-pixel ops, HWC rearranged as bytes) gives
+    exactly round(255 * decode) in the gym layout, across batch and chunk boundaries."""
+    rae = tiny_rae(32, patch).eval()
+    z = torch.randn(37, rae.num_tokens, rae.latent_dim, generator=torch.Generator().manual_seed(0)) * 2
+    ref = (rae.decode(z) * 255).round().to(torch.uint8).permute(0, 2, 3, 1)
+    got = rae.decode_uint8(z, batch=16, chunk=5)
+    assert got.dtype == torch.uint8 and got.shape == (37, 32, 32, 3)
+    assert torch.equal(got, ref)

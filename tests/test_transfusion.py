@@ -7,7 +7,7 @@ from worldmodel.config import MODELS, ModelConfig
 from worldmodel.flow import FlowConfig
 from worldmodel.moe import MoEConfig
 from worldmodel.sequence import (ACTION_VIDEO, IMAGE_TEXT, TEXT, VIDEO, Action, Document, Frame, Text, collate,
-                                 document_length, pack_rows)
+                                 document_length, mask_from_vectors, pack_rows)
 from worldmodel.tokenizer import ByteTokenizer
 from worldmodel.transfusion import Transfusion
 
@@ -219,7 +219,7 @@ def sample_last_frame(m, docs, steps, cfg_scale, generator):
         def predict(z, t):
             zz, tt = batch.latents.clone(), torch.ones(noisy.shape)
             zz[noisy] = z.reshape(-1, C)
-            tt[noisy] = t.repeat_interleave(N)
+            tt[noisy] = t.expand(B).repeat_interleave(N)   # flow.sample gives one t for the batch
             return m(batch, z=zz, t=tt, drop=drop).flow[noisy].view(B, N, C)
         return predict
 
@@ -342,7 +342,7 @@ def test_generate_frames_from_captions_equals_full_recompute():
 
         def predict(z, t):
             zz, tt = batch.latents.clone(), torch.ones(noisy.shape)
-            zz[noisy], tt[noisy] = z.reshape(-1, C), t.repeat_interleave(N)
+            zz[noisy], tt[noisy] = z.reshape(-1, C), t.expand(2).repeat_interleave(N)
             return m(batch, z=zz, t=tt).flow[noisy].view(2, N, C)
         ref = m.flow.sample(predict, torch.randn(2, N, C, generator=torch.Generator().manual_seed(1)), 3)
     assert got.shape == (2, N, C)
@@ -451,13 +451,14 @@ def test_context_noise_in_training_and_rollout():
     with torch.no_grad():
         seen.clear()
         x0 = m.predict_next_frames(ctx, ctx_act, act, steps=2, generator=torch.Generator().manual_seed(0))
-        assert torch.equal(seen[0], torch.ones_like(seen[0]))        # default: clean cached context, t = 1
+        ctx_t = seen[0][:, :-N]                                        # the first forward: context + noisy frame
+        assert torch.equal(ctx_t, torch.ones_like(ctx_t))             # default: clean cached context, t = 1
         first = len(seen)
         x1 = m.predict_next_frames(ctx, ctx_act, act, steps=2, generator=torch.Generator().manual_seed(0),
                                    context_noise=0.05)
         x2 = m.predict_next_frames(ctx, ctx_act, act, steps=2, generator=torch.Generator().manual_seed(0),
                                    context_noise=0.05)
-    assert torch.allclose(seen[first], torch.tensor(0.95))             # the cached context got t = 1 - sigma
+    assert torch.allclose(seen[first][:, :-N], torch.tensor(0.95))     # the cached context got t = 1 - sigma
     assert not torch.allclose(x0, x1, atol=1e-4) and torch.equal(x1, x2)
 
 
@@ -557,3 +558,65 @@ def test_configs_saved_before_frame_stacking_load_without_it():
     old = ModelConfig.from_dict(d)
     assert old.prev_frame == "off" and old.direct_action is False
     assert ModelConfig.from_dict(ModelConfig().to_dict()).prev_frame == "input"
+
+
+# -- the fast inference path: shared contexts, buffered KV cache, fused commits --------------------
+@pytest.mark.parametrize("enc", ["embed", "embed+adaln", "text"])
+@pytest.mark.parametrize("r", [1, 3])
+def test_shared_context_rollout_equals_expanded_contexts(enc, r):
+    """Bc contexts continued by r rows each == every row given its own copy of its context (the
+    context's KV cache is computed once and repeated); for jumps too."""
+    m = model("moe", "embed" if enc != "text" else "text", action_adaln=enc == "embed+adaln").eval()
+    ctx, ctx_act, act = rnd(2, 2, N, C, seed=1), rnd(2, 1, A, seed=2) * 0.3, rnd(2 * r, 3, A, seed=3) * 0.3
+    kw = dict(steps=2, shared_noise=True)
+    with torch.no_grad():
+        shared = m.predict_next_frames(ctx, ctx_act, act, generator=torch.Generator().manual_seed(0), **kw)
+        full = m.predict_next_frames(ctx.repeat_interleave(r, 0), ctx_act.repeat_interleave(r, 0), act,
+                                     generator=torch.Generator().manual_seed(0), **kw)
+    assert shared.shape == (2 * r, 3, N, C)
+    assert torch.allclose(shared, full, atol=1e-5)
+    if not m._uses_frame_action:               # jumps: models without a per-frame action input
+        with torch.no_grad():
+            j1 = m.predict_frame_after(ctx, ctx_act, act, generator=torch.Generator().manual_seed(0), **kw)
+            j2 = m.predict_frame_after(ctx.repeat_interleave(r, 0), ctx_act.repeat_interleave(r, 0), act,
+                                       generator=torch.Generator().manual_seed(0), **kw)
+        assert torch.allclose(j1, j2, atol=1e-5)
+
+
+def test_shared_context_needs_a_divisible_batch():
+    m = model("moe").eval()
+    with pytest.raises(ValueError, match="multiple of the 2 contexts"):
+        m.predict_next_frames(rnd(2, 2, N, C), rnd(2, 1, A), rnd(3, 2, A))
+
+
+def test_buffered_cache_equals_the_differentiable_one():
+    """The no_grad rollout (preallocated KV buffers, grown as needed) == the autograd one (torch.cat)."""
+    m = model("moe", action_adaln=True).eval()
+    ctx, ctx_act, act = rnd(3, 2, N, C, seed=1), rnd(3, 1, A, seed=2) * 0.3, rnd(3, 9, A, seed=3) * 0.3
+    with torch.no_grad():
+        buffered = m.predict_next_frames(ctx, ctx_act, act, steps=2, generator=torch.Generator().manual_seed(0))
+    act.requires_grad_(True)
+    graph = m.predict_next_frames(ctx, ctx_act, act, steps=2, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(buffered, graph.detach(), atol=1e-5)
+    graph.sum().backward()
+    assert act.grad is not None and act.grad.abs().sum() > 0
+
+
+def test_last_block_keeps_only_the_needed_tokens():
+    """keep=k: the trunk's output for the last k tokens equals the full forward's, and a commit with
+    keep=0 caches the same keys/values as one that computes every output."""
+    m = model("moe").eval()
+    b = batch_of(m, [av_doc()])
+    z, t = b.latents, torch.ones(b.tokens.shape)
+    x = m._embed(b, z, m.time_emb(t))
+    pos, mod, mask = (b.pos_seq, b.pos_row, b.pos_col), (b.modality == 1).long(), mask_from_vectors(b, b)
+    with torch.no_grad():
+        full = m.trunk(x, pos, mod, mask)
+        tail = m.trunk(x, pos, mod, mask, keep=3)
+        c1, c2 = m.trunk.new_cache(), m.trunk.new_cache()
+        m.trunk(x, pos, mod, mask, c1, commit=True)
+        m.trunk(x, pos, mod, mask, c2, commit=True, keep=0)
+    assert torch.allclose(tail, full[:, -3:], atol=1e-6)
+    assert c1.length == c2.length == b.seq_len
+    for (k1, v1), (k2, v2) in zip(c1.layers, c2.layers):
+        assert torch.equal(k1[:, :, :c1.length], k2[:, :, :c2.length]) and torch.equal(v1[:, :, :c1.length], v2[:, :, :c2.length])

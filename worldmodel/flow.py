@@ -124,10 +124,13 @@ class RectifiedFlow:
 
     def sample(self, predict: Callable[[Tensor, Tensor], Tensor], noise: Tensor,
                steps: int | None = None, cfg_scale: float = 1.0,
-               predict_uncond: Callable[[Tensor, Tensor], Tensor] | None = None) -> Tensor:
+               predict_uncond: Callable[[Tensor, Tensor], Tensor] | None = None,
+               first: Callable[[Tensor, Tensor], Tensor] | None = None) -> Tensor:
         """Euler-integrate from noise (t=0) to data (t=1).
 
-        predict(z, t) -> the network's prediction for a batch of frames, t of shape (B,).
+        predict(z, t) -> the network's prediction for a batch of frames, t of shape (1,) (one time
+        for the whole batch). `first`: a predict for the first step only (a caller that runs that
+        step together with other work), called before predict_uncond.
         With cfg_scale != 1, predict_uncond gives the unconditional prediction and the two
         are mixed in clean-latent space (equivalent to velocity space for a fixed z, t).
         Differentiable: no torch.no_grad here, callers choose.
@@ -139,10 +142,9 @@ class RectifiedFlow:
             raise ValueError("cfg_scale != 1 needs predict_uncond")
         sched = self.scheduler(steps)
         z = noise
-        b = noise.shape[0]
         for i, timestep in enumerate(sched.timesteps):
-            t = torch.full((b,), 1.0 - float(sched.sigmas[i]), device=z.device)
-            x_hat = self.to_clean(predict(z, t), z, t)
+            t = torch.full((1,), 1.0 - float(sched.sigmas[i]), device=z.device)
+            x_hat = self.to_clean((first if i == 0 and first is not None else predict)(z, t), z, t)
             if cfg_scale != 1.0:
                 x_unc = self.to_clean(predict_uncond(z, t), z, t)
                 x_hat = x_unc + cfg_scale * (x_hat - x_unc)

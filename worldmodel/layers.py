@@ -55,17 +55,21 @@ class Rotary(nn.Module):
         self.inv_2d.copy_(inv_freq(self.n_axis, self.theta_2d, self.inv_2d))
 
     def forward(self, pos_seq: Tensor, pos_row: Tensor, pos_col: Tensor) -> tuple[Tensor, Tensor]:
-        """(B, T) positions -> cos, sin of shape (B, 1, T, K/2)."""
+        """(B, T) positions -> cos, sin of shape (B, 1, T, K), laid out for `apply_rotary`:
+        cos = [cos a, cos a], sin = [-sin a, sin a] over the K/2 angles a."""
         ang = torch.cat([pos_seq[..., None].float() * self.inv_seq,
                          pos_row[..., None].float() * self.inv_2d,
                          pos_col[..., None].float() * self.inv_2d], dim=-1)  # (B, T, K/2)
-        return ang.cos()[:, None], ang.sin()[:, None]
+        cos, sin = ang.cos(), ang.sin()
+        return torch.cat([cos, cos], -1)[:, None], torch.cat([-sin, sin], -1)[:, None]
 
 
 def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """x (B, H, T, K) rotated pairwise (first half, second half) by the angles."""
-    x1, x2 = x.float().chunk(2, dim=-1)
-    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).type_as(x)
+    """x (..., T, K) rotated pairwise (first half, second half) by the angles of `Rotary`:
+    [x1 cos - x2 sin, x2 cos + x1 sin], as x * cos + [x2, x1] * sin (four ops, the same values)."""
+    xf = x.float()
+    x1, x2 = xf.chunk(2, dim=-1)
+    return (xf * cos + torch.cat([x2, x1], dim=-1) * sin).type_as(x)
 
 
 _compiled_flex = None
@@ -88,23 +92,79 @@ def flex_attention(q: Tensor, k: Tensor, v: Tensor, block_mask) -> Tensor:
 class KVCache:
     """Keys and values of every layer for the tokens already in the stream: (B, H, S, K) each.
 
-    Plain tensors joined with torch.cat, so a rollout through the cache stays differentiable.
+    `extend(i, k, v)` gives layer i's keys/values of the cached tokens followed by a chunk's, and
+    `advance(n)` (after the last layer) keeps the chunk's first n tokens. Built under no_grad
+    (inference: rollouts, planning) the cache is one preallocated buffer per layer that chunks
+    are written into, grown by doubling, so no step copies the whole cache; built with autograd
+    on, it joins plain tensors with torch.cat, so a rollout through it stays differentiable
+    (gradient planners).
     """
 
     def __init__(self, n_layers: int):
         self.layers: list[tuple[Tensor, Tensor] | None] = [None] * n_layers
+        self.length = 0                  # cached tokens
+        self.buffered: bool | None = None
 
     @property
-    def length(self) -> int:
+    def batch_size(self) -> int:
         kv = self.layers[0]
-        return 0 if kv is None else kv[0].shape[2]
+        return 0 if kv is None else kv[0].shape[0]
 
-    def get(self, i: int) -> tuple[Tensor, Tensor] | None:
-        return self.layers[i]
+    def extend(self, i: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Layer i: the cached keys/values followed by this chunk's k, v (B, H, T, K) -> (B, H, S, K)."""
+        if self.buffered is None:
+            self.buffered = not torch.is_grad_enabled()
+        L, T, old = self.length, k.shape[2], self.layers[i]
+        if not self.buffered:
+            if old is None:
+                self.layers[i] = (k, v)
+                return k, v
+            k_all, v_all = torch.cat([old[0][:, :, :L], k], 2), torch.cat([old[1][:, :, :L], v], 2)
+            self.layers[i] = (k_all, v_all)        # advance() decides how much of it stays
+            return k_all, v_all
+        if old is None or old[0].shape[2] < L + T:  # (re)allocate with room to grow
+            cap = max(2 * (L + T), 32)
+            buf = tuple(x.new_empty(x.shape[0], x.shape[1], cap, x.shape[3]) for x in (k, v))
+            if old is not None:
+                buf[0][:, :, :L], buf[1][:, :, :L] = old[0][:, :, :L], old[1][:, :, :L]
+            self.layers[i] = old = buf
+        old[0][:, :, L:L + T] = k
+        old[1][:, :, L:L + T] = v
+        return old[0][:, :, :L + T], old[1][:, :, :L + T]
 
-    def append(self, i: int, k: Tensor, v: Tensor) -> None:
-        old = self.layers[i]
-        self.layers[i] = (k, v) if old is None else (torch.cat([old[0], k], 2), torch.cat([old[1], v], 2))
+    def advance(self, n: int) -> None:
+        """Keep the first n tokens of the chunk just passed through every layer (0: none)."""
+        self.length += n
+
+    def repeat_rows(self, r: int) -> None:
+        """Every cached row repeated r times (row b -> rows b*r .. b*r + r-1): a context computed
+        once is shared by r continuations (the candidates of one plan). One broadcast copy per
+        tensor, into a buffer of the same capacity when buffered."""
+        L = self.length
+        out = []
+        for kv in self.layers:
+            if kv is None:
+                out.append(None)
+                continue
+            pair = []
+            for t in kv:
+                Bc, H, cap, K = t.shape
+                new = t.new_empty(Bc * r, H, cap if self.buffered else L, K)
+                new.view(Bc, r, H, -1, K)[:, :, :, :L] = t[:, None, :, :L]
+                pair.append(new)
+            out.append(tuple(pair))
+        self.layers = out
+
+
+def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
+    """Softmax attention (B, H, T, K) x (B, H, S, K) -> (B, H, T, K), bool mask (B|1, 1, T, S).
+
+    Used for KV-cached decoding on the CPU, where a few new tokens attend to a short cache: there
+    the plain matmul-softmax is about twice as fast as SDPA's flash kernel (bench/rollout.py)."""
+    s = (q * q.shape[-1] ** -0.5) @ k.transpose(-1, -2)                       # (B, H, T, S)
+    if mask is not None:
+        s = s.masked_fill(~mask, float("-inf"))
+    return s.softmax(-1) @ v
 
 
 class Attention(nn.Module):
@@ -122,17 +182,43 @@ class Attention(nn.Module):
         self.q_norm = RMSNorm(head_dim, eps) if qk_norm else nn.Identity()
         self.k_norm = RMSNorm(head_dim, eps) if qk_norm else nn.Identity()
 
-    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, mask, past: tuple[Tensor, Tensor] | None = None
-                ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-        """x (B, T, D) -> (B, T, D) and this call's (k, v) (B, H, T, K) for the cache."""
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, mask, cache: KVCache | None = None, layer: int = 0,
+                queries: int | None = None) -> Tensor:
+        """x (B, T, D) -> (B, T', D). With a cache, the tokens attend to the cached ones too and
+        their keys/values are written into it (layer `layer`; `cache.advance` keeps them).
+
+        queries: only the last `queries` tokens attend (T' = queries; the mask's query rows are
+        the last ones too); the others only give keys and values (a KV-cache commit whose outputs
+        nobody reads). None: all T tokens."""
         B, T, _ = x.shape
-        q, k, v = self.qkv(x).view(B, T, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)  # 3 x (B,H,T,K)
-        q = apply_rotary(self.q_norm(q), cos, sin)
-        k = apply_rotary(self.k_norm(k), cos, sin)
-        k_all, v_all = (k, v) if past is None else (torch.cat([past[0], k], 2), torch.cat([past[1], v], 2))
-        if isinstance(mask, Tensor) or mask is None:
+        qkv = self.qkv(x).view(B, T, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)  # (3,B,H,T,K)
+        v = qkv[2]
+        if isinstance(self.q_norm, RMSNorm) and isinstance(self.k_norm, RMSNorm):
+            q, k = self._norm_rotate_qk(qkv[:2], cos, sin)     # q and k in one pass
+        else:
+            q, k = (apply_rotary(norm(t), cos, sin) for norm, t in ((self.q_norm, qkv[0]), (self.k_norm, qkv[1])))
+        cached = cache is not None and cache.length > 0
+        k_all, v_all = cache.extend(layer, k, v) if cache is not None else (k, v)
+        if queries is not None:
+            T = queries
+            if T == 0:
+                return x.new_zeros(B, 0, self.proj.out_features)
+            if not isinstance(mask, Tensor):
+                raise ValueError("queries= needs a dense bool mask (KV-cached decoding), not a FlexAttention BlockMask")
+            q, mask = q[:, :, -T:], mask[..., -T:, :]
+        if cached and not q.is_cuda and (isinstance(mask, Tensor) or mask is None):
+            y = attend(q, k_all, v_all, mask)
+        elif isinstance(mask, Tensor) or mask is None:
             y = F.scaled_dot_product_attention(q, k_all, v_all, attn_mask=mask)
         else:
             y = flex_attention(q.contiguous(), k_all.contiguous(), v_all.contiguous(), mask)
         y = y.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim)  # (B,H,T,K) -> (B,T,H*K)
-        return self.proj(y), (k, v)
+        return self.proj(y)
+
+    def _norm_rotate_qk(self, qk: Tensor, cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor]:
+        """QK-norm and RoPE of q and k stacked (2, B, H, T, K): the same values as q_norm/k_norm and
+        apply_rotary on each, in a third of the ops."""
+        w = torch.stack([self.q_norm.weight, self.k_norm.weight]).float().view(2, 1, 1, 1, -1)
+        qk_n = (F.rms_norm(qk.float(), (qk.shape[-1],), eps=self.q_norm.eps) * w).type_as(qk)
+        q, k = apply_rotary(qk_n, cos, sin).unbind(0)
+        return q, k

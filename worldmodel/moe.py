@@ -348,8 +348,25 @@ class FeedForward(nn.Module):
             self.router = Router(d_model, cfg)
         # moe bank layout: routed experts 0..E-1, then shared text expert E, shared vision expert E+1
         self.experts = Experts(n, d_model, hidden, cfg.dispatch)
-        self.last_stats: MoEStats | None = None
+        self._stats: MoEStats | None = None
+        self._stats_of: tuple | None = None   # what a forward in eval mode routed, for `last_stats`
         self.init_weights()
+
+    @property
+    def last_stats(self) -> MoEStats | None:
+        """What the last forward routed. Training forwards compute it at once (the aux loss joins
+        the loss, the bias balancing counts); eval forwards (rollouts, planning) keep their routing
+        and compute it here, on first use, so inference does not pay for statistics nobody reads."""
+        if self._stats_of is not None:
+            fn, args = self._stats_of
+            self._stats, self._stats_of = fn(*args), None
+        return self._stats
+
+    def _set_stats(self, fn, *args) -> None:
+        if self.training:
+            self._stats, self._stats_of = fn(*args), None
+        else:
+            self._stats, self._stats_of = None, (fn, args)
 
     def init_weights(self, std: float = 0.02, out_std: float | None = None) -> None:
         """Truncated-normal init (call again after building on the meta device + to_empty)."""
@@ -378,11 +395,11 @@ class FeedForward(nn.Module):
         if cfg.kind == "dense":
             idx_TA = torch.zeros_like(mod_T).unsqueeze(1)
             y_TD = self.experts(x_TD, idx_TA)
-            self.last_stats = self._plain_stats(idx_TA, mod_T, 1)
+            self._set_stats(self._plain_stats, idx_TA, mod_T, 1)
         elif cfg.kind == "modality":
             idx_TA = mod_T.unsqueeze(1)
             y_TD = self.experts(x_TD, idx_TA)
-            self.last_stats = self._plain_stats(idx_TA, mod_T, N_MODALITIES)
+            self._set_stats(self._plain_stats, idx_TA, mod_T, N_MODALITIES)
         else:
             idx_TK, w_TK, probs_TE = self.router(x_TD)
             idx_TA, w_TA = idx_TK, w_TK
@@ -390,7 +407,7 @@ class FeedForward(nn.Module):
                 idx_TA = torch.cat([idx_TK, (cfg.n_experts + mod_T).unsqueeze(1)], dim=1)
                 w_TA = torch.cat([w_TK, torch.ones_like(w_TK[:, :1])], dim=1)
             y_TD = self.experts(x_TD, idx_TA, w_TA)
-            self.last_stats = self._router_stats(idx_TK, probs_TE, mod_T)
+            self._set_stats(self._router_stats, idx_TK, probs_TE, mod_T)
         return y_TD.view(B, T, D)
 
     def _plain_stats(self, idx_TA: Tensor, mod_T: Tensor, n: int) -> MoEStats:

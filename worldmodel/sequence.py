@@ -445,6 +445,15 @@ class SequenceBuilder:
                 out[:, o:o + p.n] = p.pos
         return out
 
+    def repeat_rows(self, r: int) -> None:
+        """Continue every row as r rows (row b -> rows b*r .. b*r + r-1), after a take(): a shared
+        context continued by r candidates (`KVCache.repeat_rows` does the same to its cache)."""
+        if self._parts or self._pending or self.cur_frame >= 0:
+            raise ValueError("repeat_rows needs every appended token taken, no pending condition and no open frame")
+        self.B *= r
+        if isinstance(self.pos, Tensor):
+            self.pos = self.pos.repeat_interleave(r, 0)
+
     def take(self) -> PackedBatch:
         """Everything appended since the last take(), as one (B, T) chunk."""
         if not self._parts:

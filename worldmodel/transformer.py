@@ -31,20 +31,47 @@ class Block(nn.Module):
         self.ada = nn.Linear(cfg.d_model, 6 * cfg.d_model, bias=False) if cfg.action_adaln else None
 
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor, mask, moe_modality: Tensor,
-                past: tuple[Tensor, Tensor] | None = None,
-                cond: Tensor | None = None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-        """cond (B, T, D): the AdaLN condition per token (zero where none); ignored without `ada`."""
+                cache: KVCache | None = None, layer: int = 0, cond: Tensor | None = None,
+                keep: int | None = None) -> Tensor:
+        """x (B, T, D) -> (B, T', D); with a cache, attending to it and writing this chunk's keys
+        and values into it as layer `layer` (see Attention).
+
+        cond (B, n, D): the AdaLN condition of the LAST n tokens (n = T in training, where it is
+        zero at every token that is not a noisy frame token; in a KV-cached chunk only its noisy
+        tail is conditioned, and the tokens before it are unmodulated, as a zero condition would
+        leave them); ignored without `ada`. keep: only the last `keep` tokens go on past the
+        attention (T' = keep; the others only give keys and values); None keeps all.
+        """
         if self.ada is None or cond is None:
-            a, kv = self.attn(self.attn_norm(x), cos, sin, mask, past)
+            a = self.attn(self.attn_norm(x), cos, sin, mask, cache, layer, keep)
+            if keep is not None:                      # the last `keep` tokens only (0: keys and values only)
+                T = x.shape[1]
+                if keep == 0:
+                    return x[:, T:]
+                x, moe_modality = x[:, T - keep:], moe_modality[:, T - keep:]
             x = x + a
-            x = x + self.ffn(self.ffn_norm(x), moe_modality)
-            return x, kv
+            return x + self.ffn(self.ffn_norm(x), moe_modality)
         # gates are 1 + g (not g as in DiT) so that the zero init equals the plain block everywhere
-        shift_a, scale_a, gate_a, shift_f, scale_f, gate_f = self.ada(cond).chunk(6, dim=-1)
-        a, kv = self.attn(self.attn_norm(x) * (1 + scale_a) + shift_a, cos, sin, mask, past)
-        x = x + (1 + gate_a) * a
-        x = x + (1 + gate_f) * self.ffn(self.ffn_norm(x) * (1 + scale_f) + shift_f, moe_modality)
-        return x, kv
+        shift_a, scale_a, gate_a, shift_f, scale_f, gate_f = self.ada(cond).chunk(6, dim=-1)   # (B, n, D) each
+        a = self.attn(_modulate(self.attn_norm(x), scale_a, shift_a), cos, sin, mask, cache, layer, keep)
+        if keep is not None:
+            T = x.shape[1]
+            if keep == 0:
+                return x[:, T:]
+            x, moe_modality = x[:, T - keep:], moe_modality[:, T - keep:]
+        x = x + _modulate(a, gate_a)
+        return x + _modulate(self.ffn(_modulate(self.ffn_norm(x), scale_f, shift_f), moe_modality), gate_f)
+
+
+def _modulate(h: Tensor, scale: Tensor, shift: Tensor | None = None) -> Tensor:
+    """h (B, T, D) with its last n tokens (n = scale.shape[1], or T if fewer) as h * (1 + scale)
+    + shift; the tokens before them are left as they are (what a zero AdaLN condition does)."""
+    T, n = h.shape[1], min(scale.shape[1], h.shape[1])
+    scale = scale[:, scale.shape[1] - n:]
+    tail = h[:, T - n:] * (1 + scale)
+    if shift is not None:
+        tail = tail + shift[:, shift.shape[1] - n:]
+    return tail if n == T else torch.cat([h[:, :T - n], tail], 1)
 
 
 class Transformer(nn.Module):
@@ -70,20 +97,25 @@ class Transformer(nn.Module):
                     nn.init.ones_(norm.weight)
 
     def forward(self, x: Tensor, pos: tuple[Tensor, Tensor, Tensor], moe_modality: Tensor, mask,
-                cache: KVCache | None = None, commit: bool = False, cond: Tensor | None = None) -> Tensor:
-        """x (B, T, D) -> normalised hidden states (B, T, D).
+                cache: KVCache | None = None, commit: int | bool = 0, cond: Tensor | None = None,
+                keep: int | None = None) -> Tensor:
+        """x (B, T, D) -> normalised hidden states (B, T', D).
 
-        pos: (pos_seq, pos_row, pos_col), each (B, T). mask: bool (B, 1, T, S) or a
-        FlexAttention BlockMask. With a cache, the new tokens attend to the cached ones
-        (S = cache length + T); commit=True appends their keys/values to the cache.
-        cond (B, T, D): the AdaLN condition of each token (models with action_adaln).
+        pos: (pos_seq, pos_row, pos_col), each (B, T) (or (1, T), shared by all rows). mask: bool
+        (B, 1, T, S) or a FlexAttention BlockMask. With a cache, the new tokens attend to the
+        cached ones (S = cache length + T); the first `commit` of them are appended to the cache
+        (their keys/values; 0 or False: none, True: all). cond (B, n, D): the AdaLN condition of the last n tokens
+        (models with action_adaln). keep: the hidden states of only the last `keep` tokens are
+        needed (T' = keep): the last block runs its attention output and FFN for those alone
+        (a commit needs only keys and values from it). None: all T.
         """
+        n_commit = x.shape[1] if commit is True else int(commit)
         cos, sin = self.rotary(*pos)
+        last = len(self.blocks) - 1
         for i, blk in enumerate(self.blocks):
-            past = cache.get(i) if cache is not None else None
-            x, (k, v) = blk(x, cos, sin, mask, moe_modality, past, cond)
-            if cache is not None and commit:
-                cache.append(i, k, v)
+            x = blk(x, cos, sin, mask, moe_modality, cache, i, cond, keep if i == last else None)
+        if cache is not None:
+            cache.advance(n_commit)
         return self.norm(x)
 
     def new_cache(self) -> KVCache:

@@ -45,7 +45,7 @@ from worldmodel.flow import RectifiedFlow, randn
 from worldmodel.layers import KVCache
 from worldmodel.moe import active_params, moe_aux_loss, moe_stats
 from worldmodel.sequence import (ACTION_VIDEO, IMAGE_TEXT, MOD_ACTION, MOD_VISION, SOURCE_NAMES, TEXT, PackedBatch,
-                                 SequenceBuilder, flex_block_mask, mask_from_vectors, sdpa_mask)
+                                 SequenceBuilder, concat, flex_block_mask, mask_from_vectors, sdpa_mask)
 from worldmodel.tokenizer import ByteTokenizer
 from worldmodel.transformer import Transformer
 
@@ -101,6 +101,19 @@ class _Stream:
 
     def keys_with(self, chunk: PackedBatch) -> _Keys:
         return _Keys.of(chunk) if self.keys is None else self.keys.cat(chunk)
+
+    def repeat_rows(self, r: int) -> None:
+        """Each row of the stream continued by r rows (see KVCache.repeat_rows)."""
+        self.cache.repeat_rows(r)
+        self.keys = _Keys(**{f.name: getattr(self.keys, f.name).repeat_interleave(r, 0) for f in fields(_Keys)})
+
+
+def _front_pad(x: Tensor | None, length: int) -> Tensor | None:
+    """(B, n, ...) -> (B, length, ...) with zeros in front: a per-token input given for the tail
+    tokens of a chunk (its noisy frame) only."""
+    if x is None or x.shape[1] == length:
+        return x
+    return torch.cat([x.new_zeros(x.shape[0], length - x.shape[1], *x.shape[2:]), x], 1)
 
 
 # -- per-frame tables ----------------------------------------------------------------------------
@@ -264,13 +277,19 @@ class Transfusion(nn.Module):
             h = torch.where((b.modality == MOD_ACTION)[..., None], self._embed_action(b.actions).to(h.dtype), h)
         return h
 
-    def _adaln_cond(self, b: PackedBatch, t_emb: Tensor, act_emb: Tensor | None) -> Tensor | None:
-        """The AdaLN condition (B, L, D): SiLU(time embedding + frame action embedding) at noisy
-        frame tokens, 0 at every other token (so they are not modulated); None without AdaLN."""
-        if not self.cfg.action_adaln:
+    def _adaln_cond(self, b: PackedBatch, t_emb: Tensor, act_emb: Tensor | None,
+                    noisy_tail: int | None) -> Tensor | None:
+        """The AdaLN condition: SiLU(time embedding + frame action embedding) at noisy frame tokens.
+        noisy_tail None (a full sequence): (B, L, D), 0 at every other token (so they are not
+        modulated); n (a KV-cached chunk whose noisy tokens are its last n): (B, n, D) for those
+        alone. None without AdaLN or without noisy tokens."""
+        if not self.cfg.action_adaln or noisy_tail == 0:
             return None
-        c = t_emb if act_emb is None else t_emb + act_emb.to(t_emb.dtype)
-        return F.silu(c) * b.is_noisy[..., None].to(c.dtype)
+        if noisy_tail is None:
+            c = t_emb if act_emb is None else t_emb + act_emb.to(t_emb.dtype)
+            return F.silu(c) * b.is_noisy[..., None].to(c.dtype)
+        c = t_emb[:, t_emb.shape[1] - noisy_tail:]
+        return F.silu(c if act_emb is None else c + act_emb[:, act_emb.shape[1] - noisy_tail:].to(c.dtype))
 
     def _flow_out(self, h: Tensor, prev: Tensor | None) -> Tensor:
         """The flow head; with prev_frame='residual' the x-prediction is prev + head(h)
@@ -283,18 +302,23 @@ class Transfusion(nn.Module):
         return self.previous_frame_latents(b, z) if self.cfg.prev_frame != "off" else None
 
     def _run(self, b: PackedBatch, z: Tensor, t: Tensor, mask, stream: _Stream | None = None,
-             commit: bool = False, prev: Tensor | None = None, act_emb: Tensor | None = None,
-             has_noisy: bool = True) -> Tensor:
-        """has_noisy=False: the chunk holds no noisy token, so AdaLN (zero there) is skipped."""
+             commit: int = 0, prev: Tensor | None = None, act_emb: Tensor | None = None,
+             noisy_tail: int | None = None, keep: int | None = None) -> Tensor:
+        """The trunk over chunk b: z (B, L, C) latent inputs, t (B, L) times (or (1, L): the same
+        for every row). With a stream: the first `commit` tokens are appended to its cache.
+        noisy_tail: a cached chunk's noisy tokens are its last n (AdaLN there only; 0: none);
+        None: a full sequence. prev / act_emb may be given for the last tokens only. keep: only
+        the last `keep` hidden states are computed (None: all)."""
         total = b.seq_len + (stream.cache.length if stream is not None else 0)
         if total > self.cfg.max_seq_len:
             raise ValueError(f"stream of {total} tokens is longer than max_seq_len={self.cfg.max_seq_len}")
+        L = b.seq_len
         t_emb = self.time_emb(t)
-        x = self._embed(b, z, t_emb.to(self.tok_emb.weight.dtype), prev, act_emb)
+        x = self._embed(b, z, t_emb.to(self.tok_emb.weight.dtype), _front_pad(prev, L), _front_pad(act_emb, L))
         moe_mod = (b.modality == MOD_VISION).long()     # MoE: frame tokens vision, all others text
         return self.trunk(x, (b.pos_seq, b.pos_row, b.pos_col), moe_mod, mask,
                           stream.cache if stream is not None else None, commit,
-                          self._adaln_cond(b, t_emb, act_emb) if has_noisy else None)
+                          self._adaln_cond(b, t_emb, act_emb, noisy_tail), keep)
 
     def _run_full(self, b: PackedBatch, z: Tensor, t: Tensor, drop: Tensor | None) -> tuple[Tensor, Tensor | None]:
         """A whole packed sequence: its derived inputs (previous frames, direct actions) and mask
@@ -389,11 +413,14 @@ class Transfusion(nn.Module):
         return m
 
     # -- KV-cached stream -------------------------------------------------------------------
-    def _commit(self, stream: _Stream, chunk: PackedBatch, t_clean: float = 1.0) -> Tensor:
-        """Run a chunk of clean tokens against the cache and append it; returns its hidden states."""
+    def _commit(self, stream: _Stream, chunk: PackedBatch, t_clean: float = 1.0, keep: int | None = 0) -> Tensor:
+        """Run a chunk of clean tokens against the cache and append it; returns the hidden states
+        of its last `keep` tokens (0: none are needed, the last block then only gives keys and
+        values; None: all)."""
         keys = stream.keys_with(chunk)
-        t = torch.full(chunk.tokens.shape, t_clean, device=chunk.tokens.device)
-        h = self._run(chunk, chunk.latents, t, mask_from_vectors(chunk, keys), stream, commit=True, has_noisy=False)
+        t = torch.full((1, chunk.seq_len), t_clean, device=chunk.tokens.device)    # one time for every row
+        h = self._run(chunk, chunk.latents, t, mask_from_vectors(chunk, keys), stream, commit=chunk.seq_len,
+                      noisy_tail=0, keep=keep)
         stream.keys = keys
         return h
 
@@ -405,32 +432,50 @@ class Transfusion(nn.Module):
 
     def _sample_frame(self, stream: _Stream, q: PackedBatch, prev: Tensor, steps: int | None, cfg_scale: float,
                       generator: torch.Generator | None, action: Tensor | None = None,
-                      shared_noise: bool = False) -> Tensor:
+                      shared_noise: bool = False, pending: PackedBatch | None = None,
+                      t_pending: float = 1.0) -> Tensor:
         """Euler-sample the noisy frame chunk q (B, N) against the cache -> clean latents (B, N, C).
         prev (B, N, C): the previous frame's clean-copy latents (the frame-stacking input);
         action (B, A): the step's raw action (the direct action input), None for none;
-        shared_noise: one noise draw for all rows (common random numbers for comparing rows)."""
-        keys = stream.keys_with(q)
-        B, N = q.tokens.shape
+        shared_noise: one noise draw for all rows (common random numbers for comparing rows).
+        pending: clean tokens not yet in the cache that come right before q (the last frame's
+        clean copy, the action, <boi>; their time t_pending): committed in the same forward as
+        the first denoising step, which saves a pass per frame (the same result: q's tokens see
+        them as they would see them in the cache)."""
+        N = q.seq_len
         act_emb = None
         if self._uses_frame_action and action is not None:
-            act_emb = self._embed_action(action)[:, None].expand(B, N, -1)
-        predict = partial(self._predict_noisy_frame, stream=stream, q=q, prev=prev)
-        cond = partial(predict, mask=mask_from_vectors(q, keys), act_emb=act_emb)
+            act_emb = self._embed_action(action)[:, None].expand(-1, N, -1)          # (B, N, D)
+        predict = partial(self._predict_noisy_frame, stream=stream, q=q, prev=prev, act_emb=act_emb)
+        if pending is not None:
+            chunk = concat([pending, q])
+            fused_mask = mask_from_vectors(chunk, stream.keys_with(chunk))
+
+            def first_step(z: Tensor, t: Tensor) -> Tensor:
+                zz = torch.cat([pending.latents, z.to(pending.latents.dtype)], 1)
+                tt = torch.cat([torch.full((t.shape[0], pending.seq_len), t_pending, device=t.device),
+                                t[:, None].expand(t.shape[0], N)], 1)
+                h = self._run(chunk, zz, tt, fused_mask, stream, commit=pending.seq_len, prev=prev,
+                              act_emb=act_emb, noisy_tail=N, keep=N)
+                stream.keys = stream.keys_with(pending)
+                return self._flow_out(h, prev)
+        keys = stream.keys_with(pending) if pending is not None else None
+        keys = keys.cat(q) if keys is not None else stream.keys_with(q)
+        cond = partial(predict, mask=mask_from_vectors(q, keys))
         # the unconditional branch hides the action every way: attention, direct input and AdaLN
         uncond = (partial(predict, mask=mask_from_vectors(q, keys, q.is_noisy), act_emb=None)
                   if cfg_scale != 1.0 else None)
         shape = q.latents.shape
         noise = randn((1, *shape[1:]) if shared_noise else shape, generator, q.latents.device,
                       q.latents.dtype).expand(shape)  # generator: one, or one per row (flow.randn)
-        return self.flow.sample(cond, noise, steps, cfg_scale, uncond)
+        return self.flow.sample(cond, noise, steps, cfg_scale, uncond, first=first_step if pending is not None else None)
 
     def _predict_noisy_frame(self, z: Tensor, t: Tensor, *, stream: _Stream, q: PackedBatch, mask: Tensor,
                              prev: Tensor, act_emb: Tensor | None) -> Tensor:
         """flow.sample's predict(z, t): the flow head's output (B, N, C) for the noisy frame chunk q
-        at latents z (B, N, C) and times t (B,), attending to the cache (not appending) under mask."""
-        B, N = q.tokens.shape
-        h = self._run(q, z, t[:, None].expand(B, N), mask, stream, commit=False, prev=prev, act_emb=act_emb)
+        at latents z (B, N, C) and times t ((B,) or (1,)), attending to the cache (not appending)."""
+        N = q.seq_len
+        h = self._run(q, z, t[:, None].expand(t.shape[0], N), mask, stream, prev=prev, act_emb=act_emb, noisy_tail=N)
         return self._flow_out(h, prev)
 
     def _check_rollout(self, context: Tensor, context_actions: Tensor, actions: Tensor,
@@ -441,20 +486,22 @@ class Transfusion(nn.Module):
         N, C, A = cfg.frame_tokens, cfg.latent_dim, cfg.action_dim
         if context.dim() != 4 or context.shape[2:] != (N, C) or context.shape[1] < 1:
             raise ValueError(f"context has shape {tuple(context.shape)}, expected (B, Tc>=1, {N}, {C})")
-        B, Tc = context.shape[:2]
-        if context_actions.shape != (B, Tc - 1, A):
-            raise ValueError(f"context_actions has shape {tuple(context_actions.shape)}, expected ({B}, {Tc - 1}, {A}) "
-                             f"(context actions have shape (B, Tc-1, A): one between each two context frames)")
-        if actions.dim() != 3 or actions.shape[0] != B or actions.shape[2] != A:
-            raise ValueError(f"actions have shape {tuple(actions.shape)}, expected (B, H, A) = ({B}, H, {A})")
+        Bc, Tc = context.shape[:2]
+        if context_actions.shape != (Bc, Tc - 1, A):
+            raise ValueError(f"context_actions has shape {tuple(context_actions.shape)}, expected ({Bc}, {Tc - 1}, {A}) "
+                             f"(context actions have shape (Bc, Tc-1, A): one between each two context frames)")
+        if actions.dim() != 3 or actions.shape[2] != A or actions.shape[0] % Bc:
+            raise ValueError(f"actions have shape {tuple(actions.shape)}, expected (B, H, {A}) with B a multiple of the "
+                             f"{Bc} contexts (B = {Bc}: one row each; B = {Bc} * r: row i continues context i // r)")
+        B = actions.shape[0]
         if cfg.action_encoding == "text" and torch.is_grad_enabled() and actions.requires_grad:
             raise ValueError("action_encoding='text' writes actions as tokens, which carry no gradient; "
                              "expected action_encoding='embed' for gradient-based planning")
         if text is not None:
             if cfg.action_encoding != "text":
                 raise ValueError(f"a text command needs action_encoding='text', got {cfg.action_encoding!r}")
-            if len(text) != B:
-                raise ValueError(f"text has {len(text)} commands, expected one per row ({B})")
+            if len(text) != context.shape[0]:
+                raise ValueError(f"text has {len(text)} commands, expected one per context row ({context.shape[0]})")
 
     def _context_stream(self, context: Tensor, context_actions: Tensor, text: list[str] | None,
                         context_noise: float, generator: torch.Generator | None) -> tuple[SequenceBuilder, Tensor]:
@@ -472,33 +519,54 @@ class Transfusion(nn.Module):
                 sb.action(context_actions[:, i].to(self.device))
         return sb, last
 
+    def _shared_context(self, sb: SequenceBuilder, stream: _Stream, last: Tensor, B: int, t_clean: float) -> Tensor:
+        """With Bc < B contexts (row i of B continues context i // (B // Bc)): commit the context
+        once, at Bc rows, and share its KV cache; returns `last` for the B rows. Bc == B: nothing
+        to share, the context is committed with the first step's tokens."""
+        Bc = sb.B
+        if Bc == B:
+            return last
+        self._commit(stream, sb.take(), t_clean)
+        r = B // Bc
+        stream.repeat_rows(r)
+        sb.repeat_rows(r)
+        return last.repeat_interleave(r, 0)
+
     def predict_next_frames(self, context: Tensor, context_actions: Tensor, actions: Tensor,
                             steps: int | None = None, cfg_scale: float = 1.0,
                             generator: torch.Generator | None = None, text: list[str] | None = None,
                             context_noise: float = 0.0, shared_noise: bool = False) -> Tensor:
-        """Roll the world forward: (B, Tc, N, C) context, (B, Tc-1, A) its actions, (B, H, A)
-        actions -> (B, H, N, C) predicted latent frames.
+        """Roll the world forward: (Bc, Tc, N, C) context, (Bc, Tc-1, A) its actions, (B, H, A)
+        actions -> (B, H, N, C) predicted latent frames. B is a multiple of Bc: row i continues
+        context i // (B // Bc), whose KV cache is computed once and shared (the candidates of one
+        plan); Bc == B gives every row its own context.
 
         Builds [text][frame0][act0][frame1]...[frame_{Tc-1}], then per step appends the action,
         Euler-samples the next frame (its noisy copy at the next position, `steps` steps, CFG
-        when cfg_scale != 1) and appends the clean prediction to the KV cache. Differentiable
-        unless called under no_grad. context_noise: sigma added to every context frame (given
-        and predicted), with t = 1 - sigma, as in training. shared_noise: every row samples from
-        the same noise, so rows differ only by their inputs (a planner comparing candidates).
+        when cfg_scale != 1) and appends the clean prediction to the KV cache; the tokens that
+        join the cache go through the model together with the first denoising step of the next
+        frame. Differentiable unless called under no_grad. context_noise: sigma added to every
+        context frame (given and predicted), with t = 1 - sigma, as in training. shared_noise:
+        every row samples from the same noise, so rows differ only by their inputs (a planner
+        comparing candidates). text: one command per context row.
         """
         self._check_rollout(context, context_actions, actions, text)
-        B, Tc = context.shape[:2]
+        B = actions.shape[0]
         if actions.shape[1] == 0:
             return context.new_zeros(B, 0, *context.shape[2:])
+        if context_noise > 0 and context.shape[0] != B and not isinstance(generator, (torch.Generator, type(None))):
+            raise ValueError("context_noise with shared contexts needs one generator (or none), not one per row")
+        t_clean = 1.0 - context_noise
         sb, last = self._context_stream(context, context_actions, text, context_noise, generator)
         stream, out = _Stream(self.cfg.n_layers), []
+        last = self._shared_context(sb, stream, last, B, t_clean)
         for h in range(actions.shape[1]):
             sb.action(actions[:, h].to(self.device))
             sb.begin_frame()
-            self._commit(stream, sb.take(), 1.0 - context_noise)   # context / last frame + action + <boi>
-            sb.frame_tokens(torch.zeros_like(context[:, 0]).to(self.device), noisy=True)
+            pending = sb.take()                          # context / last frame + action + <boi>
+            sb.frame_tokens(torch.zeros_like(last), noisy=True)
             x = self._sample_frame(stream, sb.take(), last, steps, cfg_scale, generator, actions[:, h].to(self.device),
-                                   shared_noise)
+                                   shared_noise, pending=pending, t_pending=t_clean)
             out.append(x)
             last = self._noised(x, context_noise, generator)
             sb.frame_tokens(last, noisy=False)
@@ -524,13 +592,15 @@ class Transfusion(nn.Module):
             raise ValueError("the direct action input and AdaLN take one action per frame; a jump needs a model "
                              "with direct_action=false and action_adaln=false")
         sb, last = self._context_stream(context, context_actions, text, 0.0, generator)
+        stream = _Stream(self.cfg.n_layers)
+        last = self._shared_context(sb, stream, last, actions.shape[0], 1.0)
         for h in range(actions.shape[1]):
             sb.action(actions[:, h].to(self.device))
         sb.begin_frame()
-        stream = _Stream(self.cfg.n_layers)
-        self._commit(stream, sb.take())                         # context + all H actions + <boi>
+        pending = sb.take()                                     # context + all H actions + <boi>
         sb.frame_tokens(torch.zeros_like(last), noisy=True)
-        return self._sample_frame(stream, sb.take(), last, steps, cfg_scale, generator, shared_noise=shared_noise)
+        return self._sample_frame(stream, sb.take(), last, steps, cfg_scale, generator, shared_noise=shared_noise,
+                                  pending=pending)
 
     @torch.no_grad()
     def generate_frames(self, texts: list[str], steps: int | None = None, cfg_scale: float = 1.0,
@@ -546,10 +616,10 @@ class Transfusion(nn.Module):
         sb.text([self.tokenizer.encode(s, bos=True, eos=True) for s in texts], loss=False)
         sb.begin_frame()
         stream = _Stream(self.cfg.n_layers)
-        self._commit(stream, sb.take())
+        pending = sb.take()
         zeros = torch.zeros(B, N, C, device=self.device, dtype=dtype)   # no previous frame in an image document
         sb.frame_tokens(zeros, noisy=True)
-        return self._sample_frame(stream, sb.take(), zeros, steps, cfg_scale, generator)
+        return self._sample_frame(stream, sb.take(), zeros, steps, cfg_scale, generator, pending=pending)
 
     # -- text --------------------------------------------------------------------------------
     @staticmethod
@@ -578,13 +648,13 @@ class Transfusion(nn.Module):
         sb.new_document(TEXT)
         sb.text(ids.to(self.device), loss=False)
         stream, new = _Stream(self.cfg.n_layers), []
-        h = self._commit(stream, sb.take())
+        h = self._commit(stream, sb.take(), keep=1)
         for i in range(max_new):
             nxt = self._sample_token(self.text_head(h[:, -1]), temperature, top_p, generator)
             new.append(nxt)
             if i < max_new - 1:
                 sb.text(nxt[:, None], loss=False)
-                h = self._commit(stream, sb.take())
+                h = self._commit(stream, sb.take(), keep=1)
         out = torch.stack(new, 1) if new else torch.zeros(ids.shape[0], 0, dtype=torch.long, device=self.device)
         if not as_list:
             return out

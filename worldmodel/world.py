@@ -50,6 +50,10 @@ class LatentWorld:
     folder's extra fields (task, image_size, context_frames, sample_steps, max_jump).
     """
 
+    # rollout/jump take Bc contexts for B = r * Bc action sequences and compute each context's KV
+    # cache once (the candidates of one plan share it): `Imagination` passes them unexpanded
+    shares_contexts = True
+
     def __init__(self, model: Any, rae: Any, extras: dict[str, Any] | None = None):
         self.model = model.eval()
         self.rae = rae.eval()
@@ -171,9 +175,9 @@ class LatentWorld:
     @torch.no_grad()
     def decode(self, latents: Tensor) -> np.ndarray:
         """Latents (..., N, C) -> uint8 frames (..., H, W, 3) as numpy (the gym convention)."""
-        x = self.decode_float(latents)
-        x = x.movedim(-3, -1).mul(255.0).round().to(torch.uint8)
-        return x.cpu().numpy()
+        lead = latents.shape[:-2]
+        x = self.rae.decode_uint8(latents.reshape(-1, *latents.shape[-2:]))
+        return x.reshape(*lead, *x.shape[1:]).cpu().numpy()
 
     # -- dynamics ------------------------------------------------------------------
     def _inputs(self, context_latents, context_actions, actions) -> tuple[Tensor, Tensor, Tensor]:
@@ -312,7 +316,7 @@ class Imagination:
         B, Bc = actions.shape[0], context.shape[0]
         if B % Bc:
             raise ValueError(f"{Bc} contexts for {B} action sequences; expected a number of contexts dividing {B}")
-        if Bc != B:   # the model will share one context per B // Bc rows; until then, expand them here
+        if Bc != B and not getattr(self.world, "shares_contexts", False):   # a world that cannot share: expand
             context, context_actions = context.repeat_interleave(B // Bc, 0), context_actions.repeat_interleave(B // Bc, 0)
         kw = dict(sample_steps=self.sample_steps, cfg_scale=self.cfg.cfg_scale, generator=generator,
                   shared_noise=self.cfg.shared_noise)
