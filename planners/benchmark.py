@@ -91,11 +91,14 @@ def _device(name: str):
 
 def preload_model_stack() -> None:
     """Import the model code (and triton via torch.compile) BEFORE any MuJoCo renderer exists:
-    importing triton after Mesa's EGL context is created crashes the process (two LLVMs)."""
+    importing triton after Mesa's EGL context is created crashes the process (two LLVMs).
+    Also diffusers, which the frame sampler imports on first use (~4 s here): it must not land
+    inside the first replan's timing."""
     try:
         import worldmodel.rae  # noqa: F401
         import worldmodel.transfusion  # noqa: F401
         import worldmodel.world  # noqa: F401
+        from diffusers import FlowMatchEulerDiscreteScheduler  # noqa: F401
     except ImportError:
         pass
 
