@@ -5,7 +5,9 @@
     .venv/bin/python bench/rollout.py --size tiny      # random-init model of a MODELS size (no folder)
 
 Learned: `LatentWorld.rollout` of B action sequences of H steps in one batched call from a
-real encoded context (latents only, and with RAE decoding to pixels), for B = 1..256.
+real encoded context (latents only, and with RAE decoding to pixels), for B = 1..256, with the
+B sequences continuing one context (`shared`: a planner's candidates, the context's KV cache
+computed once) and with every row bringing its own copy of it (`own`: a vector env's episodes).
 Ground truth: one MuJoCo task stepping random actions and rendering each frame (what
 LearnedWorld replaces), single process, on the same machine, timed right after each batch
 size so that each ratio compares the two under the same machine load. Prints a table of frames/s
@@ -95,6 +97,9 @@ def main() -> None:
     p.add_argument("--min-seconds", type=float, default=2.0, help="timing per batch size")
     p.add_argument("--mujoco-steps", type=int, default=200, help="MuJoCo steps timed after each batch size")
     p.add_argument("--device", default=None)
+    p.add_argument("--contexts", default="shared,own",
+                   help="shared: the B sequences continue one context (a planner's candidates; its KV cache is "
+                        "computed once); own: every row brings its own copy (a vector env's episodes)")
     p.add_argument("--out", default="runs/bench/rollout.json")
     args = p.parse_args()
 
@@ -122,33 +127,38 @@ def main() -> None:
     ctx1 = world.encode_frames(np.stack(frames))[None]  # (1,Tc,N,C)
     lo, hi = task.action_space.low, task.action_space.high
     task.close()
+    modes = [m.strip() for m in args.contexts.split(",") if m.strip()]
+    if not modes or set(modes) - {"shared", "own"}:
+        raise SystemExit(f"--contexts={args.contexts!r}, expected 'shared', 'own' or both, comma-separated")
     rows = []
     for B in [int(b) for b in args.batches.split(",")]:
-        ctx = ctx1.expand(B, *ctx1.shape[1:]).contiguous()
-        ctx_a = torch.zeros(B, ctx.shape[1] - 1, world.action_dim, device=world.device)
         acts = torch.as_tensor(np.random.default_rng(B).uniform(lo, hi, (B, args.horizon, len(lo))),
                                dtype=torch.float32, device=world.device)
         gen = torch.Generator(device=world.device).manual_seed(0)
-        with torch.no_grad():
-            t_lat = time_it(lambda: world.rollout(ctx, ctx_a, acts, sample_steps=steps, generator=gen), args.min_seconds)
-            t_pix = time_it(lambda: world.rollout(ctx, ctx_a, acts, sample_steps=steps, pixels=True, generator=gen),
-                            args.min_seconds)
-        # MuJoCo timed right after each batch size: a shared machine's load drifts, and each
-        # ratio should compare the two under the same conditions.
-        gt = clock.fps(args.mujoco_steps)
-        gt_all.append(gt)
-        fps_lat, fps_pix = B * args.horizon / t_lat, B * args.horizon / t_pix
-        rows.append({"batch": B, "seconds_latent": t_lat, "seconds_pixels": t_pix, "fps_latent": fps_lat,
-                     "fps_pixels": fps_pix, "mujoco_fps": gt, "ratio_latent": fps_lat / gt,
-                     "ratio_pixels": fps_pix / gt})
-        print(f"  B={B:4d}: {fps_lat:9.1f} latent frames/s ({fps_lat / gt:6.2f}x), "
-              f"{fps_pix:9.1f} pixel frames/s ({fps_pix / gt:6.2f}x), MuJoCo {gt:.1f} frames/s", flush=True)
+        for mode in modes:
+            ctx = ctx1 if mode == "shared" else ctx1.expand(B, *ctx1.shape[1:]).contiguous()
+            ctx_a = torch.zeros(ctx.shape[0], ctx.shape[1] - 1, world.action_dim, device=world.device)
+            with torch.no_grad():
+                t_lat = time_it(lambda: world.rollout(ctx, ctx_a, acts, sample_steps=steps, generator=gen),
+                                args.min_seconds)
+                t_pix = time_it(lambda: world.rollout(ctx, ctx_a, acts, sample_steps=steps, pixels=True,
+                                                      generator=gen), args.min_seconds)
+            # MuJoCo timed right after each measurement: a shared machine's load drifts, and each
+            # ratio should compare the two under the same conditions.
+            gt = clock.fps(args.mujoco_steps)
+            gt_all.append(gt)
+            fps_lat, fps_pix = B * args.horizon / t_lat, B * args.horizon / t_pix
+            rows.append({"batch": B, "contexts": mode, "seconds_latent": t_lat, "seconds_pixels": t_pix,
+                         "fps_latent": fps_lat, "fps_pixels": fps_pix, "mujoco_fps": gt,
+                         "ratio_latent": fps_lat / gt, "ratio_pixels": fps_pix / gt})
+            print(f"  B={B:4d} {mode:>6} contexts: {fps_lat:9.1f} latent frames/s ({fps_lat / gt:6.2f}x), "
+                  f"{fps_pix:9.1f} pixel frames/s ({fps_pix / gt:6.2f}x), MuJoCo {gt:.1f} frames/s", flush=True)
     clock.task.close()
 
-    lines = ["| batch | imagined latent frames/s | x MuJoCo | imagined pixel frames/s | x MuJoCo "
-             "| MuJoCo frames/s |", "|---|---|---|---|---|---|"]
-    lines += [f"| {r['batch']} | {r['fps_latent']:.1f} | {r['ratio_latent']:.2f} | {r['fps_pixels']:.1f} | "
-              f"{r['ratio_pixels']:.2f} | {r['mujoco_fps']:.0f} |" for r in rows]
+    lines = ["| batch | contexts | imagined latent frames/s | x MuJoCo | imagined pixel frames/s | x MuJoCo "
+             "| MuJoCo frames/s |", "|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['batch']} | {r['contexts']} | {r['fps_latent']:.1f} | {r['ratio_latent']:.2f} | "
+              f"{r['fps_pixels']:.1f} | {r['ratio_pixels']:.2f} | {r['mujoco_fps']:.0f} |" for r in rows]
     table = "\n".join(lines)
     gt = float(np.median(gt_all))
     print(f"\nMuJoCo step+render ({world.image_size}px, 1 process, timed after each row): "

@@ -79,6 +79,7 @@ class LearnedModel:
         self._generator = torch.Generator(device=world.device)
         self._generator.manual_seed(int(cfg.seed))
         self._cache: dict[str, torch.Tensor] = {}
+        self._prefix: tuple | None = None          # (contexts, their actions, their KV cache): the last observation
         self.calls = 0
 
     @property
@@ -126,6 +127,18 @@ class LearnedModel:
         self.calls += 1
         return self.imagination(ctx_BcTNC, ctx_a_BcTA, actions_BHA, generator=self._generator)
 
+    def _prefill(self, z: torch.Tensor, za: torch.Tensor):
+        """The contexts' KV cache, computed once per observation: every iteration of a plan scores
+        its candidates against the same contexts (None: no grad-free world prefill, or gradients on)."""
+        if torch.is_grad_enabled():
+            return None
+        cached = self._prefix
+        if cached is not None and cached[0].shape == z.shape and torch.equal(cached[0], z) and torch.equal(cached[1], za):
+            return cached[2]
+        prefix = self.imagination.prefill(z, za)
+        self._prefix = (z, za, prefix)
+        return prefix
+
     def rollout(self, state: PixelContext, actions) -> torch.Tensor:
         a = torch.as_tensor(actions, dtype=torch.float32, device=self.device)
         if a.ndim != 3:
@@ -144,7 +157,9 @@ class LearnedModel:
             return torch.stack([self.rollout(s, a[e]) for e, s in enumerate(states)])
         z = torch.stack([c[0] for c in ctx])                                            # (E, Tc, N, C)
         za = torch.stack([c[1] for c in ctx])                                           # (E, Tc-1, A)
-        out = self._imagine(z, za, a.reshape(E * B, *a.shape[2:]))                      # row e*B+b: context e
+        prefix = self._prefill(z, za)
+        out = self._imagine(z if prefix is None else prefix, za if prefix is None else None,
+                            a.reshape(E * B, *a.shape[2:]))                             # row e*B+b: context e
         return out.reshape(E, B, *out.shape[1:])
 
     def _score(self, z: torch.Tensor, goal_NC: torch.Tensor) -> torch.Tensor:

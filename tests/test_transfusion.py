@@ -620,3 +620,24 @@ def test_last_block_keeps_only_the_needed_tokens():
     assert c1.length == c2.length == b.seq_len
     for (k1, v1), (k2, v2) in zip(c1.layers, c2.layers):
         assert torch.equal(k1[:, :, :c1.length], k2[:, :, :c2.length]) and torch.equal(v1[:, :, :c1.length], v2[:, :, :c2.length])
+
+
+def test_prefilled_context_is_reusable_and_equals_a_fresh_one():
+    """prefill: the context's KV cache once, then many rollouts/jumps continuing it (a plan's CEM
+    iterations) give what fresh calls give, and using it never changes it."""
+    m = model("moe").eval()
+    ctx, ctx_act = rnd(2, 2, N, C, seed=1), rnd(2, 1, A, seed=2) * 0.3
+    prefix = m.prefill(ctx, ctx_act)
+    for seed in (3, 4):                                   # two "iterations", each a new candidate set
+        act = rnd(6, 3, A, seed=seed) * 0.3
+        with torch.no_grad():
+            fresh = m.predict_next_frames(ctx, ctx_act, act, steps=2, generator=torch.Generator().manual_seed(0))
+            again = m.predict_next_frames(prefix, None, act, steps=2, generator=torch.Generator().manual_seed(0))
+        assert torch.allclose(again, fresh, atol=1e-5)
+    with torch.no_grad():
+        same_rows = m.predict_next_frames(prefix, None, rnd(2, 3, A, seed=5), steps=2,
+                                          generator=torch.Generator().manual_seed(0))
+        ref = m.predict_next_frames(ctx, ctx_act, rnd(2, 3, A, seed=5), steps=2, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(same_rows, ref, atol=1e-5)      # Bc == B: the prefix's cache is copied, not written
+    with pytest.raises(ValueError, match="multiple of the prefix's 2 contexts"):
+        m.predict_next_frames(prefix, None, rnd(3, 2, A))

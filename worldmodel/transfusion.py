@@ -108,6 +108,32 @@ class _Stream:
         self.keys = _Keys(**{f.name: getattr(self.keys, f.name).repeat_interleave(r, 0) for f in fields(_Keys)})
 
 
+class ContextPrefix:
+    """A rollout context already in a KV cache (`Transfusion.prefill`): the stream, the builder
+    positioned after it, the last context frame as committed and its time. `continued(r)` gives
+    each of its rows r continuations, on a copy (the prefix stays reusable)."""
+
+    def __init__(self, stream: _Stream, builder: SequenceBuilder, last: Tensor, t_clean: float):
+        self.stream, self.builder, self.last, self.t_clean = stream, builder, last, t_clean
+
+    @property
+    def rows(self) -> int:
+        return self.builder.B
+
+    def continued(self, r: int, copy: bool = True) -> tuple[SequenceBuilder, _Stream, Tensor, float]:
+        """(builder, stream, last, t_clean) for rows * r rows; copy=False may reuse this prefix's state."""
+        sb = SequenceBuilder.__new__(SequenceBuilder)
+        sb.__dict__.update(self.builder.__dict__)
+        sb._parts, sb._pending = [], []
+        stream = _Stream(len(self.stream.cache.layers))
+        stream.cache.layers, stream.cache.length = list(self.stream.cache.layers), self.stream.cache.length
+        stream.cache.buffered, stream.keys = self.stream.cache.buffered, self.stream.keys
+        if r > 1 or copy:
+            stream.repeat_rows(r)            # new tensors: this prefix's cache is never written into
+        sb.repeat_rows(r)
+        return sb, stream, self.last.repeat_interleave(r, 0) if r > 1 else self.last, self.t_clean
+
+
 def _front_pad(x: Tensor | None, length: int) -> Tensor | None:
     """(B, n, ...) -> (B, length, ...) with zeros in front: a per-token input given for the tail
     tokens of a chunk (its noisy frame) only."""
@@ -519,18 +545,42 @@ class Transfusion(nn.Module):
                 sb.action(context_actions[:, i].to(self.device))
         return sb, last
 
-    def _shared_context(self, sb: SequenceBuilder, stream: _Stream, last: Tensor, B: int, t_clean: float) -> Tensor:
-        """With Bc < B contexts (row i of B continues context i // (B // Bc)): commit the context
-        once, at Bc rows, and share its KV cache; returns `last` for the B rows. Bc == B: nothing
-        to share, the context is committed with the first step's tokens."""
-        Bc = sb.B
-        if Bc == B:
-            return last
+    @torch.no_grad()
+    def prefill(self, context: Tensor, context_actions: Tensor, text: list[str] | None = None,
+                context_noise: float = 0.0, generator: torch.Generator | None = None) -> ContextPrefix:
+        """The context's KV cache, computed once: pass the result as `context` to
+        predict_next_frames / predict_frame_after (context_actions=None) any number of times, e.g.
+        the CEM iterations of one replan, which all continue the same observation. Inference only
+        (no autograd through the cache); context_noise is drawn here, once for all those calls."""
+        no_actions = context_actions.new_zeros(context.shape[0], 0, self.cfg.action_dim)
+        self._check_rollout(context, context_actions, no_actions, text)
+        sb, last = self._context_stream(context, context_actions, text, context_noise, generator)
+        stream = _Stream(self.cfg.n_layers)
+        self._commit(stream, sb.take(), 1.0 - context_noise)
+        return ContextPrefix(stream, sb, last, 1.0 - context_noise)
+
+    def _start(self, context: Tensor | ContextPrefix, context_actions: Tensor | None, actions: Tensor,
+               text: list[str] | None, context_noise: float, generator) -> tuple[SequenceBuilder, _Stream, Tensor, float]:
+        """(builder, stream, last committed context frame, its time) for the B = actions.shape[0] rows.
+        Bc < B contexts (row i continues context i // (B // Bc)) are committed once, at Bc rows, and
+        their KV cache is shared; a ContextPrefix brings that cache ready. Bc == B: the context
+        goes into the first step's forward."""
+        B = actions.shape[0]
+        if isinstance(context, ContextPrefix):
+            if actions.dim() != 3 or actions.shape[2] != self.cfg.action_dim or B % context.rows:
+                raise ValueError(f"actions have shape {tuple(actions.shape)}, expected (B, H, {self.cfg.action_dim}) "
+                                 f"with B a multiple of the prefix's {context.rows} contexts")
+            return context.continued(B // context.rows)
+        self._check_rollout(context, context_actions, actions, text)
+        if context_noise > 0 and context.shape[0] != B and not isinstance(generator, (torch.Generator, type(None))):
+            raise ValueError("context_noise with shared contexts needs one generator (or none), not one per row")
+        t_clean = 1.0 - context_noise
+        sb, last = self._context_stream(context, context_actions, text, context_noise, generator)
+        stream = _Stream(self.cfg.n_layers)
+        if context.shape[0] == B:
+            return sb, stream, last, t_clean
         self._commit(stream, sb.take(), t_clean)
-        r = B // Bc
-        stream.repeat_rows(r)
-        sb.repeat_rows(r)
-        return last.repeat_interleave(r, 0)
+        return ContextPrefix(stream, sb, last, t_clean).continued(B // context.shape[0], copy=False)
 
     def predict_next_frames(self, context: Tensor, context_actions: Tensor, actions: Tensor,
                             steps: int | None = None, cfg_scale: float = 1.0,
@@ -539,7 +589,8 @@ class Transfusion(nn.Module):
         """Roll the world forward: (Bc, Tc, N, C) context, (Bc, Tc-1, A) its actions, (B, H, A)
         actions -> (B, H, N, C) predicted latent frames. B is a multiple of Bc: row i continues
         context i // (B // Bc), whose KV cache is computed once and shared (the candidates of one
-        plan); Bc == B gives every row its own context.
+        plan); Bc == B gives every row its own context. `context` may be a ContextPrefix from
+        `prefill` (context_actions None): that cache, computed once for many calls.
 
         Builds [text][frame0][act0][frame1]...[frame_{Tc-1}], then per step appends the action,
         Euler-samples the next frame (its noisy copy at the next position, `steps` steps, CFG
@@ -550,16 +601,10 @@ class Transfusion(nn.Module):
         every row samples from the same noise, so rows differ only by their inputs (a planner
         comparing candidates). text: one command per context row.
         """
-        self._check_rollout(context, context_actions, actions, text)
-        B = actions.shape[0]
+        sb, stream, last, t_clean = self._start(context, context_actions, actions, text, context_noise, generator)
         if actions.shape[1] == 0:
-            return context.new_zeros(B, 0, *context.shape[2:])
-        if context_noise > 0 and context.shape[0] != B and not isinstance(generator, (torch.Generator, type(None))):
-            raise ValueError("context_noise with shared contexts needs one generator (or none), not one per row")
-        t_clean = 1.0 - context_noise
-        sb, last = self._context_stream(context, context_actions, text, context_noise, generator)
-        stream, out = _Stream(self.cfg.n_layers), []
-        last = self._shared_context(sb, stream, last, B, t_clean)
+            return last.new_zeros(actions.shape[0], 0, *last.shape[1:])
+        out = []
         for h in range(actions.shape[1]):
             sb.action(actions[:, h].to(self.device))
             sb.begin_frame()
@@ -585,15 +630,12 @@ class Transfusion(nn.Module):
         H makes an H-step plan H times cheaper to score, and errors do not compound through
         imagined frames. Differentiable unless called under no_grad.
         """
-        self._check_rollout(context, context_actions, actions, text)
-        if actions.shape[1] == 0:
+        if actions.dim() == 3 and actions.shape[1] == 0:
             raise ValueError("actions has shape (B, 0, A); predict_frame_after needs at least one action")
         if self._uses_frame_action:
             raise ValueError("the direct action input and AdaLN take one action per frame; a jump needs a model "
                              "with direct_action=false and action_adaln=false")
-        sb, last = self._context_stream(context, context_actions, text, 0.0, generator)
-        stream = _Stream(self.cfg.n_layers)
-        last = self._shared_context(sb, stream, last, actions.shape[0], 1.0)
+        sb, stream, last, _ = self._start(context, context_actions, actions, text, 0.0, generator)
         for h in range(actions.shape[1]):
             sb.action(actions[:, h].to(self.device))
         sb.begin_frame()

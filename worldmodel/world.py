@@ -36,6 +36,7 @@ from . import hub
 from .defaults import DEFAULT_CONTEXT_FRAMES, fit_context, resolve_count
 from .errors import ModelFolderError
 from .frames import as_tensor, frames_to_float
+from .transfusion import ContextPrefix
 
 # Extra fields the trainer writes into a world-model folder's config.json (the action scale is
 # the model config's `action_scale`, stored once).
@@ -180,11 +181,21 @@ class LatentWorld:
         return x.reshape(*lead, *x.shape[1:]).cpu().numpy()
 
     # -- dynamics ------------------------------------------------------------------
-    def _inputs(self, context_latents, context_actions, actions) -> tuple[Tensor, Tensor, Tensor]:
-        """rollout/jump inputs as float32 tensors on the model's device. Their shapes are checked
-        once, by the model (Transfusion._check_rollout), not again here."""
+    def _inputs(self, context_latents, context_actions, actions) -> tuple[Any, Tensor | None, Tensor]:
+        """rollout/jump inputs as float32 tensors on the model's device (a ContextPrefix passes
+        as it is). Their shapes are checked once, by the model (Transfusion._check_rollout)."""
         dev = self.device
+        if isinstance(context_latents, ContextPrefix):
+            return context_latents, None, as_tensor(actions, dev, torch.float32)
         return tuple(as_tensor(x, dev, torch.float32) for x in (context_latents, context_actions, actions))
+
+    @torch.no_grad()
+    def prefill(self, context_latents: np.ndarray | Tensor, context_actions: np.ndarray | Tensor) -> ContextPrefix:
+        """(Bc,Tc,N,C) context + (Bc,Tc-1,A) actions -> their KV cache, computed once
+        (Transfusion.prefill): pass it as `context_latents` (context_actions None) to the rollouts
+        and jumps that continue that context, e.g. every CEM iteration of one replan."""
+        ctx, ctx_a = (as_tensor(x, self.device, torch.float32) for x in (context_latents, context_actions))
+        return self.model.prefill(ctx, ctx_a)
 
     def rollout(self, context_latents: np.ndarray | Tensor, context_actions: np.ndarray | Tensor,
                 actions: np.ndarray | Tensor, sample_steps: int | None = None, pixels: bool = False,
@@ -207,6 +218,8 @@ class LatentWorld:
         """
         ctx, ctx_a, act = self._inputs(context_latents, context_actions, actions)
         if text is not None:
+            if isinstance(ctx, ContextPrefix):
+                raise ValueError("a language command conditions the context; a ContextPrefix was prefilled without one")
             text = [text] * ctx.shape[0] if isinstance(text, str) else list(text)
             if not self.uses_text_actions:
                 raise ValueError(f"a language command needs a model with action_encoding='text', this one has "
@@ -305,18 +318,26 @@ class Imagination:
         """(T,N,C) + (T-1,A) -> (Tc,N,C) + (Tc-1,A): the last Tc frames, or padded at rest."""
         return self.world.fit_context(latents, actions, self.context_frames)
 
+    def prefill(self, context: Tensor, context_actions: Tensor) -> ContextPrefix | None:
+        """(Bc,Tc,N,C) + (Bc,Tc-1,A) -> their KV cache computed once, to pass as `context` (with
+        context_actions None) to calls that continue them; None for a world without one (JEPAWorld)."""
+        return self.world.prefill(context, context_actions) if hasattr(self.world, "prefill") else None
+
     def __call__(self, context: Tensor, context_actions: Tensor, actions: Tensor,
                  generator: torch.Generator | list | None = None, text: str | Sequence[str] | None = None,
                  pixels: bool = False):
         """context (Bc,Tc,N,C) or (Tc,N,C), context_actions (Bc,Tc-1,A) or (Tc-1,A), actions (B,H,A)
         with Bc dividing B (row r continues context r // (B // Bc)) -> the world's rollout
         (B,H,N,C) (+ pixels), or its jump (B,1,N,C). One model call."""
-        if context.ndim == 3:
-            context, context_actions = context[None], context_actions[None]
-        B, Bc = actions.shape[0], context.shape[0]
+        if isinstance(context, ContextPrefix):
+            B, Bc = actions.shape[0], context.rows
+        else:
+            if context.ndim == 3:
+                context, context_actions = context[None], context_actions[None]
+            B, Bc = actions.shape[0], context.shape[0]
         if B % Bc:
             raise ValueError(f"{Bc} contexts for {B} action sequences; expected a number of contexts dividing {B}")
-        if Bc != B and not getattr(self.world, "shares_contexts", False):   # a world that cannot share: expand
+        if Bc != B and not isinstance(context, ContextPrefix) and not getattr(self.world, "shares_contexts", False):
             context, context_actions = context.repeat_interleave(B // Bc, 0), context_actions.repeat_interleave(B // Bc, 0)
         kw = dict(sample_steps=self.sample_steps, cfg_scale=self.cfg.cfg_scale, generator=generator,
                   shared_noise=self.cfg.shared_noise)
