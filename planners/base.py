@@ -177,6 +177,44 @@ class Planner:
         raise NotImplementedError
 
 
+class GaussianSearch(Planner):
+    """Iterated Gaussian search in normalised actions (CEM, MPPI): sample around (mu, std), score,
+    refit; keeps the best evaluated sample. Subclasses implement `_refit`.
+
+    cfg needs horizon, samples, iterations, init_std, include_mean, result ("mean" | "best"), seed.
+    """
+
+    def __init__(self, cfg: Any, action_space: gym.spaces.Box):
+        super().__init__(cfg, action_space)
+        if cfg.iterations < 1:
+            raise ValueError(f"iterations={cfg.iterations} must be >= 1")
+        if cfg.result not in ("mean", "best"):
+            raise ValueError(f"result={cfg.result!r}, expected 'mean' or 'best'")
+
+    def _refit(self, u_ESHA: torch.Tensor, c_ES: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """(new mu (E,H,A), new std (E,H,A), the iteration's best cost (E,) and its sample (E,H,A))."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def _plan(self, model, states, goals, init_u):
+        cfg, g = self.cfg, self.generator(init_u.device)
+        E = init_u.shape[0]
+        mu_EHA = init_u.clone()
+        std_EHA = torch.full_like(mu_EHA, cfg.init_std)
+        best_u = mu_EHA.clone()
+        best_c = torch.full((E,), float("inf"), device=init_u.device)
+        calls = 0
+        for _ in range(cfg.iterations):
+            u_ESHA, c_ES, k = self.sample_and_score(model, states, goals, mu_EHA, std_EHA, g)
+            calls += k
+            mu_EHA, std_EHA, top_c, top_u = self._refit(u_ESHA, c_ES)
+            better = top_c < best_c
+            best_c = torch.where(better, top_c, best_c)
+            best_u[better] = top_u[better]
+        out = mu_EHA if cfg.result == "mean" else best_u
+        return out, best_c, calls, cfg.iterations * cfg.samples * E
+
+
 class RandomPolicy(Planner):
     """The benchmark's floor: uniform random actions, no model calls."""
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from planners.base import Planner
+from planners.base import GaussianSearch
 
 
 @dataclass
@@ -30,36 +30,18 @@ class CEMConfig:
     seed: int = 0               # RNG seed of the sampling stream
 
 
-class CEM(Planner):
+class CEM(GaussianSearch):
     name = "cem"
 
     def __init__(self, cfg: CEMConfig, action_space):
         super().__init__(cfg, action_space)
         if not 1 <= cfg.elites <= cfg.samples:
             raise ValueError(f"elites={cfg.elites} must be in [1, samples={cfg.samples}]")
-        if cfg.iterations < 1:
-            raise ValueError(f"iterations={cfg.iterations} must be >= 1")
-        if cfg.result not in ("mean", "best"):
-            raise ValueError(f"result={cfg.result!r}, expected 'mean' or 'best'")
 
-    @torch.no_grad()
-    def _plan(self, model, states, goals, init_u):
-        cfg, g = self.cfg, self.generator(init_u.device)
-        E, H, A = init_u.shape
-        mu_EHA = init_u.clone()
-        std_EHA = torch.full_like(mu_EHA, cfg.init_std)
-        best_u = mu_EHA.clone()
-        best_c = torch.full((E,), float("inf"), device=init_u.device)
-        calls = 0
-        for _ in range(cfg.iterations):
-            u_ESHA, c_ES, k = self.sample_and_score(model, states, goals, mu_EHA, std_EHA, g)
-            calls += k
-            idx_EK = torch.topk(c_ES, cfg.elites, dim=1, largest=False).indices
-            elite = torch.gather(u_ESHA, 1, idx_EK[:, :, None, None].expand(-1, -1, H, A))   # (E, K, H, A)
-            mu_EHA = elite.mean(1)
-            std_EHA = elite.std(1, unbiased=False).clamp_min(cfg.min_std)
-            better = c_ES.gather(1, idx_EK[:, :1])[:, 0] < best_c
-            best_c = torch.where(better, c_ES.gather(1, idx_EK[:, :1])[:, 0], best_c)
-            best_u[better] = elite[better, 0]
-        out = mu_EHA if cfg.result == "mean" else best_u
-        return out, best_c, calls, cfg.iterations * cfg.samples * E
+    def _refit(self, u_ESHA, c_ES):
+        """The Gaussian refit to the elites (unweighted mean and std)."""
+        _, _, H, A = u_ESHA.shape
+        idx_EK = torch.topk(c_ES, self.cfg.elites, dim=1, largest=False).indices
+        elite = torch.gather(u_ESHA, 1, idx_EK[:, :, None, None].expand(-1, -1, H, A))   # (E, K, H, A)
+        std_EHA = elite.std(1, unbiased=False).clamp_min(self.cfg.min_std)
+        return elite.mean(1), std_EHA, c_ES.gather(1, idx_EK[:, :1])[:, 0], elite[:, 0]

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from planners.base import Planner
+from planners.base import GaussianSearch
 
 
 @dataclass
@@ -31,7 +31,7 @@ class MPPIConfig:
     seed: int = 0               # RNG seed of the sampling stream
 
 
-class MPPI(Planner):
+class MPPI(GaussianSearch):
     name = "mppi"
 
     def __init__(self, cfg: MPPIConfig, action_space):
@@ -40,36 +40,18 @@ class MPPI(Planner):
             raise ValueError(f"elites={cfg.elites} must be in [0, samples={cfg.samples}] with samples >= 1")
         if cfg.temperature <= 0:
             raise ValueError(f"temperature={cfg.temperature} must be > 0")
-        if cfg.iterations < 1:
-            raise ValueError(f"iterations={cfg.iterations} must be >= 1")
-        if cfg.result not in ("mean", "best"):
-            raise ValueError(f"result={cfg.result!r}, expected 'mean' or 'best'")
 
-    @torch.no_grad()
-    def _plan(self, model, states, goals, init_u):
-        cfg, g = self.cfg, self.generator(init_u.device)
-        E, H, A = init_u.shape
-        K = cfg.elites or cfg.samples
-        mu_EHA = init_u.clone()
-        std_EHA = torch.full_like(mu_EHA, cfg.init_std)
-        best_u = mu_EHA.clone()
-        best_c = torch.full((E,), float("inf"), device=init_u.device)
-        calls = 0
-        for _ in range(cfg.iterations):
-            u_ESHA, c_ES, k = self.sample_and_score(model, states, goals, mu_EHA, std_EHA, g)
-            calls += k
-            c_EK, idx_EK = torch.topk(c_ES, K, dim=1, largest=False)          # ascending costs
-            elite = torch.gather(u_ESHA, 1, idx_EK[:, :, None, None].expand(-1, -1, H, A))
-            finite = torch.isfinite(c_EK)
-            c_EK = torch.where(finite, c_EK, c_EK[:, :1])                     # inf costs get no weight below
-            spread = (c_EK.max(1, keepdim=True).values - c_EK[:, :1]).clamp_min(1e-12)
-            logits = -(c_EK - c_EK[:, :1]) / (spread * cfg.temperature)
-            w_EK = torch.softmax(logits.masked_fill(~finite, float("-inf")), dim=1)
-            mu_EHA = (w_EK[:, :, None, None] * elite).sum(1)
-            var = (w_EK[:, :, None, None] * (elite - mu_EHA[:, None]) ** 2).sum(1)
-            std_EHA = var.sqrt().clamp(cfg.min_std, cfg.init_std)
-            better = c_EK[:, 0] < best_c
-            best_c = torch.where(better, c_EK[:, 0], best_c)
-            best_u[better] = elite[better, 0]
-        out = mu_EHA if cfg.result == "mean" else best_u
-        return out, best_c, calls, cfg.iterations * cfg.samples * E
+    def _refit(self, u_ESHA, c_ES):
+        """The Gaussian refit to the elites weighted by a softmax of their spread-scaled costs."""
+        cfg = self.cfg
+        _, _, H, A = u_ESHA.shape
+        c_EK, idx_EK = torch.topk(c_ES, cfg.elites or cfg.samples, dim=1, largest=False)   # ascending costs
+        elite = torch.gather(u_ESHA, 1, idx_EK[:, :, None, None].expand(-1, -1, H, A))
+        finite = torch.isfinite(c_EK)
+        c_EK = torch.where(finite, c_EK, c_EK[:, :1])                     # inf costs get no weight below
+        spread = (c_EK.max(1, keepdim=True).values - c_EK[:, :1]).clamp_min(1e-12)
+        logits = -(c_EK - c_EK[:, :1]) / (spread * cfg.temperature)
+        w_EK = torch.softmax(logits.masked_fill(~finite, float("-inf")), dim=1)
+        mu_EHA = (w_EK[:, :, None, None] * elite).sum(1)
+        var = (w_EK[:, :, None, None] * (elite - mu_EHA[:, None]) ** 2).sum(1)
+        return mu_EHA, var.sqrt().clamp(cfg.min_std, cfg.init_std), c_EK[:, 0], elite[:, 0]

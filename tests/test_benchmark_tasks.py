@@ -12,6 +12,7 @@ from gymnasium.utils.env_checker import check_env
 
 from envs.mujoco_tasks import TASKS, make_task
 from envs.tasks import dmc_reacher, pusht
+from tests.test_tasks import exact_copies
 
 NAMES = ["dmc_reacher", "pusht"]
 
@@ -36,13 +37,7 @@ def test_state_copies_step_exactly(name):
     task.reset(seed=3)
     for a in _policy_actions(task, 6, 0):
         task.step(a)
-    state = task.get_state()
-    assert state.dtype == np.float64 and state.shape == (TASKS[name].full_state_dim,)
-    copy = make_task(name)
-    copy.set_state(state)
-    pickled = pickle.loads(pickle.dumps(task))
-    blind = make_task(name, render=False)
-    blind.set_state(state)
+    copy, pickled, blind = exact_copies(task)
     assert np.array_equal(copy.goal_image, task.goal_image) and np.array_equal(copy.render_frame(), task.render_frame())
     contacts = 0
     for a in _policy_actions(task, 8, 1):

@@ -28,6 +28,19 @@ def _run(task, actions):
     return out
 
 
+def exact_copies(task) -> tuple:
+    """(a new task set to task.get_state(), a pickled task, a render=False one set to it); checks the state's layout."""
+    name = task.spec_.name
+    state = task.get_state()
+    assert state.dtype == np.float64 and state.shape == (TASKS[name].full_state_dim,)
+    copy = make_task(name)
+    copy.set_state(state)
+    pickled = pickle.loads(pickle.dumps(task))
+    blind = make_task(name, render=False)
+    blind.set_state(state)
+    return copy, pickled, blind
+
+
 def _move_point(name: str, state: np.ndarray, d: float) -> np.ndarray:
     """A copy of `state` whose scored point (tip / puck / ball) is moved by exactly `d` metres."""
     s = np.array(state, dtype=np.float64)
@@ -94,13 +107,7 @@ def test_state_copies_step_identically(name):
     task.action_space.seed(3)
     for _ in range(6):
         task.step(task.action_space.sample())
-    state = task.get_state()
-    assert state.dtype == np.float64 and state.shape == (TASKS[name].full_state_dim,)
-    copy = make_task(name)
-    copy.set_state(state)
-    pickled = pickle.loads(pickle.dumps(task))
-    blind = make_task(name, render=False)
-    blind.set_state(state)
+    copy, pickled, blind = exact_copies(task)
     assert np.array_equal(copy.goal_image, task.goal_image)
     action = task.action_space.sample()
     ref = task.step(action)

@@ -26,6 +26,7 @@ bits without it).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import ClassVar
 
 import gymnasium as gym
@@ -34,6 +35,12 @@ import numpy as np
 
 from envs.actions import check_action
 from envs.rendering import FrameRenderer, free_camera
+
+
+def scalar_or_array(x, kind=float):
+    """A 0-d result as a plain `kind` (float, bool), a batched one as the array: what one state vs (..., S) gives."""
+    x = np.asarray(x)
+    return kind(x) if x.ndim == 0 else x
 
 
 @dataclass(frozen=True)
@@ -211,8 +218,7 @@ class GroundTruthTask(gym.Env):
     # ------------------------------------------------------------------ pure helpers
     @classmethod
     def is_success(cls, state: np.ndarray, goal_state: np.ndarray) -> bool | np.ndarray:
-        ok = np.asarray(cls.distance(state, goal_state)) <= cls.spec_.success_threshold
-        return bool(ok) if ok.ndim == 0 else ok
+        return scalar_or_array(np.asarray(cls.distance(state, goal_state)) <= cls.spec_.success_threshold, bool)
 
     def caption(self, state: np.ndarray | None = None) -> str:
         """Short English sentences from the true state (default: the current one)."""
@@ -227,6 +233,14 @@ class GroundTruthTask(gym.Env):
             raise ValueError(f"{cls.spec_.name} state has length {state.shape[-1]}, expected {S} "
                              f"(physics state) or {cls.spec_.full_state_dim} (get_state())")
         return state[..., :S]
+
+    @classmethod
+    def _split_one(cls, state: np.ndarray) -> np.ndarray:
+        """(S,) physics state of ONE state (what caption_of takes), else a ValueError."""
+        s = cls._split(state)
+        if s.ndim != 1:
+            raise ValueError(f"caption_of takes one state, got shape {s.shape}")
+        return s
 
     # ------------------------------------------------------------------ state copies
     def get_state(self) -> np.ndarray:
@@ -330,15 +344,34 @@ class GoalPixelTask(GroundTruthTask):
 
     Every task keeps its goal in its own joints (as Reacher-v5's target and Pusher-v5's goal
     already are) and hides the goal marker in the pixels. Physics state = (qpos, qvel); extra =
-    qacc_warmstart. Subclasses set `spec_`, `goal_geoms`/`goal_bodies`, and implement
-    `_load_model`, `_sample`, `distance` and `caption_of`.
+    qacc_warmstart. Subclasses set `spec_`, `xml`, `goal_joints`, `goal_geoms`/`goal_bodies`, and
+    implement `_marker`, `_sample`, `distance` and `caption_of`.
     """
 
+    xml: ClassVar[Path]                          # the task's MJCF file
+    goal_joints: ClassVar[tuple[int, ...]]       # qpos indices of the joints that hold the goal marker
     goal_geoms: ClassVar[tuple[str, ...]] = ()   # geoms that mark the goal: hidden in the pixels
     goal_bodies: ClassVar[tuple[str, ...]] = ()  # bodies whose geoms all mark the goal
 
     def _load_model(self) -> mujoco.MjModel:
+        return mujoco.MjModel.from_xml_path(str(self.xml))
+
+    def _marker(self, goal: np.ndarray) -> np.ndarray:
+        """The goal_joints values that put the (hidden) marker where goal state `goal` has its goal."""
         raise NotImplementedError
+
+    def _normalize_goal(self, goal: np.ndarray) -> np.ndarray:
+        goal = np.array(goal, dtype=np.float64)
+        goal[list(self.goal_joints)] = self._marker(goal)
+        goal[self.model.nq:] = 0.0   # at rest
+        return goal
+
+    def _with_goal(self, start: np.ndarray, goal: np.ndarray) -> np.ndarray:
+        start = np.array(start, dtype=np.float64)
+        joints = list(self.goal_joints)
+        start[joints] = goal[joints]
+        start[[self.model.nq + j for j in joints]] = 0.0   # the marker at rest
+        return start
 
     def _build(self, render: bool, show_goal: bool) -> None:
         spec = self.spec_

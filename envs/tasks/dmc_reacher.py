@@ -30,7 +30,7 @@ import math
 
 import numpy as np
 
-from envs.tasks.base import GroundTruthTask, TaskSpec
+from envs.tasks.base import GroundTruthTask, TaskSpec, scalar_or_array
 from envs.tasks.phrases import distance_words, heading_words, motion_words, offset_words, pick, region_words
 
 LINK0, LINK1 = 0.12, 0.12     # shoulder->wrist, wrist->finger (reacher.xml body offsets)
@@ -182,13 +182,11 @@ class DMCReacherTask(GroundTruthTask):
         """Finger-to-target distance in metres (dm_control's `finger_to_target_dist`), the goal's target."""
         s, g = cls._split(state), cls._split(goal_state)
         d = np.linalg.norm(finger(s[..., :2]) - g[..., 4:6], axis=-1)
-        return float(d) if d.ndim == 0 else d
+        return scalar_or_array(d)
 
     @classmethod
     def caption_of(cls, state) -> str:
-        s = cls._split(state)
-        if s.ndim != 1:
-            raise ValueError(f"caption_of takes one state, got shape {s.shape}")
+        s = cls._split_one(state)
         q, qd, target = s[:2], s[2:4], s[4:6]
         tip = finger(q)
         q0, q01 = q[0], q[0] + q[1]

@@ -16,10 +16,9 @@ import functools
 from collections import deque
 from pathlib import Path
 
-import mujoco
 import numpy as np
 
-from envs.tasks.base import GoalPixelTask, TaskSpec
+from envs.tasks.base import GoalPixelTask, TaskSpec, scalar_or_array
 from envs.tasks.phrases import distance_words, motion_words, offset_words, pick, region_words
 
 XML = Path(__file__).resolve().parent.parent / "assets" / "point_maze.xml"
@@ -105,10 +104,9 @@ def corridor_distance(p: np.ndarray, g: np.ndarray) -> np.ndarray:
 
 class PointMazeTask(GoalPixelTask):
     spec_ = SPEC
+    xml = XML
+    goal_joints = (2, 3)   # goal_x, goal_y
     goal_geoms = ("goal",)
-
-    def _load_model(self) -> mujoco.MjModel:
-        return mujoco.MjModel.from_xml_path(str(XML))
 
     def _sample(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         i_start, i_goal = rng.choice(len(FREE), size=2, replace=False)
@@ -118,34 +116,24 @@ class PointMazeTask(GoalPixelTask):
         goal[:2] = cell_center(*FREE[i_goal])
         return start, self._normalize_goal(goal)
 
-    def _normalize_goal(self, goal: np.ndarray) -> np.ndarray:
-        goal = np.array(goal, dtype=np.float64)
-        goal[2:4] = goal[:2]  # the (hidden) marker under the ball
-        goal[4:] = 0.0
-        return goal
-
-    def _with_goal(self, start: np.ndarray, goal: np.ndarray) -> np.ndarray:
-        start = np.array(start, dtype=np.float64)
-        start[2:4], start[6:8] = goal[2:4], 0.0
-        return start
+    def _marker(self, goal: np.ndarray) -> np.ndarray:
+        return goal[:2]  # the (hidden) marker under the ball
 
     @classmethod
     def distance(cls, state, goal_state):
         s, g = cls._split(state), cls._split(goal_state)
         d = np.linalg.norm(s[..., :2] - g[..., :2], axis=-1)
-        return float(d) if d.ndim == 0 else d
+        return scalar_or_array(d)
 
     def cost(self, state, goal_state):
         """Shortest corridor path from the ball to the goal, in metres."""
         s, g = self._split(state), self._split(goal_state)
         c = corridor_distance(s[..., :2], g[..., :2])
-        return float(c) if c.ndim == 0 else c
+        return scalar_or_array(c)
 
     @classmethod
     def caption_of(cls, state) -> str:
-        s = cls._split(state)
-        if s.ndim != 1:
-            raise ValueError(f"caption_of takes one state, got shape {s.shape}")
+        s = cls._split_one(state)
         ball, goal, vel = s[:2], s[2:4], s[4:6]
         rel = goal - ball
         dist = float(np.linalg.norm(rel))

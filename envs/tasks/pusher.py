@@ -28,7 +28,7 @@ import gymnasium
 import mujoco
 import numpy as np
 
-from envs.tasks.base import GoalPixelTask, TaskSpec
+from envs.tasks.base import GoalPixelTask, TaskSpec, scalar_or_array
 from envs.tasks.phrases import distance_words, motion_words, offset_words, pick, region_words, side_words
 
 XML = Path(gymnasium.__file__).parent / "envs" / "mujoco" / "assets" / "pusher_v5.xml"
@@ -79,10 +79,9 @@ def puck_xy(state: np.ndarray) -> np.ndarray:
 
 class PusherTask(GoalPixelTask):
     spec_ = SPEC
+    xml = XML
+    goal_joints = (GOAL_Y, GOAL_X)
     goal_bodies = ("goal",)
-
-    def _load_model(self) -> mujoco.MjModel:
-        return mujoco.MjModel.from_xml_path(str(XML))
 
     def _sample(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         goal_off = _sample_offset(rng)
@@ -97,23 +96,14 @@ class PusherTask(GoalPixelTask):
         goal[OBJ_Y:OBJ_X + 1] = goal_off
         return start, self._normalize_goal(goal)
 
-    def _normalize_goal(self, goal: np.ndarray) -> np.ndarray:
-        goal = np.array(goal, dtype=np.float64)
-        goal[GOAL_Y], goal[GOAL_X] = goal[OBJ_Y], goal[OBJ_X]  # the (hidden) disc under the puck
-        goal[11:] = 0.0
-        return goal
-
-    def _with_goal(self, start: np.ndarray, goal: np.ndarray) -> np.ndarray:
-        start = np.array(start, dtype=np.float64)
-        start[GOAL_Y], start[GOAL_X] = goal[GOAL_Y], goal[GOAL_X]
-        start[11 + GOAL_Y:] = 0.0
-        return start
+    def _marker(self, goal: np.ndarray) -> np.ndarray:
+        return goal[[OBJ_Y, OBJ_X]]  # the (hidden) disc under the puck
 
     @classmethod
     def distance(cls, state, goal_state):
         s, g = cls._split(state), cls._split(goal_state)
         d = np.linalg.norm(puck_xy(s) - puck_xy(g), axis=-1)
-        return float(d) if d.ndim == 0 else d
+        return scalar_or_array(d)
 
     def cost(self, state, goal_state):
         """Pusher-v5's shaping: puck-goal distance + 0.5 * gripper-puck distance (3-D)."""
@@ -121,13 +111,11 @@ class PusherTask(GoalPixelTask):
         puck = np.concatenate([puck_xy(s), np.full(s.shape[:-1] + (1,), -0.275)], -1)
         near = np.linalg.norm(gripper_position(s) - puck, axis=-1)
         c = np.asarray(self.distance(s, goal_state)) + NEAR_WEIGHT * near
-        return float(c) if c.ndim == 0 else c
+        return scalar_or_array(c)
 
     @classmethod
     def caption_of(cls, state) -> str:
-        s = cls._split(state)
-        if s.ndim != 1:
-            raise ValueError(f"caption_of takes one state, got shape {s.shape}")
+        s = cls._split_one(state)
         puck = puck_xy(s)
         goal = OBJECT_HOME + np.array([s[GOAL_X], s[GOAL_Y]])
         vel = np.array([s[11 + OBJ_X], s[11 + OBJ_Y]])

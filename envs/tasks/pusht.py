@@ -34,7 +34,7 @@ import os
 
 import numpy as np
 
-from envs.tasks.base import GroundTruthTask, TaskSpec
+from envs.tasks.base import GroundTruthTask, TaskSpec, scalar_or_array
 from envs.tasks.phrases import heading_words, pick, region_words, side_words
 
 ARENA = 512.0
@@ -97,7 +97,7 @@ def coverage(block_pose: np.ndarray, goal_pose: np.ndarray) -> float | np.ndarra
     ga, gb = tees(va), tees(vb)
     cov = shapely.area(shapely.intersection(gb, ga)) / shapely.area(gb)
     cov = cov.reshape(lead)
-    return float(cov) if cov.ndim == 0 else cov
+    return scalar_or_array(cov)
 
 
 def angle_error(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -205,13 +205,13 @@ class PushTTask(GroundTruthTask):
         """1 - coverage: the fraction of the goal T that the block does not cover (gym-pusht's measure)."""
         s, g = cls._split(state), cls._split(goal_state)
         d = 1.0 - np.asarray(coverage(s[..., 2:5], g[..., 2:5]))
-        return float(d) if d.ndim == 0 else d
+        return scalar_or_array(d)
 
     @classmethod
     def coverage_success(cls, state, goal_state):
         """gym-pusht's rule: coverage > 95%."""
         ok = np.asarray(cls.distance(state, goal_state)) < 1.0 - COVERAGE
-        return bool(ok) if ok.ndim == 0 else ok
+        return scalar_or_array(ok, bool)
 
     @classmethod
     def anchor_success(cls, state, goal_state):
@@ -219,7 +219,7 @@ class PushTTask(GroundTruthTask):
         s, g = cls._split(state), cls._split(goal_state)
         ok = (np.linalg.norm(s[..., :4] - g[..., :4], axis=-1) < ANCHOR_POS) & \
              (angle_error(s[..., 4], g[..., 4]) < ANCHOR_ANGLE)
-        return bool(ok) if np.ndim(ok) == 0 else ok
+        return scalar_or_array(ok, bool)
 
     def is_success(self, state, goal_state):
         """The task's success rule (gym-pusht's coverage by default; success="anchors": DINO-WM's)."""
@@ -252,7 +252,7 @@ class PushTTask(GroundTruthTask):
         s, g = self._split(state), self._split(goal_state)
         pose = np.linalg.norm(t_vertices(s[..., 2:5]) - t_vertices(g[..., 2:5]), axis=-1).mean(-1)
         c = (pose + NEAR_WEIGHT * pusher_gap(s)) / DISPLACEMENT
-        return float(c) if np.ndim(c) == 0 else c
+        return scalar_or_array(c)
 
     # -- episodes ------------------------------------------------------------------
     def _sample(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -281,9 +281,7 @@ class PushTTask(GroundTruthTask):
 
     @classmethod
     def caption_of(cls, state) -> str:
-        s = cls._split(state)
-        if s.ndim != 1:
-            raise ValueError(f"caption_of takes one state, got shape {s.shape}")
+        s = cls._split_one(state)
         agent, pose = s[:2], s[2:5]
         centre = pose[:2] + _rot(pose[2]) @ T_CENTROID
         # image directions: +x right, +y up (gym-pusht's y points down the image)
@@ -325,4 +323,4 @@ def pusher_gap(state: np.ndarray) -> float | np.ndarray:
     tees = shapely.union(shapely.polygons(v[:, :4]), shapely.polygons(v[:, 4:]))
     d = shapely.distance(shapely.points(flat[:, :2]), tees) - AGENT_RADIUS
     d = np.maximum(d, 0.0).reshape(lead)
-    return float(d) if d.ndim == 0 else d
+    return scalar_or_array(d)

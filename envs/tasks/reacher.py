@@ -16,10 +16,9 @@ import math
 from pathlib import Path
 
 import gymnasium
-import mujoco
 import numpy as np
 
-from envs.tasks.base import GoalPixelTask, TaskSpec
+from envs.tasks.base import GoalPixelTask, TaskSpec, scalar_or_array
 from envs.tasks.phrases import distance_words, heading_words, motion_words, offset_words, pick, region_words
 
 XML = Path(gymnasium.__file__).parent / "envs" / "mujoco" / "assets" / "reacher.xml"
@@ -60,10 +59,9 @@ def _elbow_words(q1: float) -> str:
 
 class ReacherTask(GoalPixelTask):
     spec_ = SPEC
+    xml = XML
+    goal_joints = (2, 3)   # target_x, target_y
     goal_geoms = ("target",)
-
-    def _load_model(self) -> mujoco.MjModel:
-        return mujoco.MjModel.from_xml_path(str(XML))
 
     def _sample(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         goal = np.zeros(8)
@@ -78,28 +76,18 @@ class ReacherTask(GoalPixelTask):
         start[4:6] = rng.uniform(-0.005, 0.005, 2)  # Reacher-v5's initial velocity noise
         return start, goal
 
-    def _normalize_goal(self, goal: np.ndarray) -> np.ndarray:
-        goal = np.array(goal, dtype=np.float64)
-        goal[2:4] = fingertip(goal[:2])  # the (hidden) target sits at the goal fingertip
-        goal[4:] = 0.0
-        return goal
-
-    def _with_goal(self, start: np.ndarray, goal: np.ndarray) -> np.ndarray:
-        start = np.array(start, dtype=np.float64)
-        start[2:4], start[6:8] = goal[2:4], 0.0
-        return start
+    def _marker(self, goal: np.ndarray) -> np.ndarray:
+        return fingertip(goal[:2])  # the (hidden) target sits at the goal fingertip
 
     @classmethod
     def distance(cls, state, goal_state):
         s, g = cls._split(state), cls._split(goal_state)
         d = np.linalg.norm(fingertip(s[..., :2]) - fingertip(g[..., :2]), axis=-1)
-        return float(d) if d.ndim == 0 else d
+        return scalar_or_array(d)
 
     @classmethod
     def caption_of(cls, state) -> str:
-        s = cls._split(state)
-        if s.ndim != 1:
-            raise ValueError(f"caption_of takes one state, got shape {s.shape}")
+        s = cls._split_one(state)
         q, target, qd = s[:2], s[2:4], s[4:6]
         tip, vel = fingertip(q), fingertip_velocity(q, qd)
         rel = target - tip
