@@ -106,6 +106,19 @@ def cost_quality(z: np.ndarray, states: np.ndarray, distance: Callable, pairs: i
     return {"spearman": round(spearman(lat, true), 3), "spearman_near": round(spearman(lat[near], true[near]), 3)}
 
 
+def pair_distance(task: str) -> Callable:
+    """The true distance between what two frames show (cost_quality's reference): the task's own
+    `distance(state, goal_state)`, except where the goal lives in a part of the state that the
+    frames do not show (dmc_reacher: the hidden target; there, finger to finger)."""
+    from envs.mujoco_tasks import TASK_CLASSES
+
+    if task == "dmc_reacher":
+        from envs.tasks.dmc_reacher import finger
+
+        return lambda a, b: np.linalg.norm(finger(np.asarray(a)[..., :2]) - finger(np.asarray(b)[..., :2]), axis=-1)
+    return TASK_CLASSES[task].distance
+
+
 def pose_features(task: str, states: np.ndarray) -> np.ndarray:
     """(..., S) true states -> (..., F) what one frame shows of the pose (the probe's targets)."""
     from envs.mujoco_tasks import TASK_CLASSES
@@ -117,6 +130,11 @@ def pose_features(task: str, states: np.ndarray) -> np.ndarray:
         return np.concatenate([np.cos(q), np.sin(q), fingertip(q) / 0.21], -1)
     if task == "point_maze":
         return states[..., :2]
+    if task == "dmc_reacher":   # unwrapped joint angles: their cos/sin and the finger (the target is hidden)
+        from envs.tasks.dmc_reacher import finger
+
+        q = states[..., :2]
+        return np.concatenate([np.cos(q), np.sin(q), finger(q) / 0.24], -1)
     return states[..., :TASK_CLASSES[task].spec_.state_dim // 2]   # positions (qpos) of other tasks
 
 
@@ -124,13 +142,10 @@ def score_latents(z_tr: torch.Tensor, z_te: torch.Tensor, a_te: torch.Tensor, s_
                   task: str, predict: Predict, history: int) -> dict:
     """All proxy scores of one representation: train/held-out latents (E, T1, D), held-out
     actions (E, T1-1, A) and true states (E, T1, S)."""
-    from envs.mujoco_tasks import TASK_CLASSES
-
-    cls = TASK_CLASSES[task]
     zn_tr, zn_te = z_tr.flatten(0, 1).numpy(), z_te.flatten(0, 1).numpy()
     y_tr, y_te = pose_features(task, s_tr), pose_features(task, s_te)
     r2 = _ridge_r2(zn_tr, y_tr.reshape(len(zn_tr), -1), zn_te, y_te.reshape(len(zn_te), -1))
-    return {"probe_r2": round(r2, 3), **cost_quality(z_te.numpy(), s_te, cls.distance),
+    return {"probe_r2": round(r2, 3), **cost_quality(z_te.numpy(), s_te, pair_distance(task)),
             **action_gain(z_te, a_te, predict, history)}
 
 
