@@ -86,7 +86,7 @@ def contact_fraction(policies: list[str], episodes: int, steps: int) -> list[dic
     from envs.mujoco_tasks import make_task
     from envs.tasks.pusht import angle_error
     from pretrain.data.collect import CollectConfig
-    from pretrain.data.policies import make_policy, pick_policy
+    from envs.policies import make_policy, pick_policy
 
     task = make_task("pusht", render=False)
     mixture = CollectConfig().mixture

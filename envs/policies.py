@@ -1,7 +1,9 @@
-"""Data-collection policies: state -> action in the task's action box.
+"""The tasks' data policies (scripted and random controllers): state -> action in the task's action box.
 
-A policy is made per episode with the episode's rng, so its noise depends only on the
-episode seed. Each decision is held for `hold` env steps (one env step already repeats the
+They drive `lw collect` (pretrain.data.collect) and the anchors' held-out trajectories of the
+benchmark (planners.goals): `episode_policy(task, seed, ...)` is the one draw of episode `seed`'s
+policy, so both see the same episode for the same seed. A policy is made per episode with the
+episode's rng, so its noise depends only on the episode seed. Each decision is held for `hold` env steps (one env step already repeats the
 action `action_repeat` simulator steps).
 
     uniform     iid uniform in the box: covers the workspace
@@ -293,6 +295,10 @@ POLICIES: dict[str, Callable[..., Policy]] = {
 }
 
 
+# `lw collect`'s default per-episode policy weights for policy=mixture: broad coverage + goal reaching
+DEFAULT_MIXTURE: dict[str, float] = {"uniform": 0.6, "correlated": 0.1, "ou": 0.1, "scripted": 0.2}
+
+
 def pick_policy(policy: str, mixture: dict[str, float], rng: np.random.Generator) -> str:
     """The policy name for one episode: `policy` itself, or a weighted draw for "mixture"."""
     if policy != "mixture":
@@ -309,3 +315,14 @@ def make_policy(name: str, task, rng: np.random.Generator, hold: int = 1, noise:
     if name == "scripted":
         return scripted_policy(task, rng, hold, noise=noise, model=model)
     return POLICIES[name](task, rng, hold)
+
+
+def episode_policy(task, seed: int, policy: str = "mixture", mixture: dict[str, float] | None = None,
+                   hold: int = 1, noise: float = 0.3) -> tuple[str, Policy]:
+    """Episode `seed`'s data policy on `task`: (its name, the policy), drawn from `default_rng(seed)`
+    (the mixture's pick first, then the policy's own noise from the same stream). The draw of
+    `lw collect` (EpisodeCollector) and of the anchors' goals (planners.goals); make it before
+    `task.reset(seed=seed)`. mixture=None: DEFAULT_MIXTURE."""
+    rng = np.random.default_rng(seed)
+    name = pick_policy(policy, DEFAULT_MIXTURE if mixture is None else mixture, rng)
+    return name, make_policy(name, task, rng, hold=hold, noise=noise)

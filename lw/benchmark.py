@@ -2,6 +2,7 @@
 
     lw benchmark model=runs/tiny_cpu/model episodes=20 tasks=[reacher]
     lw benchmark rows=[oracle_state,random] planners=[cem,mppi] video=true
+    lw benchmark tasks=[pusht] model=checkpoints/pusht-small rae= budget=anchors episodes=50
     lw plan task=reacher row=oracle_state planner=cem seed=10000
 
 Rows (what the planner plans in):
@@ -12,8 +13,14 @@ Rows (what the planner plans in):
     oracle_state   MuJoCo with the true-state task cost: the upper bound
     random         uniform random actions (no model)
 Every episode: seed `seed + i` (held out: data collection uses seeds 0, 1, ...), start and goal
-from the ground-truth task, `max_steps` decisions, receding horizon `receding_horizon`,
-success and final distance judged by the real task after executing. Episodes run `lockstep`
+from the protocol, `max_steps` decisions, receding horizon `receding_horizon`, success and final
+distance judged by the real task after executing. The protocol: `goals=auto` gives pusht and
+dmc_reacher the anchors' goals (the state 25 environment steps later on a held-out trajectory of
+the data policy; 50 environment steps = 10 decisions; pusht judged by DINO-WM's state rule),
+our own tasks their own random goals; `goals=random` the task's own everywhere. `budget=anchors`
+plans learned and jepa with the anchors' CEM (300 x 30, top 30, horizon 5); the default `cpu`
+keeps the CPU budgets. The table states the protocol and prints the anchors' published
+figures beside ours (planners.published: published, not measured here). Episodes run `lockstep`
 at a time so that one planner call covers them (one batched network call for the learned
 model, one spread over the oracle's worker processes); that is the parallelism over
 episodes, on top of the oracle's workers, sized for 2 cores.
@@ -31,7 +38,8 @@ from pathlib import Path
 import numpy as np
 
 from lw.program import Program
-from planners.benchmark import BenchmarkConfig, benchmark
+from planners.benchmark import BenchmarkConfig, benchmark, describe_budget, protocol
+from planners.published import ANCHORS, MARK, published_for
 from pretrain.metrics import save_resolved
 
 
@@ -94,32 +102,60 @@ def write_gif(path: Path, frames: np.ndarray, goal: np.ndarray | None, fps: int 
     imageio.mimsave(path, list(frames), duration=1000 / fps, loop=0)
 
 
-def goal_frame(task: str, seed: int, image_size: int) -> np.ndarray:
+def goal_frame(task: str, seed: int, image_size: int, goal_state: np.ndarray | None = None) -> np.ndarray:
+    """The goal image of episode `seed` (its goal state when given: the episode's own, e.g. the anchors')."""
     from envs.mujoco_tasks import make_task
 
     t = make_task(task, image_size=image_size, render=True)
-    t.reset(seed=seed)
+    t.reset(seed=seed, options=None if goal_state is None else {"goal_state": goal_state})
     g = np.array(t.goal_image)
     t.close()
     return g
 
 
+def published_table(tasks: list[str]) -> str:
+    """The anchors' published figures for `tasks` (planners.published), marked as not measured here."""
+    pubs = published_for(tasks)
+    if not pubs:
+        return ""
+    lines = [f"Published figures ({MARK}; their protocol: {ANCHORS.describe()}; GPU, 224 px, large encoders):",
+             "", "| task | method | success | source | note |", "|---|---|---|---|---|"]
+    lines += [f"| {p.task} | {p.method} ({MARK}) | {p.rate()} | {p.source} | {p.note} |" for p in pubs]
+    return "\n".join(lines)
+
+
+def header_lines(cfg: BenchmarkConfig, results: list[dict] = ()) -> list[str]:
+    """What the table was measured under: episodes, seeds, each task's protocol (and how many of its
+    episodes start already inside the success region), the planner budget."""
+    def trivial(task: str) -> str:
+        r = next((r for r in results if r["task"] == task and r.get("episodes")), None)
+        return "" if r is None else f" {r['start_successes']}/{r['episodes']} episodes start inside it"
+
+    return [f"Planning benchmark: {cfg.episodes} episodes per row (seeds {cfg.seed}..{cfg.seed + cfg.episodes - 1}); "
+            "success and distance judged by the real simulator after executing.",
+            *(f"Protocol {protocol(cfg, t).describe()};{trivial(t)}." for t in cfg.tasks),
+            f"Planner {describe_budget(cfg)}."]
+
+
 def write_results(cfg: BenchmarkConfig, results: list[dict]) -> str:
+    """results.md (header, table, published figures), results.json, success.png; returns the Markdown."""
     out = Path(cfg.out)
-    table = markdown_table(results)
-    header = (f"Planning benchmark: {cfg.episodes} episodes per row (seeds {cfg.seed}..{cfg.seed + cfg.episodes - 1}), "
-              f"{cfg.max_steps} decision steps, receding horizon {cfg.receding_horizon}; success and distance "
-              "judged by the real MuJoCo task.\n\n")
-    (out / "results.md").write_text(header + table + "\n")
-    (out / "results.json").write_text(json.dumps(dict(config=dataclasses.asdict(cfg), results=results), indent=2))
+    pub = published_table(cfg.tasks)
+    md = "\n".join(f"{line}  " for line in header_lines(cfg, results)) + "\n\n" + markdown_table(results) + "\n" + \
+        (f"\n{pub}\n" if pub else "")
+    (out / "results.md").write_text(md)
+    (out / "results.json").write_text(json.dumps(dict(
+        config=dataclasses.asdict(cfg), protocol={t: protocol(cfg, t).to_dict() for t in cfg.tasks},
+        budget=describe_budget(cfg), published=[p.to_dict() for p in published_for(cfg.tasks)],
+        results=results), indent=2))
     bar_plot(results, out / "success.png")
-    return table
+    return md
 
 
 def run(cfg: BenchmarkConfig) -> None:
     save_resolved(cfg, cfg.out)
     print(f"benchmark: tasks {cfg.tasks}, rows {cfg.rows}, planners {cfg.planners}, {cfg.episodes} episodes each "
-          f"from seed {cfg.seed}, {cfg.max_steps} steps, receding {cfg.receding_horizon} -> {cfg.out}", flush=True)
+          f"from seed {cfg.seed}, goals={cfg.goals}, budget={cfg.budget} -> {cfg.out}", flush=True)
 
     def write_gifs(task: str, row: str, planner: str, recs) -> None:
         if not cfg.video:
@@ -127,7 +163,7 @@ def run(cfg: BenchmarkConfig) -> None:
         for r in recs[: cfg.video_episodes]:
             if r.frames is not None:
                 write_gif(Path(cfg.out) / "videos" / f"{task}_{row}_{planner}_seed{r.seed}.gif", r.frames,
-                          goal_frame(task, r.seed, r.frames.shape[1]))
+                          goal_frame(task, r.seed, r.frames.shape[1], r.goal_state))
 
     print(write_results(cfg, benchmark(cfg, done=write_gifs)))
 

@@ -44,7 +44,7 @@ def run(cfg: PlanOneConfig) -> None:
     finally:
         rm.close()
     out = Path(cfg.out)
-    write_gif(out / "episode.gif", rec.frames, goal_frame(cfg.task, cfg.seed, b.image_size))
+    write_gif(out / "episode.gif", rec.frames, goal_frame(cfg.task, cfg.seed, b.image_size, rec.goal_state))
     summary = dict(task=cfg.task, row=cfg.row, planner=cfg.planner, seed=cfg.seed, success=rec.success,
                    final_distance=rec.final_distance, steps=rec.steps,
                    seconds_per_replan=float(np.mean(rec.replan_seconds)), cost=rm.note or "default",

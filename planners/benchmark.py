@@ -6,8 +6,19 @@ Rows (what the planner plans in): learned (the world model), jepa (the JEPA's de
 latent predictor), oracle_latent (MuJoCo with the same latent cost), oracle_state (MuJoCo with
 the true-state cost, the upper bound), random: `ROWS`, a registry of named builders
 (cfg, task, world) -> `Row`, so a new row is one function. Every episode: seed `seed + i`, start and goal
-from the ground-truth task, success and final distance judged by the real task after executing,
-`lockstep` episodes planned together. `benchmark` returns one summary dict per (task, row,
+from the protocol (`protocol(cfg, task)`), success and final distance judged by the real task after
+executing, `lockstep` episodes planned together.
+
+The protocol, per task: `goals=auto` (default) gives the field's benchmark tasks (pusht,
+dmc_reacher) the anchors' goals (planners.goals: start and goal = the state 25 environment
+steps later on a held-out trajectory of the data policy, from episode seed `seed + i`) and
+our own tasks their own random goals; `goals=anchors` / `goals=random` force one or the other.
+The start and goal reach the real simulator through `reset(options={"start_state", "goal_state"})`,
+the same for every row. `max_steps` (null) follows the goals: the anchors' 50 environment steps
+(10 decisions of 5 steps), else 50 decisions. `success=auto` judges pusht by DINO-WM's state rule
+under the anchors' goals (`make_task("pusht", success="anchors")`), by gym-pusht's coverage
+otherwise. `budget=anchors` plans the learned and jepa rows with the anchors' CEM (300 samples x
+30 iterations, top 30, horizon 5, receding horizon 5) instead of `learned_budget` (the CPU default). `benchmark` returns one summary dict per (task, row,
 planner) (`summarise`); `lw benchmark` and `lw plan` (lw/benchmark.py, lw/plan.py) add the
 command line, the Markdown table, the bar plot and the GIFs.
 """
@@ -23,12 +34,14 @@ import numpy as np
 
 from planners.base import RandomPolicyConfig
 from planners.cem import CEMConfig
+from planners.published import ANCHORS
 from planners.gradient import GradientConfig
 from planners.learned import LearnedConfig
 from planners.mpc import EpisodeResult, MPCConfig, NullObserver, OracleObserver, run_mpc
 from planners.mppi import MPPIConfig
 from planners.random_shooting import RandomShootingConfig
 from planners.stats import mean_sem, wilson_interval
+from worldmodel.errors import ConfigError
 
 @dataclass
 class PlannerConfigs:
@@ -57,7 +70,12 @@ class BenchmarkConfig:
     planners: list[str] = field(default_factory=lambda: ["cem"])  # for the model rows (random uses no planner)
     episodes: int = 20               # evaluation episodes per (task, row, planner)
     seed: int = 10_000               # episode i uses seed + i, disjoint from collection seeds 0..
-    max_steps: int = 50              # env decision steps per episode (the tasks' episode length)
+    goals: str = "auto"              # auto (anchors for pusht / dmc_reacher, random for ours) | anchors | random
+    goal_policy: str = "mixture"     # the anchors' data policy (as `lw collect policy=`; mixture: its default weights)
+    success: str = "auto"            # auto (pusht: DINO-WM's rule with the anchors' goals) | task (the simulator's own) | anchors
+    budget: str = "cpu"              # cpu (learned_budget) | anchors (CEM 300 x 30, top 30, horizon 5, for learned/jepa)
+    max_steps: int | None = None     # env decision steps per episode; None = the protocol's (anchors: 50 environment
+                                     # steps / action_repeat; random goals: 50 decisions)
     receding_horizon: int = 5        # actions executed per plan (DINO-WM: 5)
     stop_on_success: bool = True     # end an episode once the real task reports success (success = reached in budget)
     lockstep: int = 4                # episodes planned together
@@ -79,6 +97,135 @@ class BenchmarkConfig:
     video: bool = False              # write GIFs of executed episodes
     video_episodes: int = 2          # GIFs per (task, row, planner)
     progress: bool = True            # print a line per finished batch of episodes
+
+
+# --------------------------------------------------------------------------- the protocol
+
+GOALS = ("auto", "anchors", "random")
+SUCCESS = ("auto", "task", "anchors")
+BUDGETS = ("cpu", "anchors")
+ANCHOR_TASKS = ("pusht", "dmc_reacher")   # the field's benchmark tasks: the anchors' goals under goals=auto
+ANCHOR_RULES = ("pusht",)                 # tasks whose anchors judged by a rule of their own (DINO-WM's eval_state)
+TASK_MAX_STEPS = 50                       # decisions per episode under the tasks' own goals
+LATENT_ROWS = ("learned", "jepa")         # the rows budget=anchors plans with the anchors' CEM
+ANCHORS_BUDGET = Budget(horizon=ANCHORS.horizon, samples=ANCHORS.samples, elites=ANCHORS.elites,
+                        iterations=ANCHORS.iterations)
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """How one task's episodes are set and judged: the same for every row."""
+    task: str
+    goals: str             # "anchors" (planners.goals) | "random" (the task's own reset(seed))
+    max_steps: int         # decisions per episode
+    action_repeat: int     # environment steps per decision
+    success: str           # "anchors" | "task": the rule's name
+    success_rule: str      # the rule in words
+    task_kwargs: dict      # make_task keywords of every env of every row (pusht: success=)
+
+    def describe(self) -> str:
+        goals = (f"the anchors' (start and goal = the state {ANCHORS.goal_offset_steps} environment steps later on a "
+                 f"held-out trajectory of the data policy, drawn from the episode seed)" if self.goals == "anchors"
+                 else "the task's own random goals (reset(seed))")
+        return (f"{self.task}: goals {goals}; budget {self.max_steps} decisions = {self.max_steps * self.action_repeat} "
+                f"environment steps; success: {self.success_rule}")
+
+    def to_dict(self) -> dict:
+        return {**dataclasses.asdict(self), "env_steps": self.max_steps * self.action_repeat}
+
+
+def check_protocol(cfg: BenchmarkConfig) -> None:
+    """Unknown goals= / success= / budget= / goal_policy= values are ConfigErrors naming the choices."""
+    from envs.policies import POLICIES
+
+    for key, choices in (("goals", GOALS), ("success", SUCCESS), ("budget", BUDGETS),
+                         ("goal_policy", (*POLICIES, "mixture"))):
+        if getattr(cfg, key) not in choices:
+            raise ConfigError(f"{key}={getattr(cfg, key)!r}, expected one of {list(choices)}")
+    if cfg.max_steps is not None and cfg.max_steps < 1:
+        raise ConfigError(f"max_steps={cfg.max_steps}, expected >= 1 or null (the protocol's)")
+
+
+def _success_rule(task: str, rule: str) -> str:
+    from envs.mujoco_tasks import TASKS
+
+    if task == "pusht":
+        from envs.tasks.pusht import ANCHOR_ANGLE, ANCHOR_POS, COVERAGE
+
+        if rule == "anchors":
+            return (f"DINO-WM's state rule (make_task('pusht', success='anchors'): agent and block xy within "
+                    f"{ANCHOR_POS:g} units of the goal's, block angle within {ANCHOR_ANGLE:.3f} rad = pi/9; "
+                    "gym-pusht's coverage stays in info)")
+        return f"gym-pusht's own (coverage of the goal T > {100 * COVERAGE:.0f}%)"
+    own = {"dmc_reacher": "dm_control's own target test (finger within 6 cm of the target centre)"}.get(
+        task, f"the task's own (distance <= {TASKS[task].success_threshold:g} m)")
+    return own + (" (no separate anchors' rule here: the task's own)" if rule == "anchors" else "")
+
+
+def protocol(cfg: BenchmarkConfig, task: str) -> Protocol:
+    """The protocol of `task` under `cfg` (module docstring); a ConfigError if it does not apply."""
+    from envs.mujoco_tasks import TASKS
+
+    check_protocol(cfg)
+    spec = TASKS[task]
+    goals = cfg.goals if cfg.goals != "auto" else ("anchors" if task in ANCHOR_TASKS else "random")
+    if goals == "anchors":
+        from planners.goals import decisions_for
+
+        try:
+            default_steps = decisions_for(task, ANCHORS.budget_steps)
+            decisions_for(task, ANCHORS.goal_offset_steps)
+        except ValueError as e:
+            raise ConfigError(f"goals=anchors does not fit {task}: {e}") from None
+    else:
+        default_steps = TASK_MAX_STEPS
+    success = cfg.success if cfg.success != "auto" else (
+        "anchors" if goals == "anchors" and task in ANCHOR_RULES else "task")
+    kwargs = {"success": "anchors" if success == "anchors" else "coverage"} if task == "pusht" else {}
+    return Protocol(task=task, goals=goals, max_steps=int(cfg.max_steps or default_steps),
+                    action_repeat=int(spec.action_repeat), success=success,
+                    success_rule=_success_rule(task, success), task_kwargs=kwargs)
+
+
+def episode_options(cfg: BenchmarkConfig, task: str, seeds) -> list[dict | None]:
+    """Each episode's reset options: {"start_state", "goal_state"} under the anchors' goals, else None
+    (the task's own reset(seed)). Drawn once per task; every row gets the same list."""
+    seeds = [int(s) for s in seeds]
+    if protocol(cfg, task).goals != "anchors":
+        return [None] * len(seeds)
+    from planners.goals import anchor_goals
+
+    return [{"start_state": s, "goal_state": g} for s, g in anchor_goals(task, seeds, policy=cfg.goal_policy)]
+
+
+def receding_horizon(cfg: BenchmarkConfig, row: str) -> int:
+    """Actions executed per plan for `row`: the anchors' under budget=anchors (latent rows), else cfg's."""
+    return ANCHORS.receding_horizon if cfg.budget == "anchors" and row in LATENT_ROWS else cfg.receding_horizon
+
+
+def describe_settings(planner: str, st: dict) -> str:
+    if planner in ("cem", "mppi"):
+        return (f"{planner} {st['samples']} samples x {st['iterations']} iterations, top {st['elites']}, "
+                f"horizon {st['horizon']}")
+    if planner == "gradient":
+        return f"gradient {st['starts']} starts x {st['iterations']} steps, horizon {st['horizon']}"
+    if planner == "random_shooting":
+        return f"random_shooting {st['samples']} samples, horizon {st['horizon']}"
+    return planner
+
+
+def describe_budget(cfg: BenchmarkConfig) -> str:
+    """The planner budget of every row of `cfg`, grouped: one line for the results table."""
+    groups: dict[str, list[str]] = {}
+    for row in cfg.rows:
+        if row == "random":
+            groups.setdefault("uniform random actions", []).append(row)
+            continue
+        text = "; ".join(describe_settings(p, planner_settings(cfg, row, p)) for p in cfg.planners)
+        groups.setdefault(f"{text}, receding horizon {receding_horizon(cfg, row)}", []).append(row)
+    name = ("anchors (the anchors' CEM for learned and jepa)" if cfg.budget == "anchors"
+            else "cpu (the CPU default)")
+    return f"budget={name}: " + "; ".join(f"{', '.join(rows)}: {text}" for text, rows in groups.items())
 
 
 # --------------------------------------------------------------------------- building rows
@@ -106,7 +253,8 @@ def preload_model_stack() -> None:
 def planner_settings(cfg: BenchmarkConfig, row: str, planner: str) -> dict[str, Any]:
     """The planner's fields: its config in `cfg.plan`, then the row's budget overrides (known keys only)."""
     base = dataclasses.asdict(getattr(cfg.plan, planner))
-    budget = {"learned": cfg.learned_budget, "jepa": cfg.learned_budget, "oracle_latent": cfg.oracle_latent_budget,
+    learned = ANCHORS_BUDGET if cfg.budget == "anchors" else cfg.learned_budget
+    budget = {"learned": learned, "jepa": learned, "oracle_latent": cfg.oracle_latent_budget,
               "oracle_state": cfg.oracle_state_budget}.get(row)
     if budget is not None:
         b = dataclasses.asdict(budget)
@@ -230,7 +378,8 @@ def oracle_latent_row(cfg: BenchmarkConfig, task: str, world) -> Row:
     if graph is not None and graph.fingerprint != rae.fingerprint():
         graph = None                # the model's graph is in another RAE's latent space
     model = OracleModel(OracleConfig(task=task, cost="latent", horizon_cost=cfg.oracle_horizon_cost,
-                                     workers=cfg.workers, image_size=cfg.image_size), rae=rae, landmarks=graph)
+                                     workers=cfg.workers, image_size=cfg.image_size,
+                                     task_kwargs=protocol(cfg, task).task_kwargs), rae=rae, landmarks=graph)
     return _with_graph(Row("oracle_latent", model, lambda: OracleObserver("image"), render=True), graph)
 
 
@@ -239,7 +388,8 @@ def oracle_state_row(cfg: BenchmarkConfig, task: str, world) -> Row:
     from planners.oracle import OracleConfig, OracleModel
 
     model = OracleModel(OracleConfig(task=task, cost="state", horizon_cost=cfg.oracle_horizon_cost,
-                                     workers=cfg.workers, image_size=cfg.image_size))
+                                     workers=cfg.workers, image_size=cfg.image_size,
+                                     task_kwargs=protocol(cfg, task).task_kwargs))
     return Row("oracle_state", model, lambda: OracleObserver("state"))
 
 
@@ -264,18 +414,24 @@ def build_row(cfg: BenchmarkConfig, task: str, name: str, world=None) -> Row:
 # --------------------------------------------------------------------------- running
 
 def run_row(cfg: BenchmarkConfig, task: str, rm: Row, planner_name: str, episodes: int,
-            seed: int, record_frames: bool) -> list[EpisodeResult]:
-    """`episodes` episodes of one (task, row, planner), `lockstep` at a time."""
+            seed: int, record_frames: bool, options: list[dict | None] | None = None) -> list[EpisodeResult]:
+    """`episodes` episodes of one (task, row, planner), `lockstep` at a time; episode i has seed
+    `seed + i` and reset options `options[i]` (None: `episode_options`, the protocol's)."""
     from envs.mujoco_tasks import make_task
     from planners.registry import make_planner
 
+    proto = protocol(cfg, task)
+    if options is None:
+        options = episode_options(cfg, task, range(seed, seed + episodes))
+    if len(options) != episodes:
+        raise ValueError(f"got {len(options)} reset options for {episodes} episodes")
     settings = planner_settings(cfg, rm.name, planner_name)
     render = rm.render or record_frames
-    envs = [make_task(task, image_size=cfg.image_size, max_steps=cfg.max_steps, render=render)
+    envs = [make_task(task, image_size=cfg.image_size, max_steps=proto.max_steps, render=render, **proto.task_kwargs)
             for _ in range(min(cfg.lockstep, episodes))]
     space = action_space(task)
-    mpc = MPCConfig(receding_horizon=cfg.receding_horizon, max_steps=cfg.max_steps, record_frames=record_frames,
-                    stop_on_success=cfg.stop_on_success)
+    mpc = MPCConfig(receding_horizon=receding_horizon(cfg, rm.name), max_steps=proto.max_steps,
+                    record_frames=record_frames, stop_on_success=cfg.stop_on_success)
     out: list[EpisodeResult] = []
     try:
         for start in range(0, episodes, cfg.lockstep):
@@ -283,7 +439,7 @@ def run_row(cfg: BenchmarkConfig, task: str, rm: Row, planner_name: str, episode
             planner = make_planner(planner_name, space, **{**settings, "seed": int(settings["seed"]) + seed + start})
             t0 = time.perf_counter()
             recs = run_mpc(envs[:n], planner, rm.model, [rm.observer() for _ in range(n)], mpc,
-                           seeds=[seed + start + i for i in range(n)])
+                           seeds=[seed + start + i for i in range(n)], reset_options=options[start:start + n])
             out += recs
             if cfg.progress:
                 ok = sum(r.success for r in out)
@@ -310,7 +466,11 @@ def summarise(task: str, row: str, planner: str, recs: list[EpisodeResult], sett
                 model_calls_per_replan=float(np.mean(calls)) if calls else 0.0,
                 rollouts_per_replan=float(np.mean([r.rollouts / max(1, len(r.plans)) for r in recs])),
                 steps=float(np.mean([r.steps for r in recs])), settings=settings, note=note,
-                per_episode=[dict(seed=r.seed, success=r.success, final_distance=r.final_distance, steps=r.steps)
+                start_successes=sum(r.start_success for r in recs),
+                per_episode=[dict(seed=r.seed, success=r.success, final_distance=r.final_distance, steps=r.steps,
+                                  start_success=r.start_success,
+                                  **{k: np.asarray(v).tolist() for k, v in
+                                     (("start_state", r.start_state), ("goal_state", r.goal_state)) if v is not None})
                              for r in recs])
 
 
@@ -342,6 +502,8 @@ def benchmark(cfg: BenchmarkConfig,
             raise ValueError(f"unknown planner {p!r} in planners, expected some of {sorted(set(PLANNERS) - {'random'})}")
     if cfg.episodes < 1 or cfg.lockstep < 1:
         raise ValueError(f"episodes={cfg.episodes} and lockstep={cfg.lockstep} must be >= 1")
+    for t in cfg.tasks:
+        protocol(cfg, t)                          # a protocol that does not fit a task fails before any work
     preload_model_stack()
     loaded: dict = {}
     cfg = with_image_size(cfg, load_world(cfg, cfg.tasks[0], loaded))
@@ -349,6 +511,8 @@ def benchmark(cfg: BenchmarkConfig,
     for task in cfg.tasks:
         world = load_world(cfg, task, loaded)
         with_image_size(cfg, world)               # every task's model must see the same frame size
+        seeds = range(cfg.seed, cfg.seed + cfg.episodes)
+        options = episode_options(cfg, task, seeds)   # drawn once: every row starts and ends at the same states
         for row in cfg.rows:
             rm = build_row(cfg, task, row, world)
             try:
@@ -360,7 +524,8 @@ def benchmark(cfg: BenchmarkConfig,
                     if planner == "gradient" and row.startswith("oracle"):
                         results.append(summarise(task, row, planner, [], settings, "MuJoCo is not differentiable"))
                         continue
-                    recs = run_row(cfg, task, rm, planner, cfg.episodes, cfg.seed, record_frames=cfg.video)
+                    recs = run_row(cfg, task, rm, planner, cfg.episodes, cfg.seed, record_frames=cfg.video,
+                                   options=options)
                     results.append(summarise(task, row, planner, recs, settings, rm.note))
                     if done is not None:
                         done(task, row, planner, recs)

@@ -44,6 +44,9 @@ class EpisodeResult:
     rollouts: int = 0                         # candidate sequences this episode's plans scored
     plans: list[np.ndarray] = field(default_factory=list)       # (H, A) each plan
     inits: list[np.ndarray | None] = field(default_factory=list)  # the warm start each plan got
+    start_state: np.ndarray | None = None     # the real env's info["state"] after reset (None if it has none)
+    goal_state: np.ndarray | None = None      # the real env's info["goal_state"] after reset
+    start_success: bool = False               # the real env's is_success already at reset (a trivial episode)
 
 
 class Observer(Protocol):
@@ -131,7 +134,9 @@ class NullObserver:
 def run_mpc(envs: Sequence[gym.Env], planner: Planner, model: Any, observers: Sequence[Observer],
             cfg: MPCConfig, seeds: Sequence[int | None], reset_options: Sequence[dict | None] | None = None,
             ) -> list[EpisodeResult]:
-    """Run len(envs) episodes in lockstep with receding-horizon planning; one result per env."""
+    """Run len(envs) episodes in lockstep with receding-horizon planning; one result per env.
+    Env e starts from `env.reset(seed=seeds[e], options=reset_options[e])` (e.g. the benchmark's
+    {"start_state", "goal_state"})."""
     E = len(envs)
     if not (len(observers) == len(seeds) == E) or E == 0:
         raise ValueError(f"got {E} envs, {len(observers)} observers and {len(seeds)} seeds; expected the same number (>= 1)")
@@ -140,12 +145,16 @@ def run_mpc(envs: Sequence[gym.Env], planner: Planner, model: Any, observers: Se
     if cfg.max_steps < 1:
         raise ValueError(f"max_steps={cfg.max_steps}, expected >= 1")
     reset_options = list(reset_options or [None] * E)
+    if len(reset_options) != E:
+        raise ValueError(f"got {len(reset_options)} reset options for {E} envs")
     pad = planner.scaler.center_np
     records, frames, last_info = [], [], []
     for env, obs_fn, seed, opt in zip(envs, observers, seeds, reset_options):
         obs, info = env.reset(seed=seed, options=opt)
         obs_fn.reset(env, obs, info)
-        records.append(EpisodeResult(seed, np.zeros((0, planner.scaler.dim), np.float32), None, False, float("nan"), 0))
+        records.append(EpisodeResult(seed, np.zeros((0, planner.scaler.dim), np.float32), None, False, float("nan"), 0,
+                                     start_state=_copy(info.get("state")), goal_state=_copy(info.get("goal_state")),
+                                     start_success=bool(info.get("is_success", False))))
         frames.append([np.array(obs)] if cfg.record_frames and _is_image(obs) else None)
         last_info.append(info)
     acts: list[list[np.ndarray]] = [[] for _ in range(E)]
@@ -189,6 +198,10 @@ def run_mpc(envs: Sequence[gym.Env], planner: Planner, model: Any, observers: Se
         rec.success = bool(last_info[e].get("is_success", False))
         rec.final_distance = float(last_info[e].get("distance", float("nan")))
     return records
+
+
+def _copy(x: Any) -> np.ndarray | None:
+    return None if x is None else np.array(x, dtype=np.float64)
 
 
 def _is_image(obs: Any) -> bool:

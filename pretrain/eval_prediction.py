@@ -33,7 +33,7 @@ class EvalPredictionConfig:
     horizon: int = 10               # imagined steps per episode
     context_frames: int | None = None  # real frames given to the model; None: the model's
     sample_steps: int | None = None    # Euler steps per frame; None: the model's (LatentWorld.sample_steps)
-    policy: str = "uniform"         # data policy (pretrain.data.policies), or "collection": the policy,
+    policy: str = "uniform"         # data policy (envs.policies), or "collection": the policy,
                                     # mixture and hold of the model's training dataset (its manifest)
     hold: int = 1                   # env steps each policy decision is held (as in `lw collect`)
     seed: int = 1_000_000           # episode i uses seed + i (collection uses 0, 1, ...)

@@ -19,7 +19,7 @@ NAMES = ["dmc_reacher", "pusht"]
 
 def _policy_actions(task, n: int, seed: int) -> list[np.ndarray]:
     """Actions of the task's scripted data policy from its current state (pusht: pushes, so contacts)."""
-    from pretrain.data.policies import make_policy
+    from envs.policies import make_policy
 
     twin = pickle.loads(pickle.dumps(task))
     policy = make_policy("scripted", twin, np.random.default_rng(seed))
@@ -195,7 +195,7 @@ def test_pusht_goal_zone_is_not_drawn_and_actions_are_relative():
 
 
 def test_pusht_data_policy_moves_the_block():
-    from pretrain.data.policies import make_policy
+    from envs.policies import make_policy
 
     task = make_task("pusht", render=False)
     moved = 0

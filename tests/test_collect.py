@@ -5,7 +5,7 @@ import pytest
 from lw.cli import main as lw
 from lw.config import compose
 from pretrain.data.collect import CollectConfig, EpisodeCollector, collect
-from pretrain.data.policies import make_policy
+from envs.policies import make_policy
 from pretrain.data.shards import Dataset
 
 TINY = ["task=reacher", "episode_steps=3", "image_size=32", "progress=false"]

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pretrain.data.policies import POLICIES, make_policy, pick_policy
+from envs.policies import DEFAULT_MIXTURE, POLICIES, episode_policy
 from pretrain.data.shards import Episode, ShardWriter, dataset_summary
 from pretrain.metrics import to_dict
 from worldmodel.errors import ConfigError
@@ -32,8 +32,7 @@ class CollectConfig:
     episodes: int = 100                # episodes to add to the dataset
     policy: str = "mixture"            # uniform | ou | correlated | scripted | mixture
     # per-episode policy weights for policy=mixture (normalised): broad coverage + goal reaching
-    mixture: dict[str, float] = field(default_factory=lambda: {
-        "uniform": 0.6, "correlated": 0.1, "ou": 0.1, "scripted": 0.2})
+    mixture: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_MIXTURE))   # envs.policies
     hold: int = 1                      # env steps each policy decision is held (on top of the task's action_repeat)
     scripted_noise: float = 0.3        # scripted policy: Gaussian action noise, as a fraction of the action scale
     episode_steps: int | None = None   # actions per episode; None = the task's spec.episode_steps
@@ -64,9 +63,7 @@ class EpisodeCollector:
     def __call__(self, index: int) -> Episode:
         cfg, task = self.cfg, self.task
         seed = cfg.seed + index
-        rng = np.random.default_rng(seed)
-        name = pick_policy(cfg.policy, cfg.mixture, rng)
-        policy = make_policy(name, task, rng, hold=cfg.hold, noise=cfg.scripted_noise)
+        name, policy = episode_policy(task, seed, cfg.policy, cfg.mixture, hold=cfg.hold, noise=cfg.scripted_noise)
         frame, info = task.reset(seed=seed)
         frames, states, actions, rewards = [frame], [info["state"]], [], []
         captions = [task.caption(info["state"])]
