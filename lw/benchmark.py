@@ -153,6 +153,8 @@ def write_results(cfg: BenchmarkConfig, results: list[dict]) -> str:
 
 
 def run(cfg: BenchmarkConfig) -> None:
+    for t in cfg.tasks:
+        protocol(cfg, t)            # an unknown goals= / budget= / success= fails before anything is written
     save_resolved(cfg, cfg.out)
     print(f"benchmark: tasks {cfg.tasks}, rows {cfg.rows}, planners {cfg.planners}, {cfg.episodes} episodes each "
           f"from seed {cfg.seed}, goals={cfg.goals}, budget={cfg.budget} -> {cfg.out}", flush=True)

@@ -153,8 +153,8 @@ def _success_rule(task: str, rule: str) -> str:
         from envs.tasks.pusht import ANCHOR_ANGLE, ANCHOR_POS, COVERAGE
 
         if rule == "anchors":
-            return (f"DINO-WM's state rule (make_task('pusht', success='anchors'): agent and block xy within "
-                    f"{ANCHOR_POS:g} units of the goal's, block angle within {ANCHOR_ANGLE:.3f} rad = pi/9; "
+            return (f"DINO-WM's state rule (make_task('pusht', success='anchors'): the norm of the (agent xy, block xy) "
+                    f"error < {ANCHOR_POS:g} units and the block angle within {ANCHOR_ANGLE:.3f} rad = pi/9; "
                     "gym-pusht's coverage stays in info)")
         return f"gym-pusht's own (coverage of the goal T > {100 * COVERAGE:.0f}%)"
     own = {"dmc_reacher": "dm_control's own target test (finger within 6 cm of the target centre)"}.get(
@@ -167,6 +167,8 @@ def protocol(cfg: BenchmarkConfig, task: str) -> Protocol:
     from envs.mujoco_tasks import TASKS
 
     check_protocol(cfg)
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r} in tasks, expected some of {sorted(TASKS)}")
     spec = TASKS[task]
     goals = cfg.goals if cfg.goals != "auto" else ("anchors" if task in ANCHOR_TASKS else "random")
     if goals == "anchors":
