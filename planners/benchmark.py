@@ -168,7 +168,7 @@ def protocol(cfg: BenchmarkConfig, task: str) -> Protocol:
 
     check_protocol(cfg)
     if task not in TASKS:
-        raise ValueError(f"unknown task {task!r} in tasks, expected some of {sorted(TASKS)}")
+        raise ConfigError(f"unknown task {task!r} in tasks, expected some of {sorted(TASKS)}")
     spec = TASKS[task]
     goals = cfg.goals if cfg.goals != "auto" else ("anchors" if task in ANCHOR_TASKS else "random")
     if goals == "anchors":
