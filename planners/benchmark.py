@@ -432,7 +432,7 @@ def run_row(cfg: BenchmarkConfig, task: str, rm: Row, planner_name: str, episode
     envs = [make_task(task, image_size=cfg.image_size, max_steps=proto.max_steps, render=render, **proto.task_kwargs)
             for _ in range(min(cfg.lockstep, episodes))]
     space = action_space(task)
-    mpc = MPCConfig(receding_horizon=receding_horizon(cfg, rm.name), max_steps=proto.max_steps,
+    mpc = MPCConfig(receding_horizon=receding_horizon(cfg, rm.name), max_steps=proto.max_steps, record_states=True,
                     record_frames=record_frames, stop_on_success=cfg.stop_on_success)
     out: list[EpisodeResult] = []
     try:

@@ -29,6 +29,9 @@ class MPCConfig:
     max_steps: int = 50           # env decision-step budget per episode
     stop_on_success: bool = True  # end the episode as soon as the real env reports success
     record_frames: bool = True    # keep the executed frames (videos)
+    record_states: bool = False   # copy the real env's start and goal state from reset's info into each
+                                  # EpisodeResult (evaluation bookkeeping, never given to the planner; off by
+                                  # default, so an MPC loop over a learned model reads no privileged state)
 
 
 @dataclass
@@ -153,7 +156,8 @@ def run_mpc(envs: Sequence[gym.Env], planner: Planner, model: Any, observers: Se
         obs, info = env.reset(seed=seed, options=opt)
         obs_fn.reset(env, obs, info)
         records.append(EpisodeResult(seed, np.zeros((0, planner.scaler.dim), np.float32), None, False, float("nan"), 0,
-                                     start_state=_copy(info.get("state")), goal_state=_copy(info.get("goal_state")),
+                                     start_state=_copy(info.get("state")) if cfg.record_states else None,
+                                     goal_state=_copy(info.get("goal_state")) if cfg.record_states else None,
                                      start_success=bool(info.get("is_success", False))))
         frames.append([np.array(obs)] if cfg.record_frames and _is_image(obs) else None)
         last_info.append(info)
