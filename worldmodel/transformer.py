@@ -42,23 +42,19 @@ class Block(nn.Module):
         leave them); ignored without `ada`. keep: only the last `keep` tokens go on past the
         attention (T' = keep; the others only give keys and values); None keeps all.
         """
-        if self.ada is None or cond is None:
-            a = self.attn(self.attn_norm(x), cos, sin, mask, cache, layer, keep)
-            if keep is not None:                      # the last `keep` tokens only (0: keys and values only)
-                T = x.shape[1]
-                if keep == 0:
-                    return x[:, T:]
-                x, moe_modality = x[:, T - keep:], moe_modality[:, T - keep:]
+        # gates are 1 + g (not g as in DiT) so that the zero init equals the plain block everywhere
+        mod = self.ada(cond).chunk(6, dim=-1) if self.ada is not None and cond is not None else None
+        h = self.attn_norm(x)
+        a = self.attn(h if mod is None else _modulate(h, mod[1], mod[0]), cos, sin, mask, cache, layer, keep)
+        if keep is not None:                      # only the last `keep` tokens go on (0: keys and values only)
+            T = x.shape[1]
+            x, moe_modality = x[:, T - keep:], moe_modality[:, T - keep:]
+            if keep == 0:
+                return x
+        if mod is None:
             x = x + a
             return x + self.ffn(self.ffn_norm(x), moe_modality)
-        # gates are 1 + g (not g as in DiT) so that the zero init equals the plain block everywhere
-        shift_a, scale_a, gate_a, shift_f, scale_f, gate_f = self.ada(cond).chunk(6, dim=-1)   # (B, n, D) each
-        a = self.attn(_modulate(self.attn_norm(x), scale_a, shift_a), cos, sin, mask, cache, layer, keep)
-        if keep is not None:
-            T = x.shape[1]
-            if keep == 0:
-                return x[:, T:]
-            x, moe_modality = x[:, T - keep:], moe_modality[:, T - keep:]
+        shift_a, scale_a, gate_a, shift_f, scale_f, gate_f = mod                # (B, n, D) each
         x = x + _modulate(a, gate_a)
         return x + _modulate(self.ffn(_modulate(self.ffn_norm(x), scale_f, shift_f), moe_modality), gate_f)
 
