@@ -105,11 +105,6 @@ class KVCache:
         self.length = 0                  # cached tokens
         self.buffered: bool | None = None
 
-    @property
-    def batch_size(self) -> int:
-        kv = self.layers[0]
-        return 0 if kv is None else kv[0].shape[0]
-
     def extend(self, i: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """Layer i: the cached keys/values followed by this chunk's k, v (B, H, T, K) -> (B, H, S, K)."""
         if self.buffered is None:
@@ -141,26 +136,21 @@ class KVCache:
         once is shared by r continuations (the candidates of one plan). One broadcast copy per
         tensor, into a buffer of the same capacity when buffered."""
         L = self.length
-        out = []
-        for kv in self.layers:
-            if kv is None:
-                out.append(None)
-                continue
-            pair = []
-            for t in kv:
-                Bc, H, cap, K = t.shape
-                new = t.new_empty(Bc * r, H, cap if self.buffered else L, K)
-                new.view(Bc, r, H, -1, K)[:, :, :, :L] = t[:, None, :, :L]
-                pair.append(new)
-            out.append(tuple(pair))
-        self.layers = out
+
+        def repeated(t: Tensor) -> Tensor:
+            Bc, H, cap, K = t.shape
+            new = t.new_empty(Bc * r, H, cap if self.buffered else L, K)
+            new.view(Bc, r, H, -1, K)[:, :, :, :L] = t[:, None, :, :L]
+            return new
+
+        self.layers = [None if kv is None else (repeated(kv[0]), repeated(kv[1])) for kv in self.layers]
 
 
 def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
     """Softmax attention (B, H, T, K) x (B, H, S, K) -> (B, H, T, K), bool mask (B|1, 1, T, S).
 
     Used for KV-cached decoding on the CPU, where a few new tokens attend to a short cache: there
-    the plain matmul-softmax is about twice as fast as SDPA's flash kernel (bench/rollout.py)."""
+    the plain matmul-softmax is about twice as fast as SDPA's flash kernel (docs/EXPERIMENTS.md, 15)."""
     s = (q * q.shape[-1] ** -0.5) @ k.transpose(-1, -2)                       # (B, H, T, S)
     if mask is not None:
         s = s.masked_fill(~mask, float("-inf"))
