@@ -19,8 +19,15 @@ pytestmark = pytest.mark.skipif(not (CKPT / "config.json").is_file(), reason="em
 DATA_DERIVED = {"latent_dim", "frame_grid", "action_dim", "action_scale"}  # set from the RAE and the dataset
 
 
-def test_config_matches_the_recipe():
-    recipe = compose(TrainConfig, "pretrain", ["experiment=reacher_jepa"])
+# shipped folders made by the same recipe on another task: (folder, experiment, task, action scale)
+SHIPPED = [(CKPT, "reacher_jepa", "reacher", 0.2),
+           (ROOT / "checkpoints" / "dmc_reacher-tiny", "dmc_reacher_jepa", "dmc_reacher", 1.0)]
+
+
+@pytest.mark.parametrize("ckpt, experiment, task, scale", SHIPPED, ids=[s[2] for s in SHIPPED])
+def test_config_matches_the_recipe(ckpt, experiment, task, scale):
+    CKPT = ckpt
+    recipe = compose(TrainConfig, "pretrain", [f"experiment={experiment}"])
     meta = json.loads((CKPT / "config.json").read_text())
     want = {k: v for k, v in asdict(recipe.model).items() if k not in DATA_DERIVED}
     loaded = ModelConfig.from_dict(meta["config"]).to_dict()   # the config as loaded (older keys defaulted)
@@ -30,16 +37,18 @@ def test_config_matches_the_recipe():
     assert meta["train_steps"] == recipe.steps
     assert meta["seq_len"] == recipe.data.seq_len and meta["context_frames"] == recipe.data.context_frames
     assert meta.get("max_jump", 1) == recipe.data.max_jump     # folders written before max_jump: 1
-    assert meta["task"] == "reacher" and meta["config"]["action_scale"] == 0.2 and "action_scale" not in meta
+    assert meta["task"] == task and meta["config"]["action_scale"] == scale and "action_scale" not in meta
     assert meta["sample_steps"] == recipe.model.flow.sample_steps   # the simulator's default, as exported
     rae = json.loads((CKPT / "rae" / "config.json").read_text())
     assert meta["config"]["latent_dim"] == rae["latent_dim"]
     assert meta["config"]["frame_grid"] == rae["grid"]
-    assert "lw pretrain experiment=reacher_jepa" in (CKPT / "RECIPE.md").read_text()
+    assert f"lw pretrain experiment={experiment}" in (CKPT / "RECIPE.md").read_text()
     assert rae["encoder_id"] == "jepa" and meta["config"]["action_adaln"] is True
 
 
-def test_checkpoint_fits_the_size_budget_and_loads():
+@pytest.mark.parametrize("ckpt, experiment, task, scale", SHIPPED, ids=[s[2] for s in SHIPPED])
+def test_checkpoint_fits_the_size_budget_and_loads(ckpt, experiment, task, scale):
+    CKPT = ckpt
     size = sum(f.stat().st_size for f in CKPT.rglob("*") if f.is_file())
     assert size <= 25 * 2**20, f"embedded checkpoint is {size / 2**20:.1f} MiB, budget 25 MiB"
     import warnings
@@ -53,7 +62,7 @@ def test_checkpoint_fits_the_size_budget_and_loads():
         warnings.simplefilter("error")  # no "records no checksum" warning
         world = LatentWorld.from_pretrained(CKPT)
     assert world.image_size == 64 and world.context_frames == 2 and world.sample_steps == 1
-    assert world.action_scale == 0.2 and world.action_bounds[1].tolist() == pytest.approx([0.2, 0.2])
+    assert world.action_scale == scale and world.action_bounds[1].tolist() == pytest.approx([scale, scale])
     rows = [json.loads(l) for l in (CKPT / "training_metrics.jsonl").read_text().splitlines()]
     assert max(r["step"] for r in rows) == json.loads((CKPT / "config.json").read_text())["train_steps"]
 
