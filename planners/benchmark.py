@@ -84,6 +84,8 @@ class BenchmarkConfig:
     jepa: str | None = ""            # JEPA folder for the jepa row ({task} filled in); "" = <model>/jepa; missing -> row skipped
     workers: int = 2                 # oracle worker processes
     device: str = ""                 # torch device of the learned model / RAE; "" = cuda if available, else cpu
+    threads: int = 0                 # torch CPU threads of the learned rows (0 = torch's default, every core); on a
+                                     # machine where another process is busy, 1 avoids OpenMP stalls (5-20x slower)
     image_size: int = 0              # frame size; 0 = the model's (64 without a model); must match the RAE
     plan: PlannerConfigs = field(default_factory=PlannerConfigs)   # planner hyper-parameters (literature defaults)
     oracle_latent_budget: Budget = field(default_factory=Budget)   # planner sizes for oracle_latent (rendering is slow)
@@ -506,6 +508,9 @@ def benchmark(cfg: BenchmarkConfig,
         raise ValueError(f"episodes={cfg.episodes} and lockstep={cfg.lockstep} must be >= 1")
     for t in cfg.tasks:
         protocol(cfg, t)                          # a protocol that does not fit a task fails before any work
+    from worldmodel.device import set_threads
+
+    set_threads(cfg.threads)
     preload_model_stack()
     loaded: dict = {}
     cfg = with_image_size(cfg, load_world(cfg, cfg.tasks[0], loaded))
