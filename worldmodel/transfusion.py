@@ -30,7 +30,7 @@ Tc context frames, H horizon, V vocabulary, D model dim.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -42,12 +42,12 @@ from torch import Tensor, nn
 from worldmodel import hub
 from worldmodel.config import ModelConfig
 from worldmodel.flow import RectifiedFlow, randn
-from worldmodel.layers import KVCache
 from worldmodel.moe import active_params, moe_aux_loss, moe_stats
 from worldmodel.sequence import (ACTION_VIDEO, IMAGE_TEXT, MOD_ACTION, MOD_VISION, SOURCE_NAMES, TEXT, PackedBatch,
                                  SequenceBuilder, concat, flex_block_mask, mask_from_vectors, sdpa_mask)
 from worldmodel.tokenizer import ByteTokenizer
 from worldmodel.transformer import Transformer
+from worldmodel.stream import ContextPrefix, KVStream
 
 KIND = "transfusion"
 
@@ -73,65 +73,6 @@ class Outputs:
     hidden: Tensor   # (B, L, D) final normalised hidden states
     logits: Tensor   # (B, L, V) next-token logits
     flow: Tensor     # (B, L, C) flow head (x or v prediction; meaningful at noisy frame tokens)
-
-
-@dataclass
-class _Keys:
-    """The mask vectors of the tokens held in a KV cache (what `mask_from_vectors` reads)."""
-    index: Tensor
-    doc_id: Tensor
-    frame_id: Tensor
-    is_noisy: Tensor
-    cond_of: Tensor
-
-    @classmethod
-    def of(cls, b) -> _Keys:
-        return cls(**{f.name: getattr(b, f.name) for f in fields(cls)})
-
-    def cat(self, b) -> _Keys:
-        return _Keys(**{f.name: torch.cat([getattr(self, f.name), getattr(b, f.name)], 1) for f in fields(self)})
-
-
-class _Stream:
-    """A KV-cached stream: the cache and the mask vectors of the cached tokens."""
-
-    def __init__(self, n_layers: int):
-        self.cache = KVCache(n_layers)
-        self.keys: _Keys | None = None
-
-    def keys_with(self, chunk: PackedBatch) -> _Keys:
-        return _Keys.of(chunk) if self.keys is None else self.keys.cat(chunk)
-
-    def repeat_rows(self, r: int) -> None:
-        """Each row of the stream continued by r rows (see KVCache.repeat_rows)."""
-        self.cache.repeat_rows(r)
-        self.keys = _Keys(**{f.name: getattr(self.keys, f.name).repeat_interleave(r, 0) for f in fields(_Keys)})
-
-
-class ContextPrefix:
-    """A rollout context already in a KV cache (`Transfusion.prefill`): the stream, the builder
-    positioned after it, the last context frame as committed and its time. `continued(r)` gives
-    each of its rows r continuations, on a copy (the prefix stays reusable)."""
-
-    def __init__(self, stream: _Stream, builder: SequenceBuilder, last: Tensor, t_clean: float):
-        self.stream, self.builder, self.last, self.t_clean = stream, builder, last, t_clean
-
-    @property
-    def rows(self) -> int:
-        return self.builder.B
-
-    def continued(self, r: int, copy: bool = True) -> tuple[SequenceBuilder, _Stream, Tensor, float]:
-        """(builder, stream, last, t_clean) for rows * r rows; copy=False may reuse this prefix's state."""
-        sb = SequenceBuilder.__new__(SequenceBuilder)
-        sb.__dict__.update(self.builder.__dict__)
-        sb._parts, sb._pending = [], []
-        stream = _Stream(len(self.stream.cache.layers))
-        stream.cache.layers, stream.cache.length = list(self.stream.cache.layers), self.stream.cache.length
-        stream.cache.buffered, stream.keys = self.stream.cache.buffered, self.stream.keys
-        if r > 1 or copy:
-            stream.repeat_rows(r)            # new tensors: this prefix's cache is never written into
-        sb.repeat_rows(r)
-        return sb, stream, self.last.repeat_interleave(r, 0) if r > 1 else self.last, self.t_clean
 
 
 def _front_pad(x: Tensor | None, length: int) -> Tensor | None:
@@ -327,7 +268,7 @@ class Transfusion(nn.Module):
         """previous_frame_latents of a full sequence, when the model uses them."""
         return self.previous_frame_latents(b, z) if self.cfg.prev_frame != "off" else None
 
-    def _run(self, b: PackedBatch, z: Tensor, t: Tensor, mask, stream: _Stream | None = None,
+    def _run(self, b: PackedBatch, z: Tensor, t: Tensor, mask, stream: KVStream | None = None,
              commit: int = 0, prev: Tensor | None = None, act_emb: Tensor | None = None,
              noisy_tail: int | None = None, keep: int | None = None) -> Tensor:
         """The trunk over chunk b: z (B, L, C) latent inputs, t (B, L) times (or (1, L): the same
@@ -439,7 +380,7 @@ class Transfusion(nn.Module):
         return m
 
     # -- KV-cached stream -------------------------------------------------------------------
-    def _commit(self, stream: _Stream, chunk: PackedBatch, t_clean: float = 1.0, keep: int | None = 0) -> Tensor:
+    def _commit(self, stream: KVStream, chunk: PackedBatch, t_clean: float = 1.0, keep: int | None = 0) -> Tensor:
         """Run a chunk of clean tokens against the cache and append it; returns the hidden states
         of its last `keep` tokens (0: none are needed, the last block then only gives keys and
         values; None: all)."""
@@ -456,7 +397,7 @@ class Transfusion(nn.Module):
         eps = randn(lat.shape, generator, lat.device, lat.dtype)  # one generator, or one per row
         return self.flow.interpolate(lat, eps, torch.full(lat.shape[:1], 1.0 - sigma, device=lat.device))
 
-    def _sample_frame(self, stream: _Stream, q: PackedBatch, prev: Tensor, steps: int | None, cfg_scale: float,
+    def _sample_frame(self, stream: KVStream, q: PackedBatch, prev: Tensor, steps: int | None, cfg_scale: float,
                       generator: torch.Generator | None, action: Tensor | None = None,
                       shared_noise: bool = False, pending: PackedBatch | None = None,
                       t_pending: float = 1.0) -> Tensor:
@@ -496,7 +437,7 @@ class Transfusion(nn.Module):
                       q.latents.dtype).expand(shape)  # generator: one, or one per row (flow.randn)
         return self.flow.sample(cond, noise, steps, cfg_scale, uncond, first=first_step if pending is not None else None)
 
-    def _predict_noisy_frame(self, z: Tensor, t: Tensor, *, stream: _Stream, q: PackedBatch, mask: Tensor,
+    def _predict_noisy_frame(self, z: Tensor, t: Tensor, *, stream: KVStream, q: PackedBatch, mask: Tensor,
                              prev: Tensor, act_emb: Tensor | None) -> Tensor:
         """flow.sample's predict(z, t): the flow head's output (B, N, C) for the noisy frame chunk q
         at latents z (B, N, C) and times t ((B,) or (1,)), attending to the cache (not appending)."""
@@ -555,12 +496,12 @@ class Transfusion(nn.Module):
         no_actions = context_actions.new_zeros(context.shape[0], 0, self.cfg.action_dim)
         self._check_rollout(context, context_actions, no_actions, text)
         sb, last = self._context_stream(context, context_actions, text, context_noise, generator)
-        stream = _Stream(self.cfg.n_layers)
+        stream = KVStream(self.cfg.n_layers)
         self._commit(stream, sb.take(), 1.0 - context_noise)
         return ContextPrefix(stream, sb, last, 1.0 - context_noise)
 
     def _start(self, context: Tensor | ContextPrefix, context_actions: Tensor | None, actions: Tensor,
-               text: list[str] | None, context_noise: float, generator) -> tuple[SequenceBuilder, _Stream, Tensor, float]:
+               text: list[str] | None, context_noise: float, generator) -> tuple[SequenceBuilder, KVStream, Tensor, float]:
         """(builder, stream, last committed context frame, its time) for the B = actions.shape[0] rows.
         Bc < B contexts (row i continues context i // (B // Bc)) are committed once, at Bc rows, and
         their KV cache is shared; a ContextPrefix brings that cache ready. Bc == B: the context
@@ -576,7 +517,7 @@ class Transfusion(nn.Module):
             raise ValueError("context_noise with shared contexts needs one generator (or none), not one per row")
         t_clean = 1.0 - context_noise
         sb, last = self._context_stream(context, context_actions, text, context_noise, generator)
-        stream = _Stream(self.cfg.n_layers)
+        stream = KVStream(self.cfg.n_layers)
         if context.shape[0] == B:
             return sb, stream, last, t_clean
         self._commit(stream, sb.take(), t_clean)
@@ -657,7 +598,7 @@ class Transfusion(nn.Module):
         sb.new_document(IMAGE_TEXT)
         sb.text([self.tokenizer.encode(s, bos=True, eos=True) for s in texts], loss=False)
         sb.begin_frame()
-        stream = _Stream(self.cfg.n_layers)
+        stream = KVStream(self.cfg.n_layers)
         pending = sb.take()
         zeros = torch.zeros(B, N, C, device=self.device, dtype=dtype)   # no previous frame in an image document
         sb.frame_tokens(zeros, noisy=True)
@@ -689,7 +630,7 @@ class Transfusion(nn.Module):
         sb = SequenceBuilder(self.cfg, ids.shape[0], device=self.device)
         sb.new_document(TEXT)
         sb.text(ids.to(self.device), loss=False)
-        stream, new = _Stream(self.cfg.n_layers), []
+        stream, new = KVStream(self.cfg.n_layers), []
         h = self._commit(stream, sb.take(), keep=1)
         for i in range(max_new):
             nxt = self._sample_token(self.text_head(h[:, -1]), temperature, top_p, generator)

@@ -36,7 +36,7 @@ from . import hub
 from .defaults import DEFAULT_CONTEXT_FRAMES, fit_context, resolve_count
 from .errors import ModelFolderError
 from .frames import as_tensor, frames_to_float
-from .transfusion import ContextPrefix
+from .stream import ContextPrefix
 
 # Extra fields the trainer writes into a world-model folder's config.json (the action scale is
 # the model config's `action_scale`, stored once).
