@@ -104,3 +104,43 @@ def test_point_maze_landmark_graphs_belong_to_their_encoders():
     assert jepa.fingerprint == JEPAWorld.from_pretrained(PM / "jepa").encoder_fingerprint()
     for g in (learned, jepa):
         assert len(g) == 200 and bool(g.steps.isfinite().all())      # every landmark reaches every other
+
+
+PT = ROOT / "checkpoints" / "pusht-small"
+
+
+@pytest.mark.skipif(not (PT / "config.json").is_file(), reason="pusht checkpoint not present")
+def test_pusht_small_matches_its_recipe_and_loads():
+    """checkpoints/pusht-small is `lw pretrain experiment=pusht_jepa` on its shipped jepa/ latent (RECIPE.md)."""
+    import warnings
+
+    import torch
+
+    from worldmodel import hub
+    from worldmodel.jepa import JEPAWorld
+    from worldmodel.world import LatentWorld
+
+    recipe = compose(TrainConfig, "pretrain", ["experiment=pusht_jepa"])
+    meta = json.loads((PT / "config.json").read_text())
+    want = json.loads(json.dumps({k: v for k, v in asdict(recipe.model).items() if k not in DATA_DERIVED}))
+    loaded = ModelConfig.from_dict(meta["config"]).to_dict()
+    assert {k: v for k, v in loaded.items() if k in want} == want
+    assert meta["train_steps"] == recipe.steps and meta["task"] == "pusht"
+    assert meta["seq_len"] == recipe.data.seq_len and meta["context_frames"] == recipe.data.context_frames
+    assert meta["config"]["action_scale"] == 0.5 and meta["sample_steps"] == recipe.model.flow.sample_steps
+    rae = json.loads((PT / "rae" / "config.json").read_text())
+    assert meta["config"]["latent_dim"] == rae["latent_dim"] and meta["config"]["frame_grid"] == rae["grid"]
+    assert rae["encoder_id"] == "jepa" and meta["config"]["action_adaln"] is True
+    assert "lw pretrain experiment=pusht_jepa" in (PT / "RECIPE.md").read_text()
+    size = sum(f.stat().st_size for f in PT.rglob("*") if f.is_file())
+    assert size <= 25 * 2**20, f"pusht checkpoint is {size / 2**20:.1f} MiB, budget 25 MiB"
+    for folder in (PT, PT / "rae", PT / "jepa"):
+        assert hub.WEIGHTS_NAME in json.loads((folder / hub.CONFIG_NAME).read_text())[hub.CHECKSUMS_KEY]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        world = LatentWorld.from_pretrained(PT)
+    assert world.image_size == 64 and world.action_bounds[1].tolist() == pytest.approx([0.5, 0.5])
+    jepa = JEPAWorld.from_pretrained(PT / "jepa")
+    assert jepa.extras["task"] == "pusht"
+    frames = torch.randint(0, 256, (4, 64, 64, 3), dtype=torch.uint8)
+    torch.testing.assert_close(world.encode_frames(frames), world.rae.normalize(jepa.encode_frames(frames)))
