@@ -24,25 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
+import sys
 
-def bench_task(name: str, decisions: int, image_size: int, render: bool) -> float:
-    from envs.mujoco_tasks import make_task
-
-    task = make_task(name, image_size=image_size, render=render)
-    rng = np.random.default_rng(0)
-    lo, hi = task.action_space.low, task.action_space.high
-    task.reset(seed=0)
-    for _ in range(10):  # warm-up: GL context, caches
-        task.step(rng.uniform(lo, hi).astype(np.float32))
-    actions = rng.uniform(lo, hi, (decisions, len(lo))).astype(np.float32)
-    t0 = time.perf_counter()
-    task.reset(seed=1)
-    for i, a in enumerate(actions):
-        if task.step(a)[3]:
-            task.reset(seed=2 + i)
-    dt = time.perf_counter() - t0
-    task.close()
-    return decisions / dt
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/: its sibling scripts
+from collect import bench_task  # noqa: E402  # the one per-task step(+frame) timer, as bench/collect.py times it
 
 
 def bench_dmc_default(steps: int, image_size: int, reused: bool) -> float:
@@ -132,8 +117,8 @@ def main(argv: list[str] | None = None) -> dict:
     rows = []
     for name in names:
         spec = TASKS[name]
-        rendered = bench_task(name, args.decisions, args.image_size, render=True)
-        physics = bench_task(name, args.decisions, args.image_size, render=False)
+        rendered = bench_task(name, args.decisions, args.image_size, render=True)["per_s"]
+        physics = bench_task(name, args.decisions, args.image_size, render=False)["per_s"]
         rows.append({"task": name, "backend": spec.backend, "action_repeat": spec.action_repeat,
                      "decisions_frames_per_s": rendered, "physics_decisions_per_s": physics,
                      "base_steps_per_s": physics * spec.action_repeat,
