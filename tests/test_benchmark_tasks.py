@@ -177,6 +177,22 @@ def test_pusht_success_is_gym_pushts_coverage():
         make_task("pusht", success="keypoints")
 
 
+def test_pusht_cost_judges_the_pusher_only_under_the_anchors_rule():
+    # DINO-WM's rule judges the pusher's position too, so the oracle's cost must see it; gym-pusht's
+    # coverage does not, so its cost must not (the goal's pusher is anywhere off the goal T).
+    coverage_task, anchors_task = make_task("pusht", render=False), make_task("pusht", success="anchors", render=False)
+    _, info = coverage_task.reset(seed=2)
+    goal = info["goal_state"]
+    s, far = goal.copy(), goal.copy()
+    far[:2] = goal[:2] + [40.0, 30.0]            # the pusher 50 units from the goal's, block in place
+    s[:2] = far[:2]
+    gap = pusht.NEAR_WEIGHT * pusht.pusher_gap(far) / pusht.DISPLACEMENT
+    assert coverage_task.cost(far, goal) == pytest.approx(gap, abs=1e-9)
+    assert anchors_task.cost(far, goal) == pytest.approx(gap + 50.0 / pusht.DISPLACEMENT, abs=1e-9)
+    np.testing.assert_allclose(anchors_task.cost(np.stack([goal, far]), goal),
+                               [anchors_task.cost(goal, goal), anchors_task.cost(far, goal)])
+
+
 def test_pusht_goal_zone_is_not_drawn_and_actions_are_relative():
     green = np.array([144, 238, 144])   # gym-pusht's LightGreen goal zone
     for show in (False, True):

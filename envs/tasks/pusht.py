@@ -248,11 +248,15 @@ class PushTTask(GroundTruthTask):
 
     def cost(self, state, goal_state):
         """Shaped planning cost: mean T-keypoint displacement to the goal pose / 100 units, plus
-        NEAR_WEIGHT x the pusher's gap to the block / 100 units (the pusher must reach the block to move it)."""
+        NEAR_WEIGHT x the pusher's gap to the block / 100 units (the pusher must reach the block to move it).
+        Under success="anchors" the rule also judges the pusher's position, so the cost adds the pusher's
+        distance to the goal's pusher / 100 units: the oracle plans for the target it is judged on."""
         s, g = self._split(state), self._split(goal_state)
         pose = np.linalg.norm(t_vertices(s[..., 2:5]) - t_vertices(g[..., 2:5]), axis=-1).mean(-1)
-        c = (pose + NEAR_WEIGHT * pusher_gap(s)) / DISPLACEMENT
-        return scalar_or_array(c)
+        c = pose + NEAR_WEIGHT * pusher_gap(s)
+        if self.success_rule == "anchors":
+            c = c + np.linalg.norm(s[..., :2] - g[..., :2], axis=-1)
+        return scalar_or_array(c / DISPLACEMENT)
 
     # -- episodes ------------------------------------------------------------------
     def _sample(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
