@@ -81,7 +81,7 @@ def run(cfg: EvalPredictionConfig) -> None:
           f"{tc} context frames, horizon {cfg.horizon}, policy {cfg.policy}, device {device}")
     pol = {"policy": cfg.policy, "hold": cfg.hold}
     if cfg.policy == "collection":
-        pol = collection_policy(world.extras.get("dataset") or f"data/{task_name}")
+        pol = world.extras.get("data_policy") or collection_policy(world.extras.get("dataset") or f"data/{task_name}")
         print(f"  collection policy: {pol}")
     t0 = time.perf_counter()
     frames, actions = record_episodes(task_name, world.image_size, cfg.episodes, n_steps, cfg.seed, **pol)

@@ -71,7 +71,9 @@ class BenchmarkConfig:
     episodes: int = 20               # evaluation episodes per (task, row, planner)
     seed: int = 10_000               # episode i uses seed + i, disjoint from collection seeds 0..
     goals: str = "auto"              # auto (anchors for pusht / dmc_reacher, random for ours) | anchors | random
-    goal_policy: str = "mixture"     # the anchors' data policy (as `lw collect policy=`; mixture: its default weights)
+    goal_policy: str = "auto"        # the anchors' data policy: auto (the model folder's `data_policy`, the policy and
+                                     # weights its data was collected with; else lw collect's default mixture) | mixture
+                                     # (lw collect's default weights) | one policy name (as `lw collect policy=`)
     success: str = "auto"            # auto (pusht: DINO-WM's rule with the anchors' goals) | task (the simulator's own) | anchors
     budget: str = "cpu"              # cpu (learned_budget) | anchors (CEM 300 x 30, top 30, horizon 5, for learned/jepa)
     max_steps: int | None = None     # env decision steps per episode; None = the protocol's (anchors: 50 environment
@@ -124,11 +126,12 @@ class Protocol:
     success: str           # "anchors" | "task": the rule's name
     success_rule: str      # the rule in words
     task_kwargs: dict      # make_task keywords of every env of every row (pusht: success=)
+    goal_policy: dict | None = None   # anchors' goals: anchor_goal's data-policy keywords (policy, mixture, hold, ...)
 
     def describe(self) -> str:
         goals = (f"the anchors' (start and goal = the state {ANCHORS.goal_offset_steps} environment steps later on a "
-                 f"held-out trajectory of the data policy, drawn from the episode seed)" if self.goals == "anchors"
-                 else "the task's own random goals (reset(seed))")
+                 f"held-out trajectory of the data policy {describe_policy(self.goal_policy)}, drawn from the episode "
+                 f"seed)" if self.goals == "anchors" else "the task's own random goals (reset(seed))")
         return (f"{self.task}: goals {goals}; budget {self.max_steps} decisions = {self.max_steps * self.action_repeat} "
                 f"environment steps; success: {self.success_rule}")
 
@@ -141,11 +144,37 @@ def check_protocol(cfg: BenchmarkConfig) -> None:
     from envs.policies import POLICIES
 
     for key, choices in (("goals", GOALS), ("success", SUCCESS), ("budget", BUDGETS),
-                         ("goal_policy", (*POLICIES, "mixture"))):
+                         ("goal_policy", ("auto", *POLICIES, "mixture"))):
         if getattr(cfg, key) not in choices:
             raise ConfigError(f"{key}={getattr(cfg, key)!r}, expected one of {list(choices)}")
     if cfg.max_steps is not None and cfg.max_steps < 1:
         raise ConfigError(f"max_steps={cfg.max_steps}, expected >= 1 or null (the protocol's)")
+
+
+def describe_policy(pol: dict | None) -> str:
+    if not pol:
+        return ""
+    weights = pol.get("mixture")
+    if pol["policy"] == "mixture" and weights:
+        return "(mixture " + ", ".join(f"{w:.0%} {name}" for name, w in weights.items() if w) + ")"
+    return f"({pol['policy']})"
+
+
+def goal_policy(cfg: BenchmarkConfig, task: str) -> dict:
+    """anchor_goal's data-policy keywords for `task`'s anchors' goals. goal_policy=auto: the policy the
+    model's data was collected with (its folder's `data_policy`, written by `lw pretrain`), so the goals are
+    states that policy reached, as in the anchors' protocol; lw collect's default mixture without one."""
+    if cfg.goal_policy != "auto":
+        return {"policy": cfg.goal_policy}
+    if cfg.model:
+        from worldmodel.hub import CONFIG_NAME, read_config
+
+        folder = Path(_model_path(cfg, task))
+        if (folder / CONFIG_NAME).is_file():
+            pol = read_config(folder).get("data_policy")
+            if pol:
+                return dict(pol)
+    return {"policy": "mixture"}
 
 
 def _success_rule(task: str, rule: str) -> str:
@@ -188,18 +217,20 @@ def protocol(cfg: BenchmarkConfig, task: str) -> Protocol:
     kwargs = {"success": "anchors" if success == "anchors" else "coverage"} if task == "pusht" else {}
     return Protocol(task=task, goals=goals, max_steps=int(cfg.max_steps or default_steps),
                     action_repeat=int(spec.action_repeat), success=success,
-                    success_rule=_success_rule(task, success), task_kwargs=kwargs)
+                    success_rule=_success_rule(task, success), task_kwargs=kwargs,
+                    goal_policy=goal_policy(cfg, task) if goals == "anchors" else None)
 
 
 def episode_options(cfg: BenchmarkConfig, task: str, seeds) -> list[dict | None]:
     """Each episode's reset options: {"start_state", "goal_state"} under the anchors' goals, else None
     (the task's own reset(seed)). Drawn once per task; every row gets the same list."""
     seeds = [int(s) for s in seeds]
-    if protocol(cfg, task).goals != "anchors":
+    proto = protocol(cfg, task)
+    if proto.goals != "anchors":
         return [None] * len(seeds)
     from planners.goals import anchor_goals
 
-    return [{"start_state": s, "goal_state": g} for s, g in anchor_goals(task, seeds, policy=cfg.goal_policy)]
+    return [{"start_state": s, "goal_state": g} for s, g in anchor_goals(task, seeds, **proto.goal_policy)]
 
 
 def receding_horizon(cfg: BenchmarkConfig, row: str) -> int:

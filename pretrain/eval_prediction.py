@@ -54,7 +54,18 @@ def collection_policy(dataset: str | Path) -> dict:
     if not runs:
         raise ValueError(f"{str(manifest)!r} records no collect run; expected one written by `lw collect`")
     c = runs[-1]["config"]
+    if "policy" not in c:
+        raise ValueError(f"{str(manifest)!r}'s last collect run records no policy; expected one written by `lw collect`")
     return {k: c[k] for k in ("policy", "mixture", "hold", "scripted_noise") if k in c}
+
+
+def recorded_data_policy(dataset: str | Path) -> dict | None:
+    """`collection_policy` of a dataset, or None when it has no manifest or no collect run (a model
+    trained on data made another way records no data policy)."""
+    try:
+        return collection_policy(dataset)
+    except (FileNotFoundError, ValueError):
+        return None
 
 
 def record_episodes(task_name: str, image_size: int, n: int, steps: int, seed: int, policy: str = "uniform",

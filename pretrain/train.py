@@ -35,6 +35,7 @@ from pretrain import checkpoint as ckpt
 from pretrain import distributed as dist_mod
 from pretrain.checkpoint import CheckpointConfig
 from pretrain.data.mixture import SOURCE_NAMES, DataConfig, EpisodeData, Mixture, load_episodes
+from pretrain.eval_prediction import recorded_data_policy
 from pretrain.metrics import (MetricsConfig, MetricsLogger, Throughput, bar_postfix, flops_per_token, mfu,
                               peak_flops, progress_bar, save_resolved, truncate_jsonl)
 from pretrain.optim import EMA, OptimConfig, build_optimizer, build_scheduler
@@ -523,7 +524,9 @@ class Trainer:
         return {"task": i.task, "image_size": i.image_size, "context_frames": self.cfg.data.context_frames,
                 "sample_steps": self.model_cfg.flow.sample_steps, "max_jump": self.cfg.data.max_jump,
                 "encoder_id": i.encoder_id, "dataset": self.cfg.data.dataset, "seq_len": self.cfg.data.seq_len, "train_steps": self.step,
-                "train_tokens": self.tokens_seen, "ema": self.ema is not None}
+                "train_tokens": self.tokens_seen, "ema": self.ema is not None,
+                # the policy the data was collected with: the benchmark's anchors' goals are states it reached
+                "data_policy": recorded_data_policy(self.cfg.data.dataset)}
 
     def export(self, path: str | Path) -> Path | None:
         """run_dir/model: the (EMA) weights as a from_pretrained folder, plus the RAE in model/rae/."""

@@ -140,6 +140,41 @@ def test_pusht_is_judged_by_the_anchors_rule(tmp_path, monkeypatch):
     assert (p.goals, p.max_steps, p.task_kwargs) == ("random", 50, {})
 
 
+def test_anchors_goals_come_from_the_models_data_policy(tmp_path):
+    # goal_policy=auto: the goals are states reached by the policy the model's data was collected with
+    # (its folder's data_policy, written by lw pretrain); lw collect's default mixture without one
+    import shutil
+
+    from lw.config import compose
+    from planners.benchmark import BenchmarkConfig, episode_options, protocol
+    from planners.goals import anchor_goals
+    from tests.test_world import build_tiny_world
+    from worldmodel.hub import CONFIG_NAME
+
+    plain = build_tiny_world(tmp_path, task="dmc_reacher")
+    scripted = tmp_path / "scripted"
+    shutil.copytree(plain, scripted)
+    meta = json.loads((scripted / CONFIG_NAME).read_text())
+    meta["data_policy"] = {"policy": "scripted", "hold": 1, "scripted_noise": 0.3}
+    (scripted / CONFIG_NAME).write_text(json.dumps(meta))
+    seeds = range(10_000, 10_003)
+
+    def goals(*overrides):
+        cfg = compose(BenchmarkConfig, "benchmark", list(overrides))
+        return protocol(cfg, "dmc_reacher"), [o["goal_state"] for o in episode_options(cfg, "dmc_reacher", seeds)]
+
+    proto, got = goals(f"model={scripted}")
+    assert proto.goal_policy == meta["data_policy"] and "data policy (scripted)" in proto.describe()
+    want = [g for _, g in anchor_goals("dmc_reacher", seeds, policy="scripted", hold=1, scripted_noise=0.3)]
+    default = [g for _, g in anchor_goals("dmc_reacher", seeds, policy="mixture")]
+    np.testing.assert_array_equal(got, want)
+    assert not np.array_equal(want, default)                       # the policy changes the goals
+    for overrides in ([f"model={plain}"], [], [f"model={scripted}", "goal_policy=mixture"]):
+        proto, got = goals(*overrides)
+        assert proto.goal_policy == {"policy": "mixture"}
+        np.testing.assert_array_equal(got, default)
+
+
 @pytest.mark.parametrize("override, match", [
     ("goals=nope", r"goals='nope', expected one of \['auto', 'anchors', 'random'\]"),
     ("budget=gpu", r"budget='gpu', expected one of \['cpu', 'anchors'\]"),
