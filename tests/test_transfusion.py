@@ -602,6 +602,85 @@ def test_buffered_cache_equals_the_differentiable_one():
     assert act.grad is not None and act.grad.abs().sum() > 0
 
 
+def test_prefix_attention_equals_joined_keys():
+    """attend() with a shared prefix (Bc rows read by r rows each) == SDPA over every row's own copy of
+    the prefix joined before its keys (join_prefix, the CUDA path), masked keys included."""
+    import torch.nn.functional as F
+
+    from worldmodel.layers import attend, join_prefix
+
+    g = torch.Generator().manual_seed(0)
+    Bc, r, H, T, P, S, K = 2, 3, 2, 4, 5, 6, 8
+    q, k, v = (torch.randn(Bc * r, H, T if i == 0 else S, K, generator=g) for i in range(3))
+    prefix = tuple(torch.randn(Bc, H, P, K, generator=g) for _ in range(2))
+    mask = torch.rand(Bc * r, 1, T, P + S, generator=g) > 0.3
+    mask[..., 0] = True                                          # every query sees a key
+    k_all, v_all = join_prefix(prefix, k, v)
+    assert k_all.shape == (Bc * r, H, P + S, K) and torch.equal(k_all[r:2 * r, :, :P], prefix[0][1:2].expand(r, -1, -1, -1))
+    want = F.scaled_dot_product_attention(q, k_all, v_all, attn_mask=mask)
+    assert torch.allclose(attend(q, k, v, mask, prefix), want, atol=1e-5)
+    assert torch.allclose(attend(q, k_all, v_all, mask), want, atol=1e-5)
+
+
+def test_shared_context_rollout_is_differentiable():
+    """With autograd on, shared contexts (the prefix read by r rows) give the expanded contexts' frames
+    and gradients (gradient planners)."""
+    m = model("moe", action_adaln=True).eval()
+    ctx, ctx_act = rnd(2, 2, N, C, seed=1), rnd(2, 1, A, seed=2) * 0.3
+    grads = []
+    for c, ca in ((ctx, ctx_act), (ctx.repeat_interleave(3, 0), ctx_act.repeat_interleave(3, 0))):
+        act = (rnd(6, 3, A, seed=3) * 0.3).requires_grad_(True)
+        out = m.predict_next_frames(c, ca, act, steps=2, generator=torch.Generator().manual_seed(0), shared_noise=True)
+        out.square().sum().backward()
+        grads.append((out.detach(), act.grad))
+    assert torch.allclose(grads[0][0], grads[1][0], atol=1e-5) and torch.allclose(grads[0][1], grads[1][1], atol=1e-4)
+
+
+def test_rollout_cache_is_allocated_once():
+    """A rollout gives its KV cache room for its horizon up front: no regrowth (each fresh buffer
+    costs page faults), and the tokens land where the autograd cache puts them."""
+    from worldmodel.layers import KVCache
+
+    cache = KVCache(1)
+    cache.headroom = 12
+    chunks = [torch.randn(2, 1, n, 4) for n in (3, 5, 5)]
+    ptr = None
+    with torch.no_grad():
+        for c in chunks:
+            k, _ = cache.extend(0, c, c)
+            ptr = ptr or cache.layers[0][0].data_ptr()
+            assert cache.layers[0][0].data_ptr() == ptr
+            cache.advance(c.shape[2])
+    assert torch.equal(k, torch.cat(chunks, 2))
+    m = model("moe").eval()
+    grown = []
+    real = KVCache.extend
+
+    def spy(self, i, k, v):
+        before = self.layers[i][0].data_ptr() if self.layers[i] is not None else None
+        out = real(self, i, k, v)
+        grown.append(before is not None and self.layers[i][0].data_ptr() != before)
+        return out
+
+    KVCache.extend = spy
+    try:
+        with torch.no_grad():
+            m.predict_next_frames(rnd(2, 2, N, C), rnd(2, 1, A), rnd(2, 8, A), steps=2)
+    finally:
+        KVCache.extend = real
+    assert grown and not any(grown)
+
+
+def test_cpu_imagination_keeps_freed_memory():
+    import platform
+
+    from worldmodel.device import keep_freed_memory
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        pytest.skip("mallopt is glibc's")
+    assert keep_freed_memory() and keep_freed_memory()     # set, and idempotent
+
+
 def test_last_block_keeps_only_the_needed_tokens():
     """keep=k: the trunk's output for the last k tokens equals the full forward's, and a commit with
     keep=0 caches the same keys/values as one that computes every output."""

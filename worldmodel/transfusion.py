@@ -545,6 +545,7 @@ class Transfusion(nn.Module):
         sb, stream, last, t_clean = self._start(context, context_actions, actions, text, context_noise, generator)
         if actions.shape[1] == 0:
             return last.new_zeros(actions.shape[0], 0, *last.shape[1:])
+        stream.cache.headroom = actions.shape[1] * (self.cfg.frame_tokens + 3)   # per step: frame, <eoi>, action, <boi>
         out = []
         for h in range(actions.shape[1]):
             sb.action(actions[:, h].to(self.device))

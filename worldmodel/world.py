@@ -34,6 +34,7 @@ from torch import Tensor
 
 from . import hub
 from .defaults import DEFAULT_CONTEXT_FRAMES, fit_context, resolve_count
+from .device import keep_freed_memory
 from .errors import ModelFolderError
 from .frames import as_tensor, frames_to_float
 from .stream import ContextPrefix
@@ -59,6 +60,8 @@ class LatentWorld:
         self.model = model.eval()
         self.rae = rae.eval()
         self.extras = dict(extras or {})
+        if self.device.type == "cpu":
+            keep_freed_memory()   # rollouts reuse their freed buffers instead of page-faulting fresh ones
         self.n_calls = 0  # predict_next_frames calls made through rollout (batching is visible in tests/benches)
 
     # -- loading -------------------------------------------------------------------
