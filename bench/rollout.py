@@ -85,6 +85,35 @@ class MujocoClock:
         return steps / dt
 
 
+MATMULS = ("aten::mm", "aten::bmm", "aten::addmm", "aten::baddbmm")   # where the model's FLOPs are
+
+
+def profile_rollout(fn, frames: int, mujoco_fps: float, reps: int = 5) -> dict:
+    """torch.profiler over `reps` calls of fn (one rollout of `frames` frames): prints the top ops by
+    self time and the matmuls' share, with the frames/s the matmuls alone would allow (every other op
+    free): the most this model can imagine per second on this machine without faster matmuls."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with torch.no_grad():
+        fn()
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(reps):
+                fn()
+    ka = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in ka) / reps / 1e6
+    mm = sum(e.self_cpu_time_total for e in ka if e.key in MATMULS) / reps / 1e6
+    ops = sum(e.count for e in ka) / reps
+    print(ka.table(sort_by="self_cpu_time_total", row_limit=15))
+    ceiling = frames / mm
+    print(f"profile: {total * 1e3:.1f} ms of op time per rollout of {frames} frames, {ops:.0f} ops; matmuls "
+          f"{mm * 1e3:.1f} ms ({100 * mm / total:.0f}%): with every other op free, {ceiling:.0f} frames/s = "
+          f"{ceiling / mujoco_fps:.1f}x MuJoCo ({mujoco_fps:.0f} frames/s)")
+    top = sorted(ka, key=lambda e: -e.self_cpu_time_total)[:15]
+    return {"seconds_per_rollout": total, "matmul_seconds": mm, "ops_per_rollout": ops, "frames": frames,
+            "matmul_ceiling_fps": ceiling, "matmul_ceiling_ratio": ceiling / mujoco_fps, "mujoco_fps": mujoco_fps,
+            "top": [{"op": e.key, "self_ms": e.self_cpu_time_total / reps / 1e3, "calls": e.count / reps} for e in top]}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default=None, help="world-model folder (default: a random-init --size model)")
@@ -100,6 +129,9 @@ def main() -> None:
     p.add_argument("--contexts", default="shared,own",
                    help="shared: the B sequences continue one context (a planner's candidates; its KV cache is "
                         "computed once); own: every row brings its own copy (a vector env's episodes)")
+    p.add_argument("--profile", action="store_true",
+                   help="profile the largest batch's latent rollout (shared contexts): the top ops, and the "
+                        "matmuls' share with the frames/s they alone would allow (the ceiling of this model here)")
     p.add_argument("--out", default="runs/bench/rollout.json")
     args = p.parse_args()
 
@@ -153,6 +185,14 @@ def main() -> None:
                          "ratio_latent": fps_lat / gt, "ratio_pixels": fps_pix / gt})
             print(f"  B={B:4d} {mode:>6} contexts: {fps_lat:9.1f} latent frames/s ({fps_lat / gt:6.2f}x), "
                   f"{fps_pix:9.1f} pixel frames/s ({fps_pix / gt:6.2f}x), MuJoCo {gt:.1f} frames/s", flush=True)
+    profile = None
+    if args.profile:
+        B = max(int(b) for b in args.batches.split(","))
+        acts = torch.as_tensor(np.random.default_rng(B).uniform(lo, hi, (B, args.horizon, len(lo))),
+                               dtype=torch.float32, device=world.device)
+        ctx_a = torch.zeros(1, ctx1.shape[1] - 1, world.action_dim, device=world.device)
+        profile = profile_rollout(lambda: world.rollout(ctx1, ctx_a, acts, sample_steps=steps), B * args.horizon,
+                                  clock.fps(args.mujoco_steps))
     clock.task.close()
 
     lines = ["| batch | contexts | imagined latent frames/s | x MuJoCo | imagined pixel frames/s | x MuJoCo "
@@ -168,7 +208,8 @@ def main() -> None:
     out.write_text(json.dumps({
         "model": source, "params": n_params, "task": task_name, "horizon": args.horizon, "sample_steps": steps,
         "device": device, "torch_threads": torch.get_num_threads(), "machine": platform.platform(),
-        "cpu": platform.processor() or platform.machine(), "mujoco_fps": gt, "rows": rows}, indent=2))
+        "cpu": platform.processor() or platform.machine(), "mujoco_fps": gt, "rows": rows,
+        "profile": profile}, indent=2))
     out.with_suffix(".md").write_text(f"{source}, horizon {args.horizon}, {steps} sample steps, {device}, "
                                       f"{torch.get_num_threads()} torch threads; MuJoCo step+render median "
                                       f"{gt:.1f} frames/s\n\n{table}\n")
