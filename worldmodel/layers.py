@@ -98,29 +98,21 @@ class KVCache:
     are written into, grown by doubling, so no step copies the whole cache; built with autograd
     on, it joins plain tensors with torch.cat, so a rollout through it stays differentiable
     (gradient planners).
-
-    After `repeat_rows(r)` the cached tokens are a shared prefix: Bc rows of keys/values read by
-    B = Bc * r rows (the candidates of one plan continuing one context), never copied per row;
-    `extend` then holds and returns only the rows' own tokens and `prefix(i)` the shared part
-    (`length` counts both).
     """
 
     def __init__(self, n_layers: int):
         self.layers: list[tuple[Tensor, Tensor] | None] = [None] * n_layers
-        self.length = 0                  # cached tokens (the shared prefix's included)
+        self.length = 0                  # cached tokens
         self.buffered: bool | None = None
-        self.prefixes: list[tuple[Tensor, Tensor] | None] | None = None   # (Bc, H, P, K) per layer
-        self.prefix_rows, self.prefix_length = 1, 0
         # tokens still to come after the first chunk (a rollout's horizon): the first buffer gets that
-        # room, so the cache is not regrown (each fresh buffer costs its page faults, ~1 us per 4 KiB)
+        # room, so the cache is not regrown (a regrowth copies the whole cache)
         self.headroom = 0
 
     def extend(self, i: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        """Layer i: the cached keys/values followed by this chunk's k, v (B, H, T, K) -> (B, H, S, K)
-        (after repeat_rows: the rows' own cached tokens only, S = length - prefix_length + T)."""
+        """Layer i: the cached keys/values followed by this chunk's k, v (B, H, T, K) -> (B, H, S, K)."""
         if self.buffered is None:
             self.buffered = not torch.is_grad_enabled()
-        L, T, old = self.length - self.prefix_length, k.shape[2], self.layers[i]
+        L, T, old = self.length, k.shape[2], self.layers[i]
         if not self.buffered:
             if old is None:
                 self.layers[i] = (k, v)
@@ -129,7 +121,7 @@ class KVCache:
             self.layers[i] = (k_all, v_all)        # advance() decides how much of it stays
             return k_all, v_all
         if old is None or old[0].shape[2] < L + T:  # (re)allocate with room to grow
-            cap = max(2 * (L + T), L + T + self.headroom)
+            cap = max(2 * (L + T), 32, L + T + self.headroom)
             buf = tuple(x.new_empty(x.shape[0], x.shape[1], cap, x.shape[3]) for x in (k, v))
             if old is not None:
                 buf[0][:, :, :L], buf[1][:, :, :L] = old[0][:, :, :L], old[1][:, :, :L]
@@ -138,64 +130,34 @@ class KVCache:
         old[1][:, :, L:L + T] = v
         return old[0][:, :, :L + T], old[1][:, :, :L + T]
 
-    def prefix(self, i: int) -> tuple[Tensor, Tensor] | None:
-        """Layer i's shared prefix keys/values (Bc, H, P, K), row b read by rows b*r .. b*r + r-1; None without one."""
-        return None if self.prefixes is None else self.prefixes[i]
-
     def advance(self, n: int) -> None:
         """Keep the first n tokens of the chunk just passed through every layer (0: none)."""
         self.length += n
 
     def repeat_rows(self, r: int) -> None:
-        """Every cached row continued by r rows (row b -> rows b*r .. b*r + r-1): a context computed
-        once is shared by r continuations (the candidates of one plan). Nothing is copied: the
-        cached tokens become the shared prefix (views; this cache's own buffers start anew, so the
-        tensors it held are never written into)."""
-        if self.prefixes is not None:
-            raise ValueError("repeat_rows on a cache that already shares a prefix (continue the original prefix)")
+        """Every cached row repeated r times (row b -> rows b*r .. b*r + r-1): a context computed
+        once is shared by r continuations (the candidates of one plan). One broadcast copy per
+        tensor, into a buffer of the same capacity when buffered."""
         L = self.length
-        self.prefixes = [None if kv is None else (kv[0][:, :, :L], kv[1][:, :, :L]) for kv in self.layers]
-        self.prefix_rows, self.prefix_length = r, L
-        self.layers = [None] * len(self.layers)
+
+        def repeated(t: Tensor) -> Tensor:
+            Bc, H, cap, K = t.shape
+            new = t.new_empty(Bc * r, H, cap if self.buffered else L, K)
+            new.view(Bc, r, H, -1, K)[:, :, :, :L] = t[:, None, :, :L]
+            return new
+
+        self.layers = [None if kv is None else (repeated(kv[0]), repeated(kv[1])) for kv in self.layers]
 
 
-def join_prefix(prefix: tuple[Tensor, Tensor], k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-    """Shared prefix keys/values (Bc, H, P, K) joined before each row's own (B, H, S, K): (B, H, P + S, K),
-    prefix row b in rows b*r .. b*r + r-1 (what `attend` reads without the copy)."""
-    r = k.shape[0] // prefix[0].shape[0]
-    return tuple(torch.cat([p.repeat_interleave(r, 0), t], 2) for p, t in zip(prefix, (k, v)))
-
-
-def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None,
-           prefix: tuple[Tensor, Tensor] | None = None) -> Tensor:
+def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
     """Softmax attention (B, H, T, K) x (B, H, S, K) -> (B, H, T, K), bool mask (B|1, 1, T, S).
-
-    prefix: shared keys/values (Bc, H, P, K) before k/v, row b of them read by rows b*r .. b*r + r-1
-    (B = Bc * r); the mask then covers P + S keys. Their scores are one (Bc, H, r*T, P) product
-    instead of B small ones, and the prefix is never copied per row.
 
     Used for KV-cached decoding on the CPU, where a few new tokens attend to a short cache: there
     the plain matmul-softmax is about twice as fast as SDPA's flash kernel (docs/EXPERIMENTS.md, 15)."""
-    q = q * q.shape[-1] ** -0.5
-    s = q @ k.transpose(-1, -2)                                               # (B, H, T, S)
-    if prefix is not None:
-        (kp, vp), (B, H, T, K) = prefix, q.shape
-        Bc, P = kp.shape[0], kp.shape[2]
-        r = B // Bc
-
-        def rows_as_queries(x: Tensor) -> Tensor:      # (B, H, T, X) -> (Bc, H, r*T, X)
-            return x.reshape(Bc, r, H, T, -1).transpose(1, 2).reshape(Bc, H, r * T, x.shape[-1])
-
-        def queries_as_rows(x: Tensor) -> Tensor:      # (Bc, H, r*T, X) -> (B, H, T, X)
-            return x.reshape(Bc, H, r, T, -1).transpose(1, 2).reshape(B, H, T, x.shape[-1])
-
-        s = torch.cat([queries_as_rows(rows_as_queries(q) @ kp.transpose(-1, -2)), s], -1)
+    s = (q * q.shape[-1] ** -0.5) @ k.transpose(-1, -2)                       # (B, H, T, S)
     if mask is not None:
         s = s.masked_fill(~mask, float("-inf"))
-    p = s.softmax(-1)
-    if prefix is None:
-        return p @ v
-    return queries_as_rows(rows_as_queries(p[..., :P]) @ vp) + p[..., P:] @ v
+    return s.softmax(-1) @ v
 
 
 class Attention(nn.Module):
@@ -230,7 +192,6 @@ class Attention(nn.Module):
             q, k = (apply_rotary(norm(t), cos, sin) for norm, t in ((self.q_norm, qkv[0]), (self.k_norm, qkv[1])))
         cached = cache is not None and cache.length > 0
         k_all, v_all = cache.extend(layer, k, v) if cache is not None else (k, v)
-        prefix = cache.prefix(layer) if cache is not None else None
         if queries is not None:
             T = queries
             if T == 0:
@@ -239,14 +200,11 @@ class Attention(nn.Module):
                 raise ValueError("queries= needs a dense bool mask (KV-cached decoding), not a FlexAttention BlockMask")
             q, mask = q[:, :, -T:], mask[..., -T:, :]
         if cached and not q.is_cuda and (isinstance(mask, Tensor) or mask is None):
-            y = attend(q, k_all, v_all, mask, prefix)
+            y = attend(q, k_all, v_all, mask)
+        elif isinstance(mask, Tensor) or mask is None:
+            y = F.scaled_dot_product_attention(q, k_all, v_all, attn_mask=mask)
         else:
-            if prefix is not None:   # the fused kernels take one key set: the prefix joins each row's keys
-                k_all, v_all = join_prefix(prefix, k_all, v_all)
-            if isinstance(mask, Tensor) or mask is None:
-                y = F.scaled_dot_product_attention(q, k_all, v_all, attn_mask=mask)
-            else:
-                y = flex_attention(q.contiguous(), k_all.contiguous(), v_all.contiguous(), mask)
+            y = flex_attention(q.contiguous(), k_all.contiguous(), v_all.contiguous(), mask)
         y = y.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim)  # (B,H,T,K) -> (B,T,H*K)
         return self.proj(y)
 
