@@ -183,9 +183,8 @@ def test_pusht_cost_judges_the_pusher_only_under_the_anchors_rule():
     coverage_task, anchors_task = make_task("pusht", render=False), make_task("pusht", success="anchors", render=False)
     _, info = coverage_task.reset(seed=2)
     goal = info["goal_state"]
-    s, far = goal.copy(), goal.copy()
+    far = goal.copy()
     far[:2] = goal[:2] + [40.0, 30.0]            # the pusher 50 units from the goal's, block in place
-    s[:2] = far[:2]
     gap = pusht.NEAR_WEIGHT * pusht.pusher_gap(far) / pusht.DISPLACEMENT
     assert coverage_task.cost(far, goal) == pytest.approx(gap, abs=1e-9)
     assert anchors_task.cost(far, goal) == pytest.approx(gap + 50.0 / pusht.DISPLACEMENT, abs=1e-9)

@@ -616,7 +616,7 @@ def test_shared_context_rollout_is_differentiable():
     assert torch.allclose(grads[0][0], grads[1][0], atol=1e-5) and torch.allclose(grads[0][1], grads[1][1], atol=1e-4)
 
 
-def test_rollout_cache_is_allocated_once():
+def test_rollout_cache_is_allocated_once(monkeypatch):
     """A rollout gives its KV cache room for its horizon up front: no regrowth (which copies the
     whole cache into a fresh buffer), and the tokens land where the autograd cache puts them."""
     from worldmodel.layers import KVCache
@@ -642,12 +642,9 @@ def test_rollout_cache_is_allocated_once():
         grown.append(before is not None and self.layers[i][0].data_ptr() != before)
         return out
 
-    KVCache.extend = spy
-    try:
-        with torch.no_grad():
-            m.predict_next_frames(rnd(2, 2, N, C), rnd(2, 1, A), rnd(2, 8, A), steps=2)
-    finally:
-        KVCache.extend = real
+    monkeypatch.setattr(KVCache, "extend", spy)
+    with torch.no_grad():
+        m.predict_next_frames(rnd(2, 2, N, C), rnd(2, 1, A), rnd(2, 8, A), steps=2)
     assert grown and not any(grown)
 
 
