@@ -24,6 +24,7 @@ from pretrain.latent_probe import EpisodeArrays, encode_episodes, load_episodes,
 from pretrain.safe_state import load_state, save_state
 from pretrain.metrics import MetricsLogger, progress_bar, save_resolved, to_dict, tqdm_write
 from pretrain.optim import Budget, lr_factor
+from worldmodel.errors import ConfigError
 from worldmodel.device import resolve_device, set_threads
 
 
@@ -48,6 +49,7 @@ class TrainJEPAConfig:
     regularizer: str = "vicreg"     # vicreg | sigreg (anti-collapse term on the embeddings)
     reg_weight: float = 1.0
     inverse_weight: float = 1.0     # inverse-dynamics loss weight (0 = off)
+    recon_weight: float = 0.0       # pixel-reconstruction loss weight (0 = off, no decoder); PushT: 1.0
     # optimisation
     batch_size: int = 96
     lr: float = 1e-3
@@ -121,6 +123,8 @@ def evaluate(model, eps: EpisodeArrays, n_eval: int, device) -> dict:
 def train(cfg: TrainJEPAConfig) -> dict:
     from worldmodel.jepa import JEPA, JEPAConfig
 
+    if cfg.recon_weight < 0:
+        raise ConfigError(f"recon_weight={cfg.recon_weight}, expected >= 0 (0 = no reconstruction)")
     set_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     device = resolve_device(cfg.device)
@@ -134,7 +138,8 @@ def train(cfg: TrainJEPAConfig) -> dict:
     eps = load_episodes(cfg.data, cfg.holdout, cfg.image_size)
     scale = eps.action_scale
     mcfg = JEPAConfig(cfg.image_size, cfg.input_size, tuple(cfg.channels), cfg.hidden, tuple(cfg.grid),
-                      cfg.latent_dim, eps.actions.shape[-1], scale, cfg.history, cfg.pred_hidden, cfg.pred_layers)
+                      cfg.latent_dim, eps.actions.shape[-1], scale, cfg.history, cfg.pred_hidden, cfg.pred_layers,
+                      reconstruct=cfg.recon_weight > 0)
     if cfg.history < 2 and cfg.inverse_weight > 0:
         raise ValueError("inverse_weight > 0 reads (z[t-1], z[t], z[t+1]); it needs history >= 2 (or inverse_weight=0)")
     model = JEPA(mcfg).to(device)
@@ -152,7 +157,7 @@ def train(cfg: TrainJEPAConfig) -> dict:
     f_tr = eps.split("train")[0]
     print(f"train-encoder jepa: {len(f_tr)} train / {len(eps.frames) - len(f_tr)} held-out episodes of "
           f"{cfg.data!r} ({eps.task}); encoder {n_params / 1e6:.2f}M params -> {mcfg.tokens}x{mcfg.latent_dim} latent; "
-          f"{cfg.regularizer} x{cfg.reg_weight}, inverse x{cfg.inverse_weight}, R={cfg.rollout_steps}; device {device}",
+          f"{cfg.regularizer} x{cfg.reg_weight}, inverse x{cfg.inverse_weight}, recon x{cfg.recon_weight}, R={cfg.rollout_steps}; device {device}",
           flush=True)
     budget = Budget(cfg.steps, cfg.max_minutes)
     budget.t0 -= spent  # the budget and the schedule count the time of earlier runs
@@ -173,7 +178,8 @@ def train(cfg: TrainJEPAConfig) -> dict:
         for g in opt.param_groups:
             g["lr"] = lr
         frames, actions = _windows(eps, cfg.batch_size, cfg.history, cfg.rollout_steps, gen, device)
-        loss, parts = model.loss(frames, actions, cfg.regularizer, cfg.reg_weight, cfg.inverse_weight)
+        loss, parts = model.loss(frames, actions, cfg.regularizer, cfg.reg_weight, cfg.inverse_weight,
+                                  cfg.recon_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -41,6 +41,25 @@ def test_loss_falls_and_latent_does_not_collapse(reacher_data, tmp_path):
     assert m.cfg.latent_dim == 8 and m.cfg.action_scale == pytest.approx(0.2, rel=1e-3)
 
 
+def test_reconstruction_head_trains_saves_and_is_checked(reacher_data, tmp_path):
+    out = tmp_path / "jepa_rec"
+    assert lw(["train-encoder", "method=jepa", f"data={reacher_data}", f"out={out}", "steps=150", "eval_every=150",
+               "holdout=0.25", "recon_weight=1.0", *TINY_MODEL]) == 0
+    log = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    recon = [r["recon"] for r in log if "recon" in r]
+    assert len(recon) >= 3 and np.mean(recon[-2:]) < 0.5 * recon[0], recon
+    m = JEPA.from_pretrained(out)
+    assert m.cfg.reconstruct and m.decoder is not None
+    frames = torch.rand(3, 4, 3, 32, 32)
+    assert m.decoder(m.encode(frames[:, 0])).shape == (3, 3, 16, 16)   # the pooled input_size frame
+    plain = JEPA(JEPAConfig(image_size=32, input_size=16, channels=(8, 16), hidden=32, latent_dim=8))
+    assert plain.decoder is None and not any(k.startswith("decoder") for k in plain.state_dict())
+    with pytest.raises(ValueError, match="reconstruct=True"):
+        plain.loss(frames, torch.zeros(3, 2, 2), recon_weight=1.0)
+    assert lw(["train-encoder", "method=jepa", f"data={reacher_data}", f"out={tmp_path / 'bad'}", "steps=2",
+               "recon_weight=-1", *TINY_MODEL]) == 2
+
+
 def test_without_regulariser_the_latent_collapses_and_vicreg_prevents_it():
     torch.manual_seed(0)
     z = torch.randn(256, 8) * 1e-3                    # a collapsed embedding

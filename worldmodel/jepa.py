@@ -4,13 +4,17 @@
                -> MLP -> latent vector of N*C dims, shown as (B, N, C) tokens (N = grid cells)
     predictor: (z[t-h+1..t], a[t]) -> z[t+1] = z[t] + MLP(...)   (residual, deterministic)
     inverse:   (z[t-1], z[t], z[t+1]) -> a[t]                      (inverse dynamics, training only)
+    decoder:   z[t] -> the pooled input frame                       (reconstruction, optional, training only)
 
 Trained jointly (JEPA / PLDM style, `lw train-encoder method=jepa`): multi-step latent
 prediction + an anti-collapse regulariser on the embeddings (VICReg or SIGReg) + inverse
 dynamics. Why: an MAE latent spends its capacity on pixels, and on Reacher the part of it no
 predictor can explain dwarfs what one action changes, so a world model in it ignores its
 actions (action gain 1.00, docs/EXPERIMENTS.md). A latent trained to be *predictable from
-actions* carries the action's effect.
+actions* carries the action's effect. But only that: on PushT such a latent localises the pusher
+(which the actions move) and barely sees the block it must push (probe error ~30 units, no angle,
+docs/EXPERIMENTS.md 19); `reconstruct=True` adds a small pixel decoder whose loss (the fraction of
+the batch's pixel variance left unexplained) makes the latent keep what is visible as well.
 
 The encoder is then frozen and used as the RAE's representation encoder (`encoder="jepa"`:
 `worldmodel.encoders.JEPAEncoder`), and the predictor is a deterministic world model of its own
@@ -52,6 +56,7 @@ class JEPAConfig:
     history: int = 2                     # h: frames the predictor reads (z[t-1], z[t]: velocity)
     pred_hidden: int = 512               # predictor MLP width
     pred_layers: int = 2                 # predictor hidden layers
+    reconstruct: bool = False            # a pixel decoder head (training only): the latent must keep the scene
 
     def __post_init__(self) -> None:
         self.channels = tuple(int(c) for c in self.channels)
@@ -112,6 +117,28 @@ class ConvEncoder(nn.Module):
             x = F.adaptive_avg_pool2d(x, cfg.input_size)  # box filter: exact 2x2 means at 64 -> 32
         z = self.head(self.conv(x).flatten(1))
         return z.view(len(z), cfg.tokens, cfg.latent_dim)
+
+
+class ConvDecoder(nn.Module):
+    """Latents (B, D) -> the encoder's pooled input (B, 3, input_size, input_size), centred at 0: the
+    mirror of `ConvEncoder` (MLP, then stride-2 transposed convolutions). Training only."""
+
+    def __init__(self, cfg: JEPAConfig):
+        super().__init__()
+        self.side = cfg.input_size // 2 ** len(cfg.channels)
+        widths = (*reversed(cfg.channels), 3)
+        self.c0 = widths[0]
+        self.head = nn.Sequential(nn.Linear(cfg.size, cfg.hidden), nn.GELU(),
+                                  nn.Linear(cfg.hidden, self.c0 * self.side ** 2), nn.GELU())
+        layers: list[nn.Module] = []
+        for i in range(len(cfg.channels)):
+            layers.append(nn.ConvTranspose2d(widths[i], widths[i + 1], 4, 2, 1))
+            if i < len(cfg.channels) - 1:
+                layers.append(nn.GELU())
+        self.deconv = nn.Sequential(*layers)
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.deconv(self.head(z).view(len(z), self.c0, self.side, self.side))
 
 
 def _mlp(d_in: int, hidden: int, layers: int, d_out: int) -> nn.Sequential:
@@ -184,6 +211,7 @@ class JEPA(nn.Module):
         self.encoder = ConvEncoder(cfg)
         self.predictor = LatentPredictor(cfg.size, cfg.history, cfg.action_dim, cfg.pred_hidden, cfg.pred_layers)
         self.inverse = _mlp(3 * cfg.size, 256, 1, cfg.action_dim)
+        self.decoder = ConvDecoder(cfg) if cfg.reconstruct else None
 
     def encode(self, frames: Tensor) -> Tensor:
         """(..., 3, H, W) in [0, 1] -> (..., D) latent vectors."""
@@ -194,7 +222,7 @@ class JEPA(nn.Module):
         return actions / self.cfg.action_scale
 
     def loss(self, frames: Tensor, actions: Tensor, regularizer: str = "vicreg", reg_weight: float = 1.0,
-             inverse_weight: float = 1.0) -> tuple[Tensor, dict[str, float]]:
+             inverse_weight: float = 1.0, recon_weight: float = 0.0) -> tuple[Tensor, dict[str, float]]:
         """One training loss on windows: frames (B, h+R, 3, H, W) in [0, 1], raw actions (B, R, A)
         (actions[:, k] moves frame h-1+k to h+k) -> (loss, its parts).
 
@@ -222,6 +250,17 @@ class JEPA(nn.Module):
             l_inv = F.mse_loss(self.inverse(torch.cat([z[:, h - 2], z[:, h - 1], z[:, h]], -1)), a[:, 0])
             loss = loss + inverse_weight * l_inv
             parts["inverse"] = l_inv.item()
+        if recon_weight > 0:
+            if self.decoder is None:
+                raise ValueError("recon_weight > 0 needs the pixel decoder: build the JEPA with reconstruct=True")
+            x = frames.flatten(0, 1).float() - 0.5
+            x = F.adaptive_avg_pool2d(x, self.cfg.input_size)       # what the encoder sees
+            err = (self.decoder(flat) - x).pow(2).mean()
+            # the fraction of the batch's pixel variance left unexplained: scale-free, so a mostly
+            # white PushT frame weighs its block as much as a textured scene weighs its objects
+            l_rec = err / x.var(0).mean().clamp_min(1e-6)
+            loss = loss + recon_weight * l_rec
+            parts["recon"] = l_rec.item()
         parts["loss"] = loss.item()
         return loss, parts
 
