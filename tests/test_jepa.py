@@ -54,6 +54,10 @@ def test_reconstruction_head_trains_saves_and_is_checked(reacher_data, tmp_path)
     assert m.decoder(m.encode(frames[:, 0])).shape == (3, 3, 16, 16)   # the pooled input_size frame
     plain = JEPA(JEPAConfig(image_size=32, input_size=16, channels=(8, 16), hidden=32, latent_dim=8))
     assert plain.decoder is None and not any(k.startswith("decoder") for k in plain.state_dict())
+    # the head is training-only: the same encoder weights without it name the same latent space
+    bare = JEPA(JEPAConfig(**{**m.cfg.to_dict(), "reconstruct": False}))
+    bare.load_state_dict({k: v for k, v in m.state_dict().items() if not k.startswith("decoder")})
+    assert JEPAWorld(bare).encoder_fingerprint() == JEPAWorld(m).encoder_fingerprint()
     with pytest.raises(ValueError, match="reconstruct=True"):
         plain.loss(frames, torch.zeros(3, 2, 2), recon_weight=1.0)
     assert lw(["train-encoder", "method=jepa", f"data={reacher_data}", f"out={tmp_path / 'bad'}", "steps=2",

@@ -43,6 +43,10 @@ from .defaults import fit_context, resolve_count
 REGULARIZERS = ("vicreg", "sigreg")
 
 
+# config fields that shape training, not the encoder's map from frames to latents
+_TRAINING_ONLY_FIELDS = ("reconstruct",)
+
+
 @dataclass
 class JEPAConfig:
     image_size: int = 64                 # frames given to the encoder (square)
@@ -328,9 +332,12 @@ class JEPAWorld:
         return (self.cfg.tokens, self.cfg.latent_dim)
 
     def encoder_fingerprint(self) -> str:
-        """Identity of the latent space `encode_frames` maps into: sha256 of the encoder's config and weights."""
+        """Identity of the latent space `encode_frames` maps into: sha256 of the encoder's config and weights.
+        Training-only fields (the reconstruction head) do not change the map, so they stay out of the hash
+        and graphs built before the field existed still match."""
         if "_fingerprint" not in self.__dict__:
-            h = hashlib.sha256(json.dumps(self.cfg.to_dict(), sort_keys=True).encode())
+            cfg = {k: v for k, v in self.cfg.to_dict().items() if k not in _TRAINING_ONLY_FIELDS}
+            h = hashlib.sha256(json.dumps(cfg, sort_keys=True).encode())
             for k, v in sorted(self.model.encoder.state_dict().items()):
                 h.update(k.encode())
                 h.update(v.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
