@@ -14,8 +14,10 @@ model in it:
     true goal distance (fingertip for reacher, ball position for point_maze) over random
     held-out pairs: does a smaller latent cost mean closer to the goal?
   * probe_r2: ridge regression from the latent to the task's pose features (reacher: cos/sin of
-    the joint angles and the fingertip; point_maze: the ball's position), how much of the
-    pose the latent holds. Velocities and the hidden goal are left out: no single frame shows them.
+    the joint angles and the fingertip; point_maze: the ball's position; pusht: the agent, the
+    block and cos/sin of its angle), how much of the pose the latent holds; probe_r2_parts
+    scores each named part alone (POSE_PARTS), since the pooled figure follows the part that
+    varies most. Velocities and the hidden goal are left out: no single frame shows them.
 
 `score_latents` is the one scoring function: `lw train-encoder method=jepa` calls it at every
 evaluation, so its log and this command report the same numbers.
@@ -58,12 +60,15 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(ra, rb)[0, 1])
 
 
-def _ridge_r2(x_tr: np.ndarray, y_tr: np.ndarray, x_te: np.ndarray, y_te: np.ndarray, lam: float = 1e-2) -> float:
+def _ridge_predict(x_tr: np.ndarray, y_tr: np.ndarray, x_te: np.ndarray, lam: float = 1e-2) -> np.ndarray:
     m, s = x_tr.mean(0), x_tr.std(0) + 1e-6
     x_tr, x_te = (x_tr - m) / s, (x_te - m) / s
     w = np.linalg.solve(x_tr.T @ x_tr + lam * len(x_tr) * np.eye(x_tr.shape[1]), x_tr.T @ (y_tr - y_tr.mean(0)))
-    pred = x_te @ w + y_tr.mean(0)
-    return float(1 - ((pred - y_te) ** 2).sum() / ((y_te - y_te.mean(0)) ** 2).sum())
+    return x_te @ w + y_tr.mean(0)
+
+
+def _r2(pred: np.ndarray, y: np.ndarray) -> float:
+    return float(1 - ((pred - y) ** 2).sum() / ((y - y.mean(0)) ** 2).sum())
 
 
 @torch.no_grad()
@@ -119,6 +124,15 @@ def pair_distance(task: str) -> Callable:
     return TASK_CLASSES[task].distance
 
 
+# Named column groups of pose_features, scored one by one as well as pooled: a pooled R^2 is
+# dominated by the parts that vary most (on PushT the agent, which the actions move directly).
+POSE_PARTS = {
+    "reacher": {"angles": slice(0, 4), "fingertip": slice(4, 6)},
+    "dmc_reacher": {"angles": slice(0, 4), "finger": slice(4, 6)},
+    "pusht": {"agent": slice(0, 2), "block": slice(2, 4), "block_angle": slice(4, 6)},
+}
+
+
 def pose_features(task: str, states: np.ndarray) -> np.ndarray:
     """(..., S) true states -> (..., F) what one frame shows of the pose (the probe's targets)."""
     from envs.mujoco_tasks import TASK_CLASSES
@@ -135,6 +149,11 @@ def pose_features(task: str, states: np.ndarray) -> np.ndarray:
 
         q = states[..., :2]
         return np.concatenate([np.cos(q), np.sin(q), finger(q) / 0.24], -1)
+    if task == "pusht":   # agent and block xy in arena fractions, the (unwrapped) block angle as cos/sin
+        from envs.tasks.pusht import ARENA
+
+        angle = states[..., 4:5]
+        return np.concatenate([states[..., :4] / ARENA, np.cos(angle), np.sin(angle)], -1)
     return states[..., :TASK_CLASSES[task].spec_.state_dim // 2]   # positions (qpos) of other tasks
 
 
@@ -144,8 +163,10 @@ def score_latents(z_tr: torch.Tensor, z_te: torch.Tensor, a_te: torch.Tensor, s_
     actions (E, T1-1, A) and true states (E, T1, S)."""
     zn_tr, zn_te = z_tr.flatten(0, 1).numpy(), z_te.flatten(0, 1).numpy()
     y_tr, y_te = pose_features(task, s_tr), pose_features(task, s_te)
-    r2 = _ridge_r2(zn_tr, y_tr.reshape(len(zn_tr), -1), zn_te, y_te.reshape(len(zn_te), -1))
-    return {"probe_r2": round(r2, 3), **cost_quality(z_te.numpy(), s_te, pair_distance(task)),
+    y_tr, y_te = y_tr.reshape(len(zn_tr), -1), y_te.reshape(len(zn_te), -1)
+    pred = _ridge_predict(zn_tr, y_tr, zn_te)
+    parts = {name: round(_r2(pred[:, cols], y_te[:, cols]), 3) for name, cols in POSE_PARTS.get(task, {}).items()}
+    return {"probe_r2": round(_r2(pred, y_te), 3), **({"probe_r2_parts": parts} if parts else {}), **cost_quality(z_te.numpy(), s_te, pair_distance(task)),
             **action_gain(z_te, a_te, predict, history)}
 
 

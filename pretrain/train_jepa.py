@@ -192,7 +192,8 @@ def train(cfg: TrainJEPAConfig) -> dict:
             last = scores()
             log.write(**last)
             tqdm_write(f"step {step} ({last['minutes']} min): gain 1/5 steps {last['k1']['action_gain']}/"
-                       f"{last['k5']['action_gain']}, spearman {last['spearman']}, probe R2 {last['probe_r2']}, "
+                       f"{last['k5']['action_gain']}, spearman {last['spearman']}, probe R2 {last['probe_r2']}"
+                       f"{' ' + str(last['probe_r2_parts']) if 'probe_r2_parts' in last else ''}, "
                        f"min std {last['latent_std_min']}")
             checkpoint()
     bar.close()
