@@ -75,6 +75,9 @@ class TrainConfig:
     eval_every: int = 0             # steps between held-out evaluations (0 = only at the end)
     eval_rows: int = 16             # held-out rows per evaluation
     export: bool = True             # write run_dir/model/ at the end of the run
+    init_from: str = ""             # fine-tune: start a new run from this model folder's weights (lw pretrain's
+                                    # model/ or a packed checkpoint; same architecture), not a fresh init. The
+                                    # optimiser, schedule and data order start anew; resume=true ignores it
     model: ModelConfig = field(default_factory=ModelConfig)    # latent_dim/frame_grid/action_* come from the RAE/data
     rae: RAEArgs = field(default_factory=RAEArgs)
     data: DataConfig = field(default_factory=DataConfig)
@@ -271,6 +274,33 @@ class Prefetcher:
         self.thread.join(timeout=10)
 
 
+def init_weights_from(model: nn.Module, path: str | Path) -> str:
+    """Fine-tuning: copy the weights of a Transfusion model folder into a freshly built `model`.
+
+    Every parameter and buffer must exist in both with the same shape (the same architecture);
+    anything else is refused, naming the differences. Config fields that leave the shapes alone
+    (dropout, loss weights, flow shift, ...) are this run's. Returns a line for the log."""
+    from worldmodel import hub
+    from worldmodel.transfusion import KIND
+
+    hub.read_config(path, KIND)                     # a clear error for a folder of another kind
+    theirs = hub.load_state_dict(path)
+    mine = model.state_dict()
+    missing = sorted(set(mine) - set(theirs))
+    extra = sorted(set(theirs) - set(mine))
+    shapes = sorted(k for k in set(mine) & set(theirs) if tuple(mine[k].shape) != tuple(theirs[k].shape))
+    if missing or extra or shapes:
+        show = lambda keys: ", ".join(keys[:4]) + (f" (+{len(keys) - 4} more)" if len(keys) > 4 else "")  # noqa: E731
+        raise ConfigError(f"init_from={str(path)!r} is another architecture than this run's model: "
+                          + "; ".join(f"{what}: {show(keys)}" for what, keys in
+                                      (("missing there", missing), ("not in this model", extra),
+                                       ("other shapes", [f"{k} {tuple(theirs[k].shape)} vs {tuple(mine[k].shape)}"
+                                                         for k in shapes])) if keys)
+                          + ". Expected a folder written by `lw pretrain` with the same model config")
+    model.load_state_dict(theirs, strict=True)      # copies into this model's dtype and device
+    return f"init_from: {len(theirs)} tensors from {str(path)!r} (fine-tuning; optimiser and schedule start at step 0)"
+
+
 class Trainer:
     """Builds data, model, optimiser from a TrainConfig and runs optimizer steps.
 
@@ -309,6 +339,9 @@ class Trainer:
         # model
         from worldmodel.transfusion import Transfusion
         self.model = Transfusion.build(self.model_cfg, self.device)  # meta-device build + explicit init
+        self.init_note = ""
+        if cfg.init_from and self._resume_from is None:   # a resumed run's checkpoint holds the fine-tuned weights
+            self.init_note = init_weights_from(self.model, cfg.init_from)
         self.n_params = sum(p.numel() for p in self.model.parameters())
         emb = sum(m.weight.numel() for m in self.model.modules() if isinstance(m, nn.Embedding))
         self.n_active = self.model.num_active_params() - emb  # matmul parameters a token uses
@@ -478,7 +511,8 @@ class Trainer:
                 truncate_jsonl(self.run_dir / "metrics.jsonl", resumed_from)
             logger = MetricsLogger(self.run_dir, cfg.metrics.tensorboard, append=resumed_from is not None)
             if not self.quiet:
-                print(self.describe() + (f"\n  resuming at step {self.step}" if resumed_from is not None else ""),
+                print(self.describe() + (f"\n  resuming at step {self.step}" if resumed_from is not None else "")
+                      + (f"\n  {self.init_note}" if self.init_note else ""),
                       flush=True)
         start = self.step
         end = cfg.steps if cfg.max_steps_this_run <= 0 else min(cfg.steps, self.step + cfg.max_steps_this_run)
@@ -524,7 +558,7 @@ class Trainer:
         return {"task": i.task, "image_size": i.image_size, "context_frames": self.cfg.data.context_frames,
                 "sample_steps": self.model_cfg.flow.sample_steps, "max_jump": self.cfg.data.max_jump,
                 "encoder_id": i.encoder_id, "dataset": self.cfg.data.dataset, "seq_len": self.cfg.data.seq_len, "train_steps": self.step,
-                "train_tokens": self.tokens_seen, "ema": self.ema is not None,
+                "train_tokens": self.tokens_seen, "ema": self.ema is not None, "init_from": self.cfg.init_from,
                 # the policy the data was collected with: the benchmark's anchors' goals are states it reached
                 "data_policy": recorded_data_policy(self.cfg.data.dataset)}
 

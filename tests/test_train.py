@@ -140,3 +140,27 @@ def test_specialisation_score():
     np.testing.assert_allclose(s, [[1.0, -1.0, 0.0, 0.0]])
     with pytest.raises(ValueError, match="expected \\(layers, 2, experts\\)"):
         specialisation(np.zeros((2, 3)))
+
+
+def test_init_from_fine_tunes_an_exported_model_and_refuses_another_architecture(world):
+    """init_from: a new run starts from a model folder's weights (fine-tuning), records it in
+    its export, and refuses a folder of another shape, naming what differs."""
+    from worldmodel import hub
+
+    assert main(tiny_overrides(world, "ft_base", steps=8)) == 0
+    base = world / "ft_base" / "model"
+    trainer = Trainer(compose(TrainConfig, "pretrain", tiny_overrides(world, "ft_run", steps=4,
+                                                                       init_from=str(base))))
+    theirs = hub.load_state_dict(base)
+    for k, v in trainer.model.state_dict().items():
+        assert torch.equal(v, theirs[k]), k             # step 0 = the base model, not a fresh init
+    fresh = Trainer(compose(TrainConfig, "pretrain", tiny_overrides(world, "ft_fresh", steps=4)))
+    assert any(not torch.equal(v, theirs[k]) for k, v in fresh.model.state_dict().items())
+    trainer.run()
+    assert hub.read_config(world / "ft_run" / "model")["init_from"] == str(base)
+    with pytest.raises(ConfigError, match="another architecture.*other shapes"):
+        Trainer(compose(TrainConfig, "pretrain", tiny_overrides(world, "ft_wide", steps=4, init_from=str(base),
+                                                                **{"model.d_model": 48})))
+    with pytest.raises(Exception, match="holds a .rae. model, expected .transfusion."):  # the RAE beside it
+        Trainer(compose(TrainConfig, "pretrain", tiny_overrides(world, "ft_kind", steps=4,
+                                                                init_from=str(base / "rae"))))
