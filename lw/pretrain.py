@@ -22,9 +22,11 @@ def run(cfg: TrainConfig) -> None:
     finally:
         dist_mod.destroy()
     if out["history"] and int(os.environ.get("RANK", "0")) == 0:
-        first, last = out["history"][0], out["history"][-1]
+        last = out["history"][-1]
         keys = [k for k in ("loss", *GROUPS) if k in last]
-        print("pretrain: " + ", ".join(f"{k} {first.get(k, float('nan')):.3f} -> {last[k]:.3f}" for k in keys)
+        # a group's first value: the first step that had its source (a short run's step 1 may have none)
+        first = {k: next(h[k] for h in out["history"] if k in h) for k in keys}
+        print("pretrain: " + ", ".join(f"{k} {first[k]:.3f} -> {last[k]:.3f}" for k in keys)
               + (f"; {last['tok_s']:.0f} tokens/s" if "tok_s" in last else ""))
         if out["final_eval"]:
             print("held-out: " + ", ".join(f"{k[4:]} {v:.3f}" for k, v in out["final_eval"].items()
