@@ -166,8 +166,8 @@ def score_latents(z_tr: torch.Tensor, z_te: torch.Tensor, a_te: torch.Tensor, s_
     y_tr, y_te = y_tr.reshape(len(zn_tr), -1), y_te.reshape(len(zn_te), -1)
     pred = _ridge_predict(zn_tr, y_tr, zn_te)
     parts = {name: round(_r2(pred[:, cols], y_te[:, cols]), 3) for name, cols in POSE_PARTS.get(task, {}).items()}
-    return {"probe_r2": round(_r2(pred, y_te), 3), **({"probe_r2_parts": parts} if parts else {}), **cost_quality(z_te.numpy(), s_te, pair_distance(task)),
-            **action_gain(z_te, a_te, predict, history)}
+    return {"probe_r2": round(_r2(pred, y_te), 3), **({"probe_r2_parts": parts} if parts else {}),
+            **cost_quality(z_te.numpy(), s_te, pair_distance(task)), **action_gain(z_te, a_te, predict, history)}
 
 
 # ----------------------------------------------------------------------------- data

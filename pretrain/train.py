@@ -286,17 +286,16 @@ def init_weights_from(model: nn.Module, path: str | Path) -> str:
     hub.read_config(path, KIND)                     # a clear error for a folder of another kind
     theirs = hub.load_state_dict(path)
     mine = model.state_dict()
-    missing = sorted(set(mine) - set(theirs))
-    extra = sorted(set(theirs) - set(mine))
-    shapes = sorted(k for k in set(mine) & set(theirs) if tuple(mine[k].shape) != tuple(theirs[k].shape))
-    if missing or extra or shapes:
-        show = lambda keys: ", ".join(keys[:4]) + (f" (+{len(keys) - 4} more)" if len(keys) > 4 else "")  # noqa: E731
+    differences = {
+        "missing there": sorted(set(mine) - set(theirs)),
+        "not in this model": sorted(set(theirs) - set(mine)),
+        "other shapes": [f"{k} {tuple(theirs[k].shape)} vs {tuple(mine[k].shape)}" for k in sorted(set(mine) & set(theirs))
+                         if theirs[k].shape != mine[k].shape]}
+    problems = [f"{what}: {', '.join(keys[:4])}" + (f" (+{len(keys) - 4} more)" if len(keys) > 4 else "")
+                for what, keys in differences.items() if keys]
+    if problems:
         raise ConfigError(f"init_from={str(path)!r} is another architecture than this run's model: "
-                          + "; ".join(f"{what}: {show(keys)}" for what, keys in
-                                      (("missing there", missing), ("not in this model", extra),
-                                       ("other shapes", [f"{k} {tuple(theirs[k].shape)} vs {tuple(mine[k].shape)}"
-                                                         for k in shapes])) if keys)
-                          + ". Expected a folder written by `lw pretrain` with the same model config")
+                          + "; ".join(problems) + ". Expected a folder written by `lw pretrain` with the same model config")
     model.load_state_dict(theirs, strict=True)      # copies into this model's dtype and device
     return f"init_from: {len(theirs)} tensors from {str(path)!r} (fine-tuning; optimiser and schedule start at step 0)"
 
