@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pretrain.data.mixture import DataConfig, Mixture, load_episodes
+from pretrain.data.mixture import DataConfig, Mixture, load_mixture_episodes
 from worldmodel.device import resolve_device
 from worldmodel.sequence import TEXT
 
@@ -78,7 +78,7 @@ def analyze(cfg: AnalyzeConfig) -> dict[str, Any]:
     episodes = None
     if any(w > 0 for k, w in weights.items() if k != TEXT):
         enc = data.encoder_id or extra.get("encoder_id", "")
-        episodes = load_episodes(data.dataset, enc, cfg.split, data.holdout)
+        episodes = load_mixture_episodes(data, enc, cfg.split)
     data.seed = cfg.seed
     mix = Mixture(data, lambda d: document_length(d, model.cfg), episodes,
                   split=cfg.split if data.holdout > 0 else "train")

@@ -171,10 +171,10 @@ def sweep(cfg: ScalingConfig, episodes=None, val_episodes=None, log=print) -> li
                 eps, val = (episodes, val_episodes) if uses_episodes(tc.data) else (None, None)
                 if eps is None and uses_episodes(tc.data):  # load the cached latents once
                     if "episodes" not in cache:
-                        from pretrain.data.mixture import load_episodes
+                        from pretrain.data.mixture import load_mixture_episodes
                         enc = tc.data.encoder_id or info.encoder_id
-                        cache["episodes"] = load_episodes(tc.data.dataset, enc, "train", tc.data.holdout)
-                        cache["val"] = (load_episodes(tc.data.dataset, enc, "val", tc.data.holdout)
+                        cache["episodes"] = load_mixture_episodes(tc.data, enc, "train")
+                        cache["val"] = (load_mixture_episodes(tc.data, enc, "val")
                                         if tc.data.holdout > 0 else cache["episodes"])
                     eps, val = cache["episodes"], cache["val"]
                 t0 = time.perf_counter()

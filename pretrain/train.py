@@ -34,7 +34,7 @@ import torch.nn as nn
 from pretrain import checkpoint as ckpt
 from pretrain import distributed as dist_mod
 from pretrain.checkpoint import CheckpointConfig
-from pretrain.data.mixture import SOURCE_NAMES, DataConfig, EpisodeData, Mixture, load_episodes
+from pretrain.data.mixture import SOURCE_NAMES, DataConfig, EpisodeData, Mixture, load_mixture_episodes
 from pretrain.eval_prediction import recorded_data_policy
 from pretrain.metrics import (MetricsConfig, MetricsLogger, Throughput, bar_postfix, flops_per_token, mfu,
                               peak_flops, progress_bar, save_resolved, truncate_jsonl)
@@ -99,7 +99,7 @@ class DataInfo:
     encoder_id: str = ""
     action_dim: int | None = None
     action_scale: float | None = None
-    task: str = ""
+    tasks: list[str] = field(default_factory=list)   # the task of each dataset, in data.dataset order
     image_size: int | None = None
 
 
@@ -120,18 +120,26 @@ def resolve_data_info(cfg: TrainConfig) -> DataInfo:
         raise ConfigError("rae.path is empty but the data mixture has vision sources; "
                           "expected the RAE folder whose latents the dataset caches")
     if uses_episodes(cfg.data):
-        from pretrain.data.shards import read_manifest
-        m = read_manifest(cfg.data.dataset)
-        spec = m.get("task_spec") or {}
-        info.task, info.action_dim = m["task"], int(m["action_dim"])
-        scale = spec.get("action_scale")
-        if scale is None and m["shards"]:  # older manifests: the largest |action| seen
-            scale = max(max(abs(v) for v in s["action_min"] + s["action_max"]) for s in m["shards"])
-        info.action_scale = float(scale or 1.0)
-        if info.image_size is not None and m.get("image_size") not in (None, info.image_size):
-            print(f"note: dataset frames are {m['image_size']}px, the RAE works at {info.image_size}px",
-                  file=sys.stderr)
+        from pretrain.data.datasets import open_datasets
+        datasets = open_datasets(cfg.data.roots())   # one frame size and action dim, else a DataError
+        info.tasks, info.action_dim = [ds.task for ds in datasets], int(datasets[0].action_dim)
+        scales = {str(ds.root): manifest_action_scale(ds.manifest) for ds in datasets}
+        info.action_scale = max(scales.values())
+        if len(set(scales.values())) > 1:
+            print(f"note: the datasets' action scales differ ({scales}); the model's is the largest, "
+                  f"{info.action_scale:g}, and each task's actions keep their own range inside it", file=sys.stderr)
+        size = datasets[0].image_size
+        if info.image_size is not None and size not in (None, info.image_size):
+            print(f"note: dataset frames are {size}px, the RAE works at {info.image_size}px", file=sys.stderr)
     return info
+
+
+def manifest_action_scale(m: dict) -> float:
+    """A dataset's action bound: its task spec's, else (older manifests) the largest |action| seen."""
+    scale = (m.get("task_spec") or {}).get("action_scale")
+    if scale is None and m["shards"]:
+        scale = max(max(abs(v) for v in s["action_min"] + s["action_max"]) for s in m["shards"])
+    return float(scale or 1.0)
 
 
 def model_config(cfg: TrainConfig, info: DataInfo) -> ModelConfig:
@@ -300,6 +308,21 @@ def init_weights_from(model: nn.Module, path: str | Path) -> str:
     return f"init_from: {len(theirs)} tensors from {str(path)!r} (fine-tuning; optimiser and schedule start at step 0)"
 
 
+def task_extras(data: DataConfig, tasks: list[str]) -> dict[str, Any]:
+    """The export's tasks and their data policies (read back by worldmodel.world.covered_tasks): one
+    task as `task` + its `data_policy` (a single-task model, as ever); several as `tasks` + `data_policy`
+    {task: policy}. A data policy is the one its datasets were collected with (the benchmark's anchors'
+    goals are states it reached); None where there is no record or the task's datasets disagree."""
+    policies: dict[str, dict | None] = {}
+    for root, task in zip(data.roots() if tasks else [], tasks):
+        policy = recorded_data_policy(root)
+        policies[task] = policy if policies.get(task, policy) == policy else None
+    if len(policies) > 1:
+        return {"tasks": list(policies), "data_policy": policies}
+    task = next(iter(policies), "")   # "" for a model without episode data
+    return {"task": task, "data_policy": policies.get(task)}
+
+
 class Trainer:
     """Builds data, model, optimiser from a TrainConfig and runs optimizer steps.
 
@@ -328,7 +351,7 @@ class Trainer:
         self._val_encoder = ""   # the dataset's val split is loaded with this encoder's latents on first use
         if episodes is None and uses_episodes(cfg.data):
             enc = cfg.data.encoder_id or self.info.encoder_id
-            episodes = load_episodes(cfg.data.dataset, enc, "train", cfg.data.holdout)
+            episodes = load_mixture_episodes(cfg.data, enc, "train")
             val_episodes = None
             if cfg.data.holdout > 0:
                 self._val_encoder = enc
@@ -374,7 +397,7 @@ class Trainer:
         the first evaluation) when the trainer loaded the dataset itself with a holdout; else the
         `val_episodes` given; else the training episodes."""
         if self._val_episodes is None and self._val_encoder:
-            self._val_episodes = load_episodes(self.cfg.data.dataset, self._val_encoder, "val", self.cfg.data.holdout)
+            self._val_episodes = load_mixture_episodes(self.cfg.data, self._val_encoder, "val")
         return self._val_episodes if self._val_episodes is not None else self._train_episodes
 
     # -- state
@@ -554,12 +577,11 @@ class Trainer:
     def export_extra(self) -> dict[str, Any]:
         i = self.info
         # the simulator's defaults (worldmodel.world.EXTRA_KEYS; the action scale is config.action_scale)
-        return {"task": i.task, "image_size": i.image_size, "context_frames": self.cfg.data.context_frames,
+        return {"image_size": i.image_size, "context_frames": self.cfg.data.context_frames,
                 "sample_steps": self.model_cfg.flow.sample_steps, "max_jump": self.cfg.data.max_jump,
                 "encoder_id": i.encoder_id, "dataset": self.cfg.data.dataset, "seq_len": self.cfg.data.seq_len, "train_steps": self.step,
                 "train_tokens": self.tokens_seen, "ema": self.ema is not None, "init_from": self.cfg.init_from,
-                # the policy the data was collected with: the benchmark's anchors' goals are states it reached
-                "data_policy": recorded_data_policy(self.cfg.data.dataset)}
+                **task_extras(self.cfg.data, i.tasks)}
 
     def export(self, path: str | Path) -> Path | None:
         """run_dir/model: the (EMA) weights as a from_pretrained folder, plus the RAE in model/rae/."""

@@ -16,6 +16,10 @@ Sources (document kinds of `worldmodel.sequence`):
                 ahead); predicting k steps ahead makes the model use the actions, and lets a
                 planner score an H-step plan with one frame (`predict_frame_after`).
 
+Several datasets (`dataset: [root, ...]`, one model over several tasks) are one pool of episode
+windows: each dataset is split on its own, and windows are drawn uniformly over all of them
+(each dataset in proportion to its windows) or, with `dataset_weights`, a dataset by its weight.
+
 Ratios are in *tokens*: the next document comes from the source furthest below its share
 of the tokens emitted so far (a deterministic smooth weighted round robin), so the ratios
 hold up to about one document, whatever the document lengths. Rows are packed greedily:
@@ -33,7 +37,7 @@ import copy
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -48,7 +52,10 @@ SPLITS = ("train", "val")
 
 @dataclass
 class DataConfig:
-    dataset: str = "data/reacher"   # episode dataset root (shards + cached RAE latents)
+    dataset: Any = "data/reacher"   # episode dataset root (shards + cached RAE latents), or a list of roots:
+                                    # one model over several tasks (same RAE latents, action dim, frame size)
+    dataset_weights: list[float] = field(default_factory=list)  # share of episode windows per dataset (in
+                                    # `dataset` order, normalised); [] = proportional to each dataset's windows
     encoder_id: str = ""            # latent cache key in the manifest; "" = the RAE's encoder_id
     text_sources: list[str] = field(default_factory=lambda: ["pydoc"])  # see pretrain/data/text.py
     seq_len: int = 256              # tokens per packed row
@@ -77,6 +84,22 @@ class DataConfig:
         total = sum(w.values())
         return {k: v / total for k, v in w.items()}
 
+    def roots(self) -> list[str]:
+        """The dataset roots: `dataset` as one path or a list of them."""
+        from pretrain.data.datasets import dataset_roots
+        return dataset_roots(self.dataset, "data.dataset")
+
+    def dataset_shares(self) -> list[float] | None:
+        """Each dataset's share of the episode windows drawn, or None: proportional to its windows."""
+        w = list(self.dataset_weights)
+        if not w:
+            return None
+        n = len(self.roots())
+        if len(w) != n or any(v < 0 for v in w) or sum(w) <= 0:
+            raise ValueError(f"data.dataset_weights={w}, expected {n} weights >= 0 (one per dataset of "
+                             f"data.dataset) with a positive sum, or [] (proportional to each dataset's windows)")
+        return [v / sum(w) for v in w]
+
 
 # ---------------------------------------------------------------- episode data in memory
 @dataclass
@@ -85,6 +108,7 @@ class EpisodeData:
     latents: np.ndarray             # (E, T+1, N, C) float (normalised RAE latents; may be a memmap)
     actions: np.ndarray             # (E, T, A) float32
     captions: np.ndarray            # (E, T+1) str
+    dataset: int = 0                # which dataset of the mixture (DataConfig.roots() order) they come from
 
     def __post_init__(self) -> None:
         e, t1 = self.latents.shape[:2]
@@ -110,17 +134,23 @@ def holdout_mask(n: int, holdout: float) -> np.ndarray:
     return mask
 
 
+def require_latents(ds, encoder_id: str) -> None:
+    """A DataError naming the dataset unless every shard of `ds` caches latents of `encoder_id`."""
+    if not ds.has_latents(encoder_id):
+        have = sorted({k for s in ds.shards for k in s.get("latents", {})})
+        raise DataError(f"dataset {str(ds.root)!r} has no cached latents for encoder {encoder_id!r} "
+                         f"in every shard (has {have}); run `lw encode-dataset`")
+
+
 def load_episodes(root: str | Path, encoder_id: str, split: str = "train",
-                  holdout: float = 0.05) -> list[EpisodeData]:
-    """Read the shards' actions/captions and memory-map their cached latents (verified)."""
+                  holdout: float = 0.05, dataset: int = 0) -> list[EpisodeData]:
+    """Read the shards' actions/captions and memory-map their cached latents (verified);
+    `dataset` tags the parts with the dataset's index in a mixture of several."""
     from pretrain.data.shards import Dataset
     if split not in SPLITS:
         raise ValueError(f"split={split!r}, expected one of {SPLITS}")
     ds = Dataset(root)
-    if not ds.has_latents(encoder_id):
-        have = sorted({k for s in ds.shards for k in s.get("latents", {})})
-        raise DataError(f"dataset {str(root)!r} has no cached latents for encoder {encoder_id!r} "
-                         f"in every shard (has {have}); run `lw encode-dataset`")
+    require_latents(ds, encoder_id)
     keep = holdout_mask(len(ds), holdout)
     if split == "train":
         keep = ~keep
@@ -133,16 +163,37 @@ def load_episodes(root: str | Path, encoder_id: str, split: str = "train",
             continue
         lat = ds.load_latents(i, encoder_id, mmap=True)
         out.append(EpisodeData(latents=lat[sel] if len(sel) < len(lat) else lat,
-                               actions=arrays["actions"][sel].copy(), captions=arrays["captions"][sel].copy()))
+                               actions=arrays["actions"][sel].copy(), captions=arrays["captions"][sel].copy(),
+                               dataset=dataset))
     if not out:
         raise DataError(f"split {split!r} of {str(root)!r} holds no episodes (holdout={holdout})")
     return out
 
 
-class WindowIndex:
-    """Uniform sampling of (episode, start) windows of `frames` frames over EpisodeData parts."""
+def load_mixture_episodes(cfg: DataConfig, encoder_id: str, split: str = "train") -> list[EpisodeData]:
+    """The episodes of every dataset of `cfg.dataset`, each split on its own (`cfg.holdout`) and
+    tagged with its index. The datasets must hold one frame size, one action dim and latents of
+    one RAE (same encoder, same latent shape and normalisation): else a DataError naming the dataset."""
+    from pretrain.data.datasets import check_same, open_datasets
+    roots = cfg.roots()
+    datasets = open_datasets(roots)
+    for ds in datasets:
+        require_latents(ds, encoder_id)
+    record = lambda ds: ds.shards[0]["latents"][encoder_id]   # noqa: E731  (the first shard's latent record)
+    check_same(datasets, f"{encoder_id!r} latents of shape (N, C)", lambda ds: tuple(record(ds)["shape"][2:]))
+    check_same([ds for ds in datasets if record(ds).get("fingerprint")], f"{encoder_id!r} latents from the RAE",
+               lambda ds: record(ds)["fingerprint"][:16])
+    return [part for i, root in enumerate(roots) for part in load_episodes(root, encoder_id, split, cfg.holdout, i)]
 
-    def __init__(self, parts: list[EpisodeData], frames: int):
+
+class WindowIndex:
+    """Sampling of (episode, start) windows of `frames` frames over EpisodeData parts: uniform over
+    all windows, or with `shares` (one per dataset index) a dataset by its share, then uniform
+    over that dataset's windows."""
+
+    def __init__(self, parts: list[EpisodeData], frames: int, shares: list[float] | None = None):
+        if shares is not None:   # each dataset's windows one contiguous range of the index
+            parts = sorted(parts, key=lambda p: p.dataset)
         self.parts, self.frames = parts, frames
         counts = []
         for p in parts:
@@ -153,9 +204,30 @@ class WindowIndex:
             longest = max(p.latents.shape[1] for p in parts)
             raise ValueError(f"windows of {frames} frames do not fit episodes of {longest} frames; "
                              f"lower the window length")
+        self.shares = None if shares is None else np.asarray(shares, np.float64)
+        if shares is not None:
+            self.ranges = self._dataset_ranges(len(shares))
+
+    def _dataset_ranges(self, n: int) -> np.ndarray:
+        """(n, 2) first and end window index of each dataset; a drawn dataset without windows is an error."""
+        tags = np.array([p.dataset for p in self.parts])
+        if tags.max() >= n:
+            raise ValueError(f"episodes of dataset {tags.max()} but data.dataset_weights has {n} weights")
+        first = np.searchsorted(tags, np.arange(n), side="left")
+        end = np.searchsorted(tags, np.arange(n), side="right")
+        ranges = np.stack([self.cum[first], self.cum[end]], 1)
+        empty = [d for d in range(n) if self.shares[d] > 0 and ranges[d, 1] == ranges[d, 0]]
+        if empty:
+            raise ValueError(f"datasets {empty} (data.dataset order) have a positive weight but no windows of "
+                             f"{self.frames} frames in this split")
+        return ranges
 
     def sample(self, rng: np.random.Generator) -> tuple[EpisodeData, int, int]:
-        k = int(rng.integers(self.cum[-1]))
+        if self.shares is None:
+            k = int(rng.integers(self.cum[-1]))
+        else:
+            lo, hi = self.ranges[rng.choice(len(self.shares), p=self.shares)]
+            k = int(lo + rng.integers(hi - lo))
         i = int(np.searchsorted(self.cum, k, side="right") - 1)
         part, k = self.parts[i], k - int(self.cum[i])
         per_ep = part.latents.shape[1] - self.frames + 1
@@ -226,14 +298,16 @@ class TextStream:
 
 
 class EpisodeSources:
-    """Image-text, video and action-video documents sampled uniformly from episode windows."""
+    """Image-text, video and action-video documents sampled from episode windows: uniformly, or
+    per dataset by `data.dataset_weights`."""
 
     def __init__(self, parts: list[EpisodeData], cfg: DataConfig, caption_tokens: int):
         self.cfg, self.tok = cfg, ByteTokenizer()
         self.caption_tokens = caption_tokens  # captions are cut to this many tokens
-        self.frames = WindowIndex(parts, 1)
-        self.video = WindowIndex(parts, cfg.video_frames) if cfg.video > 0 else None
-        self.act = (WindowIndex(parts, cfg.context_frames + cfg.predict_frames * cfg.max_jump)
+        shares = cfg.dataset_shares()
+        self.frames = WindowIndex(parts, 1, shares)
+        self.video = WindowIndex(parts, cfg.video_frames, shares) if cfg.video > 0 else None
+        self.act = (WindowIndex(parts, cfg.context_frames + cfg.predict_frames * cfg.max_jump, shares)
                     if cfg.action_video > 0 else None)
 
     def image_text(self, rng: np.random.Generator) -> Document:

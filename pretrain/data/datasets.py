@@ -1,0 +1,44 @@
+"""Several episode datasets as the data of one model: the `data=` value and what they must share.
+
+Every trainer reads its data through `dataset_roots`: `data=data/reacher` (one root, exactly as
+before) or `data=[data/reacher,data/point_maze]` (one representation, RAE or world model over
+several tasks). `open_datasets` opens them and refuses a set that one model cannot read: the
+frames of every dataset must have one size and its actions one dimension, else a `DataError`
+names the dataset and what differs from the first one.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pretrain.data.shards import Dataset
+from worldmodel.errors import ConfigError, DataError
+
+
+def dataset_roots(value: Any, key: str = "data") -> list[str]:
+    """The dataset roots of a `data=` value: one path, or a non-empty list of paths."""
+    roots = [value] if isinstance(value, (str, Path)) else value
+    if not isinstance(roots, (list, tuple)) or not roots or not all(isinstance(r, (str, Path)) and str(r)
+                                                                        for r in roots):
+        raise ConfigError(f"{key}={value!r}, expected a dataset root or a non-empty list of them "
+                          f"(e.g. {key}=data/reacher or {key}=[data/reacher,data/point_maze])")
+    return [str(r) for r in roots]
+
+
+def check_same(datasets: list[Dataset], field: str, value_of) -> None:
+    """Every dataset has the first one's `value_of(ds)`; else a DataError naming the dataset."""
+    if not datasets:
+        return
+    first = value_of(datasets[0])
+    for ds in datasets[1:]:
+        if value_of(ds) != first:
+            raise DataError(f"dataset {str(ds.root)!r} has {field} {value_of(ds)!r}, but {str(datasets[0].root)!r} "
+                            f"has {first!r}: datasets trained into one model need the same {field}")
+
+
+def open_datasets(roots: list[str]) -> list[Dataset]:
+    """The datasets at `roots`, checked to share one frame size and one action dimension."""
+    datasets = [Dataset(r) for r in roots]
+    check_same(datasets, "frame size", lambda ds: ds.image_size)
+    check_same(datasets, "action dim", lambda ds: ds.action_dim)
+    return datasets
