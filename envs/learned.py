@@ -37,7 +37,7 @@ from gymnasium.vector.utils import batch_space
 
 from envs.actions import check_action
 from worldmodel.device import resolve_device
-from worldmodel.world import ImagineConfig, Imagination, LatentWorld
+from worldmodel.world import ImagineConfig, Imagination, LatentWorld, select_task
 
 OBS_MODES = ("pixels", "latent", "both")
 # Latent MSE to the goal latent below which an episode terminates. Measured on reacher with the
@@ -82,7 +82,8 @@ def _batch_option(options: dict, key: str, n: int, single: bool) -> Any:
 class LearnedWorldConfig:
     """The kwargs of LearnedWorld-v0 (`gym.make` / `gym.make_vec`, besides render_mode and num_envs)."""
     model: str | Path | LatentWorld | None = None  # folder written by `lw pretrain`, or a loaded LatentWorld
-    task: str | None = None                 # ground-truth task of starts and goals (None: the model folder's)
+    task: str | None = None                 # ground-truth task of starts and goals (None: the model folder's;
+                                            # a model of several tasks needs one of them named)
     obs: str = "pixels"                     # "pixels" | "latent" | "both" (a Dict of the two)
     sample_steps: int | None = None         # Euler steps per imagined frame (None: LatentWorld.sample_steps)
     context_frames: int | None = None       # context length (None: LatentWorld.context_frames)
@@ -111,13 +112,9 @@ class _Episodes:
         self.world = w = load_world(cfg.model, cfg.device)
         self.imagination = Imagination(w, ImagineConfig(sample_steps=cfg.sample_steps,
                                                         context_frames=cfg.context_frames, cfg_scale=cfg.cfg_scale))
-        task = cfg.task or w.extras.get("task")
-        if not task:
-            raise ValueError("task=None and the model folder names no task; pass task=<name> "
-                             "(e.g. 'reacher') to choose the ground-truth task")
         from envs.mujoco_tasks import make_task  # MuJoCo starts only when an env is made
 
-        self.task_name = str(task)
+        self.task_name = select_task(w.extras, cfg.task)   # a model of several tasks needs one of its own
         self.task = make_task(self.task_name, image_size=w.image_size)
         space = self.task.action_space
         if space.shape != (w.action_dim,):

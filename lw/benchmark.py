@@ -3,6 +3,7 @@
     lw benchmark model=runs/tiny_cpu/model episodes=20 tasks=[reacher]
     lw benchmark rows=[oracle_state,random] planners=[cem,mppi] video=true
     lw benchmark tasks=[pusht] model=checkpoints/pusht-small rae= budget=anchors episodes=50
+    lw benchmark tasks=[] model=runs/generalist/model rae=   # every task of a model trained on several
     lw plan task=reacher row=oracle_state planner=cem seed=10000
 
 Rows (what the planner plans in):
@@ -38,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from lw.program import Program
-from planners.benchmark import BenchmarkConfig, benchmark, describe_budget, protocol
+from planners.benchmark import BenchmarkConfig, benchmark, describe_budget, protocol, with_model_tasks
 from planners.published import ANCHORS, MARK, published_for
 from pretrain.metrics import save_resolved
 
@@ -153,6 +154,7 @@ def write_results(cfg: BenchmarkConfig, results: list[dict]) -> str:
 
 
 def run(cfg: BenchmarkConfig) -> None:
+    cfg = with_model_tasks(cfg)     # tasks=[]: the model folder's tasks
     for t in cfg.tasks:
         protocol(cfg, t)            # an unknown goals= / budget= / success= fails before anything is written
     save_resolved(cfg, cfg.out)

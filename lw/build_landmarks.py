@@ -24,6 +24,7 @@ import torch
 from lw.program import Program
 from planners.landmarks import LandmarkGraph
 from pretrain.latent_probe import load_episodes, spearman
+from worldmodel.world import covered_tasks
 
 
 @dataclass
@@ -80,8 +81,9 @@ def build(cfg: BuildLandmarksConfig) -> dict:
     t0 = time.monotonic()
     world = load_world(cfg.model, resolve_device(cfg.device))
     eps = load_episodes(cfg.data, cfg.holdout)
-    if world.extras.get("task") not in (None, eps.task):
-        raise ValueError(f"{cfg.model!r} was trained on {world.extras.get('task')!r}, but {cfg.data!r} holds {eps.task!r}")
+    covered = list(covered_tasks(world.extras))
+    if covered and eps.task not in covered:
+        raise ValueError(f"{cfg.model!r} was trained on {covered}, but {cfg.data!r} holds {eps.task!r}")
 
     def encode(frames: torch.Tensor) -> torch.Tensor:                              # (E, T1, 3, H, W) -> (E, T1, D)
         flat = frames.flatten(0, 1).permute(0, 2, 3, 1)

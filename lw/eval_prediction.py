@@ -59,19 +59,23 @@ def plot(res: dict[str, list[float]], horizon: int, path: Path, title: str) -> N
     plt.close(fig)
 
 
+def training_dataset(extras: dict, task: str) -> str:
+    """Where the model's `task` data was: its one training dataset, else the conventional data/<task>."""
+    dataset = extras.get("dataset")
+    return dataset if isinstance(dataset, str) and dataset else f"data/{task}"
+
+
 def run(cfg: EvalPredictionConfig) -> None:
     if not cfg.model:
         raise ValueError("model is required: lw eval-prediction model=<folder written by `lw pretrain`>")
     if cfg.episodes < 1 or cfg.horizon < 1:
         raise ValueError(f"episodes={cfg.episodes}, horizon={cfg.horizon}, expected both >= 1")
     from worldmodel.device import resolve_device
-    from worldmodel.world import LatentWorld
+    from worldmodel.world import LatentWorld, covered_tasks, select_task
 
     device = resolve_device(cfg.device)
     world = LatentWorld.from_pretrained(cfg.model, device=device)
-    task_name = cfg.task or world.extras.get("task")
-    if not task_name:
-        raise ValueError("task=None and the model folder names no task; pass task=<name>")
+    task_name = select_task(world.extras, cfg.task)
     tc = world.resolve_context_frames(cfg.context_frames)     # the world decides the defaults
     steps = world.resolve_sample_steps(cfg.sample_steps)
     out = Path(cfg.out or Path(cfg.model) / "eval_prediction")
@@ -81,7 +85,7 @@ def run(cfg: EvalPredictionConfig) -> None:
           f"{tc} context frames, horizon {cfg.horizon}, policy {cfg.policy}, device {device}")
     pol = {"policy": cfg.policy, "hold": cfg.hold}
     if cfg.policy == "collection":
-        pol = world.extras.get("data_policy") or collection_policy(world.extras.get("dataset") or f"data/{task_name}")
+        pol = covered_tasks(world.extras).get(task_name) or collection_policy(training_dataset(world.extras, task_name))
         print(f"  collection policy: {pol}")
     t0 = time.perf_counter()
     frames, actions = record_episodes(task_name, world.image_size, cfg.episodes, n_steps, cfg.seed, **pol)

@@ -65,13 +65,13 @@ class Budget:
 
 @dataclass
 class BenchmarkConfig:
-    tasks: list[str] = field(default_factory=lambda: ["reacher", "point_maze", "pusher"])
+    tasks: list[str] = field(default_factory=lambda: ["reacher", "point_maze", "pusher"])  # [] = the model's tasks
     rows: list[str] = field(default_factory=lambda: list(ROWS))   # learned | jepa | oracle_latent | oracle_state | random
     planners: list[str] = field(default_factory=lambda: ["cem"])  # for the model rows (random uses no planner)
     episodes: int = 20               # evaluation episodes per (task, row, planner)
     seed: int = 10_000               # episode i uses seed + i, disjoint from collection seeds 0..
     goals: str = "auto"              # auto (anchors for pusht / dmc_reacher, random for ours) | anchors | random
-    goal_policy: str = "auto"        # the anchors' data policy: auto (the model folder's `data_policy`, the policy and
+    goal_policy: str = "auto"        # the anchors' data policy: auto (the model folder's `data_policy` of the task, the policy and
                                      # weights its data was collected with; else lw collect's default mixture) | mixture
                                      # (lw collect's default weights) | one policy name (as `lw collect policy=`)
     success: str = "auto"            # auto (pusht: DINO-WM's rule with the anchors' goals) | task (the simulator's own) | anchors
@@ -166,15 +166,34 @@ def goal_policy(cfg: BenchmarkConfig, task: str) -> dict:
     states that policy reached, as in the anchors' protocol; lw collect's default mixture without one."""
     if cfg.goal_policy != "auto":
         return {"policy": cfg.goal_policy}
-    if cfg.model:
-        from worldmodel.hub import CONFIG_NAME, read_config
+    pol = model_tasks(cfg, task).get(task)
+    return dict(pol) if pol else {"policy": "mixture"}
 
-        folder = Path(_model_path(cfg, task))
-        if (folder / CONFIG_NAME).is_file():
-            pol = read_config(folder).get("data_policy")
-            if pol:
-                return dict(pol)
-    return {"policy": "mixture"}
+
+def model_tasks(cfg: BenchmarkConfig, task: str) -> dict[str, dict | None]:
+    """The tasks the learned model of `task` covers and each one's data policy (worldmodel.world.covered_tasks);
+    {} without model= or a folder there."""
+    if not cfg.model:
+        return {}
+    from worldmodel.hub import CONFIG_NAME, read_config
+    from worldmodel.world import covered_tasks
+
+    folder = Path(_model_path(cfg, task))
+    return covered_tasks(read_config(folder)) if (folder / CONFIG_NAME).is_file() else {}
+
+
+def with_model_tasks(cfg: BenchmarkConfig) -> BenchmarkConfig:
+    """Resolve tasks=[]: every task the model folder covers (a model of several tasks runs on each)."""
+    if cfg.tasks:
+        return cfg
+    if "{task}" in cfg.model:
+        raise ConfigError(f"tasks=[] takes the tasks of one model folder, but model={cfg.model!r} is one per task; "
+                          "name the tasks (tasks=[reacher,...])")
+    tasks = list(model_tasks(cfg, ""))
+    if not tasks:
+        raise ConfigError(f"tasks=[] takes the model folder's tasks, but model={cfg.model!r} names none; "
+                          "name the tasks (tasks=[reacher,...])")
+    return dataclasses.replace(cfg, tasks=tasks)
 
 
 def _success_rule(task: str, rule: str) -> str:
@@ -375,8 +394,11 @@ def _latent_row(cfg: BenchmarkConfig, task: str, name: str, world, graph) -> Row
     """A learned row: `world` (LatentWorld or JEPAWorld) as a LearnedModel, fed pixels only."""
     if world is None:
         return Row(name, render=True, skip="no model given (model=<folder written by `lw pretrain`>)")
-    if world.extras.get("task") not in (None, task):
-        return Row(name, render=True, skip=f"the model was trained on {world.extras.get('task')!r}")
+    from worldmodel.world import covered_tasks
+
+    covered = list(covered_tasks(world.extras))
+    if covered and task not in covered:
+        return Row(name, render=True, skip=f"the model was trained on {', '.join(map(repr, covered))}")
     from planners.learned import LearnedModel
 
     model = LearnedModel(world, action_space(task), cfg.learned, landmarks=graph)
@@ -526,6 +548,7 @@ def benchmark(cfg: BenchmarkConfig,
     from envs.mujoco_tasks import TASKS
     from planners.registry import PLANNERS
 
+    cfg = with_model_tasks(cfg)
     for t in cfg.tasks:
         if t not in TASKS:
             raise ValueError(f"unknown task {t!r} in tasks, expected some of {sorted(TASKS)}")

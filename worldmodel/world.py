@@ -35,13 +35,46 @@ from torch import Tensor
 from . import hub
 from .defaults import DEFAULT_CONTEXT_FRAMES, fit_context, resolve_count
 from .device import keep_freed_memory
-from .errors import ModelFolderError
+from .errors import ConfigError, ModelFolderError
 from .frames import as_tensor, frames_to_float
 from .stream import ContextPrefix
 
 # Extra fields the trainer writes into a world-model folder's config.json (the action scale is
-# the model config's `action_scale`, stored once).
-EXTRA_KEYS = ("task", "image_size", "context_frames", "sample_steps", "max_jump")
+# the model config's `action_scale`, stored once); a model of several tasks has `tasks` instead of `task`.
+EXTRA_KEYS = ("task", "tasks", "image_size", "context_frames", "sample_steps", "max_jump")
+
+
+def covered_tasks(extras: dict[str, Any]) -> dict[str, dict | None]:
+    """The tasks a world-model folder covers, each with the data policy its data was collected with
+    (None: not recorded): the one answer the env, the benchmark and the evaluators read.
+
+    `extras` is the folder's config.json fields (or `LatentWorld.extras`). A model trained on
+    several tasks lists `tasks` and maps each to its policy in `data_policy`; a single-task model
+    has one `task` and one `data_policy`; a folder naming no task covers none ({}).
+    """
+    if extras.get("tasks"):
+        policies = extras.get("data_policy") or {}
+        return {str(t): policies.get(t) for t in extras["tasks"]}
+    if extras.get("task"):
+        return {str(extras["task"]): extras.get("data_policy")}
+    return {}
+
+
+def select_task(extras: dict[str, Any], task: str | None = None) -> str:
+    """The ground-truth task to run a world model on: `task`, or (None) the model's only task.
+    A model of several tasks refuses a task it was not trained on, and needs one to be named."""
+    covered = list(covered_tasks(extras))
+    if task:
+        if len(covered) > 1 and task not in covered:
+            raise ConfigError(f"task={task!r}, but this world model was trained on the tasks {covered}; "
+                             f"expected one of them")
+        return str(task)
+    if len(covered) == 1:
+        return covered[0]
+    if covered:
+        raise ConfigError(f"this world model was trained on several tasks, {covered}; pass task=<one of them>")
+    raise ConfigError("task=None and the model folder names no task; pass task=<name> "
+                     "(e.g. 'reacher') to choose the ground-truth task")
 
 
 class LatentWorld:
@@ -49,7 +82,8 @@ class LatentWorld:
 
     `model` is a `worldmodel.transfusion.Transfusion` (anything with
     `predict_next_frames`), `rae` a `worldmodel.rae.RAE`. `extras` holds the model
-    folder's extra fields (task, image_size, context_frames, sample_steps, max_jump).
+    folder's extra fields (task or tasks, image_size, context_frames, sample_steps, max_jump):
+    `covered_tasks(world.extras)` says which tasks it covers.
     """
 
     # rollout/jump take Bc contexts for B = r * Bc action sequences and compute each context's KV
