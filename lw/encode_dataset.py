@@ -1,6 +1,7 @@
 """`lw encode-dataset`: cache the frozen RAE encoder's normalised latents beside each shard.
 
     lw encode-dataset data=data/reacher rae=runs/rae_reacher
+    lw encode-dataset data=[data/reacher,data/point_maze] rae=runs/rae_both   # each dataset, one RAE
 
 The library is pretrain.data.latent_cache (file layout, checksums, fingerprints, skipping).
 """

@@ -12,34 +12,39 @@ import torch
 import torch.nn.functional as F
 
 
-def load_frame_split(root: str, holdout: float, image_size: int) -> tuple[torch.Tensor, torch.Tensor, dict]:
-    """All frames of the dataset as uint8 (n, 3, H, W): (train, held-out, info).
+def load_frame_split(data, holdout: float, image_size: int) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """All frames of the dataset (or list of datasets) as uint8 (n, 3, H, W): (train, held-out, info).
 
-    The held-out set is the last `holdout` fraction of episodes (at least one), so no frame
-    of a training episode is ever evaluated on.
+    The held-out set is the last `holdout` fraction of each dataset's episodes (at least one), so
+    no frame of a training episode is ever evaluated on. Several datasets must have one frame size.
     """
-    from pretrain.data.shards import Dataset
+    from pretrain.data.datasets import dataset_roots, open_datasets
 
     if not 0.0 < holdout < 1.0:
         raise ValueError(f"holdout={holdout}, expected a fraction in (0, 1)")
-    ds = Dataset(root)
-    n_ep = len(ds)
-    if n_ep < 2:
-        raise ValueError(f"dataset {root!r} has {n_ep} episodes, expected at least 2 (train + held-out)")
-    n_held = max(1, int(round(n_ep * holdout)))
-    first_held = n_ep - n_held
     train, held = [], []
-    for i, entry in enumerate(ds.shards):
-        frames = ds.load_shard(i)["frames"]  # (E, T+1, H, W, 3)
-        for j in range(entry["n_episodes"]):
-            (held if entry["first_episode"] + j >= first_held else train).append(frames[j])
+    info = {"episodes": 0, "train_episodes": 0, "heldout_episodes": 0, "tasks": []}
+    for ds in open_datasets(dataset_roots(data)):
+        n_ep = len(ds)
+        if n_ep < 2:
+            raise ValueError(f"dataset {str(ds.root)!r} has {n_ep} episodes, expected at least 2 (train + held-out)")
+        n_held = max(1, int(round(n_ep * holdout)))
+        first_held = n_ep - n_held
+        for i, entry in enumerate(ds.shards):
+            frames = ds.load_shard(i)["frames"]  # (E, T+1, H, W, 3)
+            for j in range(entry["n_episodes"]):
+                (held if entry["first_episode"] + j >= first_held else train).append(frames[j])
+        info["episodes"] += n_ep
+        info["train_episodes"] += first_held
+        info["heldout_episodes"] += n_held
+        info["tasks"].append(ds.task)
+
     def to_tensor(chunks):
         x = torch.from_numpy(np.concatenate(chunks)).permute(0, 3, 1, 2).contiguous()  # (n, 3, H, W)
         if x.shape[-1] != image_size or x.shape[-2] != image_size:
             x = F.interpolate(x.float(), size=(image_size, image_size), mode="bilinear", antialias=True,
                               align_corners=False).round().clamp(0, 255).to(torch.uint8)
         return x
-    info = {"episodes": n_ep, "train_episodes": first_held, "heldout_episodes": n_held, "task": ds.task}
     return to_tensor(train), to_tensor(held), info
 
 

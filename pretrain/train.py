@@ -120,26 +120,14 @@ def resolve_data_info(cfg: TrainConfig) -> DataInfo:
         raise ConfigError("rae.path is empty but the data mixture has vision sources; "
                           "expected the RAE folder whose latents the dataset caches")
     if uses_episodes(cfg.data):
-        from pretrain.data.datasets import open_datasets
+        from pretrain.data.datasets import largest_action_scale, manifest_action_scale, open_datasets
         datasets = open_datasets(cfg.data.roots())   # one frame size and action dim, else a DataError
         info.tasks, info.action_dim = [ds.task for ds in datasets], int(datasets[0].action_dim)
-        scales = {str(ds.root): manifest_action_scale(ds.manifest) for ds in datasets}
-        info.action_scale = max(scales.values())
-        if len(set(scales.values())) > 1:
-            print(f"note: the datasets' action scales differ ({scales}); the model's is the largest, "
-                  f"{info.action_scale:g}, and each task's actions keep their own range inside it", file=sys.stderr)
+        info.action_scale = largest_action_scale({str(ds.root): manifest_action_scale(ds.manifest) for ds in datasets})
         size = datasets[0].image_size
         if info.image_size is not None and size not in (None, info.image_size):
             print(f"note: dataset frames are {size}px, the RAE works at {info.image_size}px", file=sys.stderr)
     return info
-
-
-def manifest_action_scale(m: dict) -> float:
-    """A dataset's action bound: its task spec's, else (older manifests) the largest |action| seen."""
-    scale = (m.get("task_spec") or {}).get("action_scale")
-    if scale is None and m["shards"]:
-        scale = max(max(abs(v) for v in s["action_min"] + s["action_max"]) for s in m["shards"])
-    return float(scale or 1.0)
 
 
 def model_config(cfg: TrainConfig, info: DataInfo) -> ModelConfig:

@@ -3,8 +3,8 @@
 
     lw train-encoder data=data/reacher out=runs/mae_reacher max_minutes=5
 
-Frames of the training episodes (the last `holdout` fraction of episodes is held out,
-never frames of training episodes) are held in memory as uint8. Each step hides 75% of
+Frames of the training episodes (the last `holdout` fraction of each dataset's episodes is held
+out, never frames of training episodes; `data=[...]` pools several datasets of one frame size) are held in memory as uint8. Each step hides 75% of
 the patches of a batch, runs the encoder on the visible ones and a light decoder
 predicts the per-patch normalised pixels of the hidden ones. Held-out loss, PSNR/SSIM of
 the pasted reconstruction, and a PNG grid (originals | masked | reconstructions) are
@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -31,7 +32,8 @@ from worldmodel.device import resolve_device, set_threads
 @dataclass
 class TrainEncoderConfig:
     method: str = "mae"             # mae (this trainer) | jepa (pretrain.train_jepa: a representation for control)
-    data: str = "data/reacher"      # episode dataset root (lw collect)
+    data: Any = "data/reacher"      # episode dataset root (lw collect), or a list of roots: one model over
+                                    # several tasks (data=[data/reacher,data/point_maze])
     out: str = "runs/mae_reacher"   # run folder; the model is saved here (config.json + model.safetensors)
     holdout: float = 0.1            # last fraction of episodes held out for evaluation
     image_size: int = 64            # frames are resized to this if the dataset differs

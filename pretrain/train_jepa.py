@@ -1,9 +1,11 @@
 """`lw train-encoder method=jepa`: train a representation for control (worldmodel.jepa).
 
     lw train-encoder method=jepa data=data/reacher out=runs/jepa_reacher max_minutes=20
+    lw train-encoder method=jepa data=[data/reacher,data/point_maze] out=runs/jepa_both   # one over two tasks
 
-Episodes are held in memory as uint8 frames; the last `holdout` fraction of episodes is
-never trained on. Each step samples windows of `history + rollout_steps` consecutive frames
+Episodes are held in memory as uint8 frames; the last `holdout` fraction of each dataset's
+episodes is never trained on. With several datasets (one frame size, one action dim) the
+windows come from each in proportion to its windows, and the proxy scores are each dataset's. Each step samples windows of `history + rollout_steps` consecutive frames
 and the actions between them, and trains encoder, predictor and inverse-dynamics head
 together (`JEPA.loss`). Every `eval_every` steps the held-out proxy scores of
 `pretrain.latent_probe` (action gain at 1 and 5 steps, latent-cost Spearman, state probe
@@ -17,9 +19,11 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
+from pretrain.data.datasets import largest_action_scale
 from pretrain.latent_probe import EpisodeArrays, encode_episodes, load_episodes, score_latents
 from pretrain.safe_state import load_state, save_state
 from pretrain.metrics import MetricsLogger, progress_bar, save_resolved, to_dict, tqdm_write
@@ -31,7 +35,8 @@ from worldmodel.device import resolve_device, set_threads
 @dataclass
 class TrainJEPAConfig:
     method: str = "jepa"            # lw train-encoder method=jepa (method=mae: the MAE trainer)
-    data: str = "data/reacher"      # episode dataset root (lw collect)
+    data: Any = "data/reacher"      # episode dataset root (lw collect), or a list of roots: one model over
+                                    # several tasks (data=[data/reacher,data/point_maze])
     out: str = "runs/jepa_reacher"  # run folder = the model folder (config.json + model.safetensors)
     holdout: float = 0.15           # last fraction of episodes held out for the proxy scores
     # model (worldmodel.jepa.JEPAConfig)
@@ -88,16 +93,44 @@ def _load_train_state(out: Path, opt: torch.optim.Optimizer, gen: torch.Generato
     return int(state["step"]), float(state["elapsed_s"])
 
 
-def _windows(eps: EpisodeArrays, n: int, h: int, R: int, gen: torch.Generator, device):
-    """n random training windows: frames (n, h+R, 3, H, W) float in [0, 1] and actions (n, R, A)."""
-    frames, actions, _ = eps.split("train")
-    E, T1 = frames.shape[:2]
-    e = torch.randint(0, E, (n,), generator=gen)
-    t = torch.randint(0, T1 - h - R + 1, (n,), generator=gen)           # first frame of the window
-    fi = t[:, None] + torch.arange(h + R)
-    ai = t[:, None] + h - 1 + torch.arange(R)                            # a[t+h-1] moves frame h-1 -> h
-    x = frames[e[:, None], fi].to(device).float().div_(255)
-    return x, actions[e[:, None], ai].to(device)
+def _windows(datasets: list[EpisodeArrays], n: int, h: int, R: int, gen: torch.Generator, device):
+    """n random training windows: frames (n, h+R, 3, H, W) float in [0, 1] and actions (n, R, A),
+    drawn from each dataset's training episodes in proportion to its windows."""
+    counts = [n]
+    if len(datasets) > 1:
+        windows = torch.tensor([float(len(d.split("train")[0]) * (d.frames.shape[1] - h - R + 1)) for d in datasets])
+        counts = torch.multinomial(windows, n, replacement=True, generator=gen).bincount(minlength=len(datasets)).tolist()
+    xs, acts = [], []
+    for eps, k in zip(datasets, counts):
+        frames, actions, _ = eps.split("train")
+        E, T1 = frames.shape[:2]
+        e = torch.randint(0, E, (k,), generator=gen)
+        t = torch.randint(0, T1 - h - R + 1, (k,), generator=gen)           # first frame of the window
+        fi = t[:, None] + torch.arange(h + R)
+        ai = t[:, None] + h - 1 + torch.arange(R)                            # a[t+h-1] moves frame h-1 -> h
+        xs.append(frames[e[:, None], fi].to(device).float().div_(255))
+        acts.append(actions[e[:, None], ai].to(device))
+    return torch.cat(xs), torch.cat(acts)
+
+
+def load_datasets(data, holdout: float, image_size: int) -> dict[str, EpisodeArrays]:
+    """Every dataset of `data` (one root or a list) in memory, by task (by root where a task repeats);
+    one frame size and action dim, else a DataError naming the dataset."""
+    from pretrain.data.datasets import dataset_roots, open_datasets
+
+    datasets = open_datasets(dataset_roots(data))
+    repeated = len({ds.task for ds in datasets}) < len(datasets)
+    return {str(ds.root) if repeated else ds.task: load_episodes(str(ds.root), holdout, image_size) for ds in datasets}
+
+
+def describe_scores(scores: dict) -> str:
+    """The headline proxy scores of one dataset's `evaluate`, or of each dataset's (`by_dataset`)."""
+    if "by_dataset" in scores:
+        return "; ".join(f"{name}: {describe_scores(s)}" for name, s in scores["by_dataset"].items())
+    return (f"gain 1/5 steps {scores['k1']['action_gain']}/{scores['k5']['action_gain']}, spearman "
+            f"{scores['spearman']}, probe R2 {scores['probe_r2']}"
+            f"{' ' + str(scores['probe_r2_parts']) if 'probe_r2_parts' in scores else ''}, "
+            f"min std {scores['latent_std_min']}")
 
 
 @torch.no_grad()
@@ -135,10 +168,11 @@ def train(cfg: TrainJEPAConfig) -> dict:
     if not cfg.resume:  # the model's save_pretrained then replaces config.json (its extra keeps this config)
         save_resolved(cfg, out)
     log = MetricsLogger(out, tensorboard=False, append=True)
-    eps = load_episodes(cfg.data, cfg.holdout, cfg.image_size)
-    scale = eps.action_scale
+    datasets = load_datasets(cfg.data, cfg.holdout, cfg.image_size)
+    scale = largest_action_scale({name: eps.action_scale for name, eps in datasets.items()})
+    first = next(iter(datasets.values()))
     mcfg = JEPAConfig(cfg.image_size, cfg.input_size, tuple(cfg.channels), cfg.hidden, tuple(cfg.grid),
-                      cfg.latent_dim, eps.actions.shape[-1], scale, cfg.history, cfg.pred_hidden, cfg.pred_layers,
+                      cfg.latent_dim, first.actions.shape[-1], scale, cfg.history, cfg.pred_hidden, cfg.pred_layers,
                       reconstruct=cfg.recon_weight > 0)
     if cfg.history < 2 and cfg.inverse_weight > 0:
         raise ValueError("inverse_weight > 0 reads (z[t-1], z[t], z[t+1]); it needs history >= 2 (or inverse_weight=0)")
@@ -154,19 +188,25 @@ def train(cfg: TrainJEPAConfig) -> dict:
         step, spent = _load_train_state(out, opt, gen)
         print(f"train-encoder jepa: resumed {out} at step {step} ({spent / 60:.1f} min spent)", flush=True)
     n_params = sum(p.numel() for p in model.encoder.parameters())
-    f_tr = eps.split("train")[0]
-    print(f"train-encoder jepa: {len(f_tr)} train / {len(eps.frames) - len(f_tr)} held-out episodes of "
-          f"{cfg.data!r} ({eps.task}); encoder {n_params / 1e6:.2f}M params -> {mcfg.tokens}x{mcfg.latent_dim} latent; "
+    n_train = sum(eps.n_train for eps in datasets.values())
+    n_held = sum(len(eps.frames) for eps in datasets.values()) - n_train
+    tasks = [eps.task for eps in datasets.values()]
+    print(f"train-encoder jepa: {n_train} train / {n_held} held-out episodes of "
+          f"{cfg.data!r} ({', '.join(tasks)}); encoder {n_params / 1e6:.2f}M params -> {mcfg.tokens}x{mcfg.latent_dim} latent; "
           f"{cfg.regularizer} x{cfg.reg_weight}, inverse x{cfg.inverse_weight}, recon x{cfg.recon_weight}, R={cfg.rollout_steps}; device {device}",
           flush=True)
     budget = Budget(cfg.steps, cfg.max_minutes)
     budget.t0 -= spent  # the budget and the schedule count the time of earlier runs
-    extra = {"task": eps.task, "data": cfg.data, "train_config": to_dict(cfg)}
+    # the tasks it was trained on, as a world-model folder names them (worldmodel.world.covered_tasks)
+    extra = {**({"task": tasks[0]} if len(set(tasks)) == 1 else {"tasks": list(dict.fromkeys(tasks))}),
+             "data": cfg.data, "train_config": to_dict(cfg)}
     bar = progress_bar(None, "train-encoder jepa", cfg.progress)
     last: dict = {}
 
     def scores() -> dict:
-        return {"step": step, "minutes": round(budget.elapsed() / 60, 2), **evaluate(model, eps, cfg.eval_episodes, device)}
+        per = {name: evaluate(model, eps, cfg.eval_episodes, device) for name, eps in datasets.items()}
+        return {"step": step, "minutes": round(budget.elapsed() / 60, 2),
+                **(per[next(iter(per))] if len(per) == 1 else {"by_dataset": per})}
 
     def checkpoint() -> None:
         model.save_pretrained(out, extra={**extra, "step": step, "scores": last})
@@ -177,7 +217,7 @@ def train(cfg: TrainJEPAConfig) -> dict:
         lr = cfg.lr * lr_factor(step, budget.frac(step), cfg.warmup_steps, cfg.min_lr_frac)
         for g in opt.param_groups:
             g["lr"] = lr
-        frames, actions = _windows(eps, cfg.batch_size, cfg.history, cfg.rollout_steps, gen, device)
+        frames, actions = _windows(list(datasets.values()), cfg.batch_size, cfg.history, cfg.rollout_steps, gen, device)
         loss, parts = model.loss(frames, actions, cfg.regularizer, cfg.reg_weight, cfg.inverse_weight,
                                   cfg.recon_weight)
         opt.zero_grad(set_to_none=True)
@@ -191,10 +231,7 @@ def train(cfg: TrainJEPAConfig) -> dict:
         if step % cfg.eval_every == 0:
             last = scores()
             log.write(**last)
-            tqdm_write(f"step {step} ({last['minutes']} min): gain 1/5 steps {last['k1']['action_gain']}/"
-                       f"{last['k5']['action_gain']}, spearman {last['spearman']}, probe R2 {last['probe_r2']}"
-                       f"{' ' + str(last['probe_r2_parts']) if 'probe_r2_parts' in last else ''}, "
-                       f"min std {last['latent_std_min']}")
+            tqdm_write(f"step {step} ({last['minutes']} min): {describe_scores(last)}")
             checkpoint()
     bar.close()
     if last.get("step") != step:
@@ -204,7 +241,6 @@ def train(cfg: TrainJEPAConfig) -> dict:
     checkpoint()
     summary = {**last, "config": asdict(cfg)}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    print(f"train-encoder jepa: {step} steps in {budget.elapsed() / 60:.1f} min; held-out action gain "
-          f"{last['k1']['action_gain']} (1 step) / {last['k5']['action_gain']} (5 steps), latent-cost spearman "
-          f"{last['spearman']}; saved {out}", flush=True)
+    print(f"train-encoder jepa: {step} steps in {budget.elapsed() / 60:.1f} min; held-out {describe_scores(last)}; "
+          f"saved {out}", flush=True)
     return summary

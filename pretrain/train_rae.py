@@ -2,6 +2,9 @@
 
     lw train-rae data=data/reacher encoder=own encoder_weights=runs/mae_reacher out=runs/rae_reacher
     lw train-rae encoder=timm:vit_small_patch14_dinov2 encoder_weights=/path/model.safetensors ...
+    lw train-rae data=[data/reacher,data/point_maze] encoder=jepa encoder_weights=runs/jepa_both out=runs/rae_both
+
+A list of datasets (one frame size) is one pool of frames, each dataset held out on its own.
 
 1. Build the frozen encoder (local weights only) and fit the per-channel latent mean/std
    on training frames. 2. Encode every training frame once (the encoder is frozen and
@@ -30,7 +33,8 @@ from worldmodel.device import resolve_device, set_threads
 
 @dataclass
 class TrainRAEConfig:
-    data: str = "data/reacher"      # episode dataset root (lw collect)
+    data: Any = "data/reacher"      # episode dataset root (lw collect), or a list of roots: one model over
+                                    # several tasks (data=[data/reacher,data/point_maze])
     out: str = "runs/rae_reacher"   # the RAE folder (save_pretrained) and run logs
     holdout: float = 0.1            # last fraction of episodes held out for evaluation
     image_size: int = 64            # RAE pixel resolution (in and out)

@@ -8,6 +8,7 @@ names the dataset and what differs from the first one.
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -42,3 +43,21 @@ def open_datasets(roots: list[str]) -> list[Dataset]:
     check_same(datasets, "frame size", lambda ds: ds.image_size)
     check_same(datasets, "action dim", lambda ds: ds.action_dim)
     return datasets
+
+
+def manifest_action_scale(m: dict) -> float:
+    """A dataset's action bound: its task spec's, else (older manifests) the largest |action| seen."""
+    scale = (m.get("task_spec") or {}).get("action_scale")
+    if scale is None and m["shards"]:
+        scale = max(max(abs(v) for v in s["action_min"] + s["action_max"]) for s in m["shards"])
+    return float(scale or 1.0)
+
+
+def largest_action_scale(scales: dict[str, float]) -> float:
+    """The action bound of one model over datasets with these bounds ({root: scale}): the largest,
+    so that every task's actions keep their own range inside it (said when they differ)."""
+    scale = max(scales.values())
+    if len(set(scales.values())) > 1:
+        print(f"note: the datasets' action scales differ ({scales}); the model's is the largest, {scale:g}, "
+              "and each task's actions keep their own range inside it", file=sys.stderr)
+    return scale

@@ -1,6 +1,7 @@
 """`lw encode-dataset`: cache the frozen RAE encoder's normalised latents beside each shard.
 
     lw encode-dataset data=data/reacher rae=runs/rae_reacher
+    lw encode-dataset data=[data/reacher,data/point_maze] rae=runs/rae_both   # each, with one RAE
 
 For shard i, `latents/<encoder_id>/shard-0000i.npy` holds (E, T+1, N, C) latents (float16
 by default) in the shard's episode/frame order, i.e. `rae.encode(frame)` for every
@@ -19,6 +20,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,7 +33,7 @@ DTYPES = ("float16", "float32")
 
 @dataclass
 class EncodeDatasetConfig:
-    data: str = "data/reacher"      # episode dataset root (lw collect)
+    data: Any = "data/reacher"      # episode dataset root (lw collect), or a list of roots (each is encoded)
     rae: str = "runs/rae_reacher"   # RAE folder (save_pretrained) whose encoder makes the latents
     dtype: str = "float16"          # float16 | float32 storage
     batch_size: int = 256           # frames per encoder call
@@ -111,20 +113,34 @@ def encode_frames(rae, frames: np.ndarray, batch_size: int, device: torch.device
 
 
 def encode_dataset(cfg: EncodeDatasetConfig) -> dict:
-    from pretrain.metrics import progress_bar
+    """Cache the RAE's latents beside every shard of `cfg.data`; a list of datasets: each of them,
+    with the one RAE (a model over several tasks reads them all). Returns the summary (one dict
+    per dataset under "datasets" for a list)."""
+    from pretrain.data.datasets import dataset_roots
     from worldmodel.device import resolve_device, set_threads
     from worldmodel.rae import RAE
 
     if cfg.dtype not in DTYPES:
         raise ValueError(f"dtype={cfg.dtype!r}, expected one of {DTYPES}")
+    roots = dataset_roots(cfg.data)
     set_threads(cfg.threads)
     device = resolve_device(cfg.device)
-    ds = Dataset(cfg.data)
     encoder_id, fingerprint = rae_identity(cfg.rae)
     rae = RAE.from_pretrained(cfg.rae, device=device).eval()
     if rae.fingerprint() != fingerprint:
         raise ValueError(f"RAE folder {cfg.rae!r}: weights give fingerprint {rae.fingerprint()[:16]}..., "
                          f"config.json says {fingerprint[:16]}... (modified or corrupt folder)")
+    summaries = [encode_one(cfg, root, rae, (encoder_id, fingerprint), device) for root in roots]
+    return summaries[0] if isinstance(cfg.data, (str, Path)) else {"datasets": summaries}
+
+
+def encode_one(cfg: EncodeDatasetConfig, root: str, rae, identity: tuple[str, str], device: torch.device) -> dict:
+    """Cache `rae`'s latents beside each shard of the dataset at `root` (valid ones are kept);
+    `identity` is the RAE's (encoder_id, fingerprint)."""
+    from pretrain.metrics import progress_bar
+
+    ds = Dataset(root)
+    encoder_id, fingerprint = identity
     if ds.image_size not in (None, rae.image_size):
         print(f"note: dataset frames are {ds.image_size}px; the RAE encoder resizes them to "
               f"{rae.encoder.input_size}px", flush=True)
@@ -158,9 +174,9 @@ def encode_dataset(cfg: EncodeDatasetConfig) -> dict:
         bar.update(entry["n_frames"])
     bar.close()
     ds.reload()
-    verify_latents(cfg.data, cfg.rae)
+    verify_latents(root, cfg.rae)
     dt = time.monotonic() - t0
-    summary = {"data": cfg.data, "rae": cfg.rae, "encoder_id": encoder_id, "fingerprint": fingerprint,
+    summary = {"data": root, "rae": cfg.rae, "encoder_id": encoder_id, "fingerprint": fingerprint,
                "encoded_shards": done, "skipped_shards": skipped, "frames": ds.n_frames,
                "latent_shape": [N, C], "dtype": cfg.dtype, "seconds": round(dt, 2)}
     print(f"encode-dataset: {done} shards encoded, {skipped} already valid; {ds.n_frames} frames -> "
@@ -168,5 +184,5 @@ def encode_dataset(cfg: EncodeDatasetConfig) -> dict:
     return summary
 
 
-__all__ = ["EncodeDatasetConfig", "encode_dataset", "load_latents", "verify_latents", "rae_identity",
+__all__ = ["EncodeDatasetConfig", "encode_dataset", "encode_one", "load_latents", "verify_latents", "rae_identity",
            "encode_frames", "ShardCorruptError"]
