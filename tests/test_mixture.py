@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from pretrain.data.mixture import (DataConfig, EpisodeData, Mixture, SOURCE_NAMES, holdout_mask,
-                                   load_episodes)
+                                   load_episodes, load_mixture_episodes)
+from worldmodel.errors import DataError
 from worldmodel.sequence import ACTION_VIDEO, IMAGE_TEXT, TEXT, VIDEO, Action, Frame, Text, collate, \
     document_length, pack_rows
 
@@ -26,6 +27,18 @@ def episodes(seed=0, e=5, t=11):
                       for j in range(t + 1)] for i in range(e)])
     return [EpisodeData(latents=rng.normal(size=(e, t + 1, N, C)).astype(np.float32),
                         actions=rng.uniform(-0.5, 0.5, (e, t, A)).astype(np.float32), captions=caps)]
+
+
+def two_datasets():
+    """Dataset 0: 2 episodes, latents > 0; dataset 1: 8 episodes, latents < 0 (18 and 72 windows of 4 frames)."""
+    (a,), (b,) = episodes(seed=1, e=2), episodes(seed=2, e=8)
+    a.latents, b.latents = np.abs(a.latents) + 0.1, -np.abs(b.latents) - 0.1
+    b.dataset = 1
+    return [a, b]
+
+
+def from_first_dataset(doc) -> bool:
+    return bool((next(s for s in doc.segments if isinstance(s, Frame)).latents > 0).all())
 
 
 @pytest.fixture()
@@ -74,8 +87,11 @@ def test_ratios_honoured_and_rows_fit(corpus):
     assert VIDEO not in shares and abs(shares[ACTION_VIDEO] / sum(shares.values()) - 0.9) < 0.01
 
 
-def test_data_position_restores_identical_batches(corpus):
-    cfg = cfg_for(corpus)
+@pytest.mark.parametrize("data", ["one dataset", "two weighted datasets"])
+def test_data_position_restores_identical_batches(corpus, data):
+    several = {"dataset": ["a", "b"], "dataset_weights": [1.0, 3.0]}
+    cfg = cfg_for(corpus, **(several if data == "two weighted datasets" else {}))
+    episodes = two_datasets if data == "two weighted datasets" else globals()["episodes"]
     mix = Mixture(cfg, length, episodes())
     mix.next_rows(37)  # wraps the small text corpus at least once
     for _ in range(200):  # stop where a document waits to open the next row
@@ -93,6 +109,43 @@ def test_data_position_restores_identical_batches(corpus):
     again = Mixture(cfg, length, episodes())
     again.load_state_dict(state)
     assert rows_equal(again.next_rows(25), expected)
+
+
+@pytest.mark.parametrize("weights, first_share", [([], 18 / 90), ([1.0, 1.0], 0.5), ([3.0, 1.0], 0.75)])
+def test_two_datasets_are_drawn_in_the_configured_proportion(corpus, weights, first_share):
+    # no weights: uniform over all windows (each dataset by its windows, as one dataset was); else by weight
+    cfg = cfg_for(corpus, dataset=["a", "b"], dataset_weights=weights, text=0.0, image_text=0.0, video=0.0,
+                  action_video=1.0)
+    docs = [d for row in Mixture(cfg, length, two_datasets()).next_rows(600) for d in row]
+    share = np.mean([from_first_dataset(d) for d in docs])
+    assert len(docs) >= 600 and abs(share - first_share) < 0.05, share
+
+def test_dataset_weights_must_fit_the_datasets(corpus):
+    cfg = cfg_for(corpus, dataset=["a", "b"], dataset_weights=[1.0, 1.0])
+    with pytest.raises(ValueError, match=r"dataset_weights=\[1.0\], expected 2 weights"):
+        Mixture(replace(cfg, dataset_weights=[1.0]), length, two_datasets())
+    with pytest.raises(ValueError, match=r"datasets \[1\] .* positive weight but no windows"):
+        Mixture(cfg, length, two_datasets()[:1])
+
+
+def test_several_datasets_are_split_each_and_must_share_what_the_model_reads(tmp_path):
+    a, b = write_dataset(tmp_path / "a"), write_dataset(tmp_path / "b", task="point_maze", episodes=5)
+    cfg = DataConfig(dataset=[str(a.root), str(b.root)], holdout=0.2)
+    held = lambda parts: sorted({(p.dataset, int(v) // 100) for p in parts    # noqa: E731
+                                  for v in np.asarray(p.latents)[:, 0, 0, 0]})
+    assert held(load_mixture_episodes(cfg, "enc", "val")) == [(0, 4), (0, 9), (1, 4)]   # each dataset's own split
+    assert len(held(load_mixture_episodes(cfg, "enc", "train"))) == 8 + 4
+    assert held(load_mixture_episodes(replace(cfg, dataset=str(a.root)), "enc", "val")) == [(0, 4), (0, 9)]
+    for name, differs, needle in [("other_encoder", {"encoder": "other"}, "no cached latents for encoder 'enc'"),
+                                  ("three_actions", {"action_dim": 3}, "has action dim 3, but"),
+                                  ("wider_latents", {"channels": C + 1}, f"latents of shape (N, C) ({N}, {C + 1})"),
+                                  ("bigger_frames", {"image": 16}, "has frame size 16, but")]:
+        bad = write_dataset(tmp_path / name, **differs)
+        with pytest.raises(DataError) as err:
+            load_mixture_episodes(replace(cfg, dataset=[str(a.root), str(bad.root)]), "enc")
+        assert str(bad.root) in str(err.value) and needle in str(err.value), str(err.value)
+    with pytest.raises(ValueError, match="data.dataset=\\[\\], expected a dataset root or a non-empty list"):
+        load_mixture_episodes(replace(cfg, dataset=[]), "enc")
 
 
 def test_action_video_layout(corpus):
@@ -172,26 +225,32 @@ def test_text_only_and_errors(corpus):
         Mixture(cfg_for(corpus, video_frames=50), length, episodes())
 
 
-def test_holdout_and_disk_loading(tmp_path):
+def write_dataset(root, task="reacher", action_dim=A, encoder="enc", channels=C, image=8, episodes=10, steps=6):
+    """A dataset on disk with cached latents of `encoder` whose first value encodes (episode, t)."""
     from pretrain.data.shards import Dataset, Episode, ShardWriter, latent_file, sha256_file
     rng = np.random.default_rng(0)
-    root, steps = tmp_path / "ds", 6
-    with ShardWriter(root, "reacher", {}, episodes_per_shard=4) as w:
-        for i in range(10):
-            w.add(Episode(frames=rng.integers(0, 256, (steps + 1, 8, 8, 3), dtype=np.uint8),
-                          actions=rng.uniform(-1, 1, (steps, A)).astype(np.float32),
+    with ShardWriter(root, task, {}, episodes_per_shard=4) as w:
+        for i in range(episodes):
+            w.add(Episode(frames=rng.integers(0, 256, (steps + 1, image, image, 3), dtype=np.uint8),
+                          actions=rng.uniform(-1, 1, (steps, action_dim)).astype(np.float32),
                           states=np.zeros((steps + 1, 3), np.float32), rewards=np.zeros(steps, np.float32),
-                          goal_state=np.zeros(2, np.float32), goal_frame=np.zeros((8, 8, 3), np.uint8),
+                          goal_state=np.zeros(2, np.float32), goal_frame=np.zeros((image, image, 3), np.uint8),
                           captions=[f"ep {i} t {t}" for t in range(steps + 1)], seed=i))
     ds = Dataset(root)
-    for i, entry in enumerate(ds.shards):  # latents whose first value encodes (episode, t)
+    for i, entry in enumerate(ds.shards):
         e = entry["n_episodes"]
-        lat = np.zeros((e, steps + 1, N, C), np.float32)
+        lat = np.zeros((e, steps + 1, N, channels), np.float32)
         lat[:, :, 0, 0] = (entry["first_episode"] + np.arange(e))[:, None] * 100 + np.arange(steps + 1)[None]
-        rel = latent_file(i, "enc")
+        rel = latent_file(i, encoder)
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         np.save(root / rel, lat)
-        ds.record_latents(i, "enc", rel, sha256_file(root / rel), lat.shape)
+        ds.record_latents(i, encoder, rel, sha256_file(root / rel), lat.shape)
+    return ds
+
+
+def test_holdout_and_disk_loading(tmp_path):
+    root = tmp_path / "ds"
+    ds = write_dataset(root)
     train = load_episodes(root, "enc", "train", holdout=0.2)
     val = load_episodes(root, "enc", "val", holdout=0.2)
     ids = lambda parts: sorted({int(v) // 100 for p in parts for v in np.asarray(p.latents)[:, 0, 0, 0]})
