@@ -111,6 +111,7 @@ def test_losses_fall_and_export_loads(world):
     assert model.extra["context_frames"] == 2 and model.extra["image_size"] == IMG
     assert model.extra["sample_steps"] == model.cfg.flow.sample_steps   # the simulator's default, exported
     assert model.extra["data_policy"] is None      # a dataset made without `lw collect` records no data policy
+    assert "tasks" not in model.extra              # one dataset, one task: the single-task export, as ever
     assert model.cfg.latent_dim == 16 and model.cfg.frame_grid == (4, 4) and model.cfg.action_dim == 2
     world_model = LatentWorld.from_pretrained(run / "model")
     ctx = torch.randn(2, 2, 16, 16)

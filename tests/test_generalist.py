@@ -1,0 +1,103 @@
+"""One representation, one RAE and one world model over two tasks, end to end on tiny collected data:
+lw collect (reacher, point_maze) -> lw train-encoder method=jepa data=[a,b] -> lw train-rae data=[a,b]
+-> lw encode-dataset data=[a,b] -> lw pretrain data.dataset=[a,b] -> LearnedWorld-v0 and lw benchmark
+on each of its tasks."""
+import json
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+from lw.cli import main as lw
+from pretrain.eval_prediction import collection_policy
+from worldmodel.errors import ConfigError
+from worldmodel.hub import read_config
+from worldmodel.world import LatentWorld, covered_tasks
+try:  # tiny_overrides: test_train's tiny `lw pretrain` run
+    from tests.test_train import tiny_overrides
+except ImportError:  # tests/ not importable as a package: pytest put tests/ itself on sys.path
+    from test_train import tiny_overrides
+
+TASKS = ["reacher", "point_maze"]
+POLICIES = {"reacher": "mixture", "point_maze": "uniform"}   # each task's data policy, told apart in the export
+IMG = 16
+QUIET = ["progress=false", "threads=1"]
+
+
+@pytest.fixture(scope="module")
+def generalist(tmp_path_factory):
+    """The whole chain over two tasks with the real programs; returns (root, dataset roots)."""
+    root = tmp_path_factory.mktemp("generalist")
+    data = [root / task for task in TASKS]
+    for task, out in zip(TASKS, data):
+        assert lw(["collect", f"task={task}", "episodes=6", "episode_steps=6", f"image_size={IMG}", "workers=1",
+                   f"policy={POLICIES[task]}", "progress=false", f"out={out}"]) == 0
+    both = f"data=[{data[0]},{data[1]}]"
+    assert lw(["train-encoder", "method=jepa", both, f"out={root / 'jepa'}", "steps=3", "eval_every=3",
+               "holdout=0.34", f"image_size={IMG}", f"input_size={IMG}", "channels=[8,16]", "hidden=32",
+               "latent_dim=8", "pred_hidden=32", "batch_size=8", "eval_episodes=2", "max_minutes=0", *QUIET]) == 0
+    assert lw(["train-rae", both, "encoder=jepa", f"encoder_weights={root / 'jepa'}", f"out={root / 'rae_both'}",
+               f"image_size={IMG}", "decoder_dim=32", "decoder_depth=1", "decoder_heads=2", "batch_size=8",
+               "steps=2", "eval_every=2", "eval_frames=4", "save_every=2", "stats_frames=20", "holdout=0.34",
+               "max_minutes=0", "device=cpu", *QUIET]) == 0
+    assert lw(["encode-dataset", both, f"rae={root / 'rae_both'}", "device=cpu", *QUIET]) == 0
+    assert lw(["pretrain", *tiny_overrides(root, "run", steps=4, **{
+        "rae.path": root / "rae_both", "data.dataset": f"[{data[0]},{data[1]}]", "data.holdout": 0.34,
+        "threads": 1})]) == 0
+    return root, data
+
+
+def test_one_representation_and_rae_over_both_datasets(generalist):
+    root, data = generalist
+    jepa = read_config(root / "jepa")
+    assert jepa["tasks"] == TASKS and "task" not in jepa and covered_tasks(jepa) == dict.fromkeys(TASKS)
+    scores = json.loads((root / "jepa" / "summary.json").read_text())
+    assert sorted(scores["by_dataset"]) == sorted(TASKS)            # held-out proxy scores of each dataset
+    assert all("k1" in s for s in scores["by_dataset"].values())
+    rae = json.loads((root / "rae_both" / "summary.json").read_text())
+    assert rae["heldout_frames"] == 2 * 2 * 7                        # 2 held-out episodes of 7 frames from each
+
+
+def test_the_export_names_its_tasks_and_each_ones_data_policy(generalist):
+    root, data = generalist
+    extras = read_config(root / "run" / "model")
+    policies = {task: collection_policy(d) for task, d in zip(TASKS, data)}
+    assert policies["reacher"]["policy"] == "mixture" and policies["point_maze"]["policy"] == "uniform"
+    assert extras["tasks"] == TASKS and "task" not in extras and extras["data_policy"] == policies
+    assert extras["dataset"] == [str(d) for d in data]
+    assert covered_tasks(extras) == policies
+
+
+def test_learned_world_runs_each_task_and_refuses_others(generalist):
+    root, _ = generalist
+    model = str(root / "run" / "model")
+    world = LatentWorld.from_pretrained(model)
+    for task in TASKS:
+        env = gym.make("LearnedWorld-v0", model=world, task=task, obs="latent", sample_steps=1)
+        obs, _ = env.reset(seed=0)
+        obs, reward, *_ = env.step(env.action_space.sample())
+        assert env.unwrapped.core.task_name == task and obs.shape == world.latent_shape and np.isfinite(reward)
+        env.close()
+    with pytest.raises(ConfigError, match=r"task='pusht', but this world model was trained on the tasks "
+                                          r"\['reacher', 'point_maze'\]"):
+        gym.make("LearnedWorld-v0", model=world, task="pusht")
+    with pytest.raises(ConfigError, match=r"several tasks, \['reacher', 'point_maze'\]; pass task="):
+        gym.make("LearnedWorld-v0", model=model)
+
+
+def test_benchmark_plans_each_task_of_the_model(generalist, tmp_path):
+    from planners.benchmark import BenchmarkConfig, build_row, goal_policy
+
+    root, data = generalist
+    model = str(root / "run" / "model")
+    assert lw(["benchmark", "tasks=[]", f"model={model}", "rae=", "rows=[learned]", "episodes=1", "lockstep=1",
+               "max_steps=2", "learned_budget.samples=4", "learned_budget.elites=2", "learned_budget.iterations=1",
+               "learned.sample_steps=1", f"out={tmp_path}", *QUIET]) == 0
+    rows = json.loads((tmp_path / "results.json").read_text())["results"]
+    assert [(r["task"], r["row"], r["episodes"]) for r in rows] == [(t, "learned", 1) for t in TASKS]
+    cfg = BenchmarkConfig(tasks=["pusht"], rows=["learned"], model=model, device="cpu")
+    for task, d in zip(TASKS, data):    # goal_policy=auto: the task's own data policy
+        assert goal_policy(cfg, task) == collection_policy(d)
+    assert goal_policy(cfg, "pusht") == {"policy": "mixture"}
+    skipped = build_row(cfg, "pusht", "learned", LatentWorld.from_pretrained(model))
+    assert skipped.skip == "the model was trained on 'reacher', 'point_maze'"
