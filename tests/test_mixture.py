@@ -144,6 +144,11 @@ def test_several_datasets_are_split_each_and_must_share_what_the_model_reads(tmp
         with pytest.raises(DataError) as err:
             load_mixture_episodes(replace(cfg, dataset=[str(a.root), str(bad.root)]), "enc")
         assert str(bad.root) in str(err.value) and needle in str(err.value), str(err.value)
+    other_rae = write_dataset(tmp_path / "other_rae")       # same encoder id, another RAE's normalisation
+    for ds, fingerprint in ((a, "1" * 64), (other_rae, "2" * 64)):
+        ds.update_manifest(lambda m, f=fingerprint: [s["latents"]["enc"].update(fingerprint=f) for s in m["shards"]])
+    with pytest.raises(DataError, match=f"{other_rae.root}' has 'enc' latents from the RAE '2222"):
+        load_mixture_episodes(replace(cfg, dataset=[str(a.root), str(other_rae.root)]), "enc")
     with pytest.raises(ValueError, match="data.dataset=\\[\\], expected a dataset root or a non-empty list"):
         load_mixture_episodes(replace(cfg, dataset=[]), "enc")
 

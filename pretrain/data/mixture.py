@@ -173,17 +173,25 @@ def load_episodes(root: str | Path, encoder_id: str, split: str = "train",
 def load_mixture_episodes(cfg: DataConfig, encoder_id: str, split: str = "train") -> list[EpisodeData]:
     """The episodes of every dataset of `cfg.dataset`, each split on its own (`cfg.holdout`) and
     tagged with its index. The datasets must hold one frame size, one action dim and latents of
-    one RAE (same encoder, same latent shape and normalisation): else a DataError naming the dataset."""
-    from pretrain.data.datasets import check_same, open_datasets
+    one RAE: else a DataError naming the dataset."""
+    from pretrain.data.datasets import open_datasets
     roots = cfg.roots()
-    datasets = open_datasets(roots)
+    check_same_latents(open_datasets(roots), encoder_id)
+    return [part for i, root in enumerate(roots) for part in load_episodes(root, encoder_id, split, cfg.holdout, i)]
+
+
+def check_same_latents(datasets: list, encoder_id: str) -> None:
+    """Every dataset caches `encoder_id` latents of one (N, C) shape, made by one RAE (the same
+    fingerprint, where the cache records one): one model reads them all."""
+    from pretrain.data.datasets import check_same
     for ds in datasets:
         require_latents(ds, encoder_id)
-    record = lambda ds: ds.shards[0]["latents"][encoder_id]   # noqa: E731  (the first shard's latent record)
+
+    def record(ds) -> dict:   # the first shard's latent record (a dataset's shards share one RAE)
+        return ds.shards[0]["latents"][encoder_id]
     check_same(datasets, f"{encoder_id!r} latents of shape (N, C)", lambda ds: tuple(record(ds)["shape"][2:]))
     check_same([ds for ds in datasets if record(ds).get("fingerprint")], f"{encoder_id!r} latents from the RAE",
                lambda ds: record(ds)["fingerprint"][:16])
-    return [part for i, root in enumerate(roots) for part in load_episodes(root, encoder_id, split, cfg.holdout, i)]
 
 
 class WindowIndex:
