@@ -122,7 +122,7 @@ def encode_dataset(cfg: EncodeDatasetConfig) -> dict:
 
     if cfg.dtype not in DTYPES:
         raise ValueError(f"dtype={cfg.dtype!r}, expected one of {DTYPES}")
-    roots = dataset_roots(cfg.data)
+    datasets = [Dataset(root) for root in dataset_roots(cfg.data)]   # every one readable before any work
     set_threads(cfg.threads)
     device = resolve_device(cfg.device)
     encoder_id, fingerprint = rae_identity(cfg.rae)
@@ -130,16 +130,15 @@ def encode_dataset(cfg: EncodeDatasetConfig) -> dict:
     if rae.fingerprint() != fingerprint:
         raise ValueError(f"RAE folder {cfg.rae!r}: weights give fingerprint {rae.fingerprint()[:16]}..., "
                          f"config.json says {fingerprint[:16]}... (modified or corrupt folder)")
-    summaries = [encode_one(cfg, root, rae, (encoder_id, fingerprint), device) for root in roots]
+    summaries = [encode_one(cfg, ds, rae, (encoder_id, fingerprint), device) for ds in datasets]
     return summaries[0] if isinstance(cfg.data, (str, Path)) else {"datasets": summaries}
 
 
-def encode_one(cfg: EncodeDatasetConfig, root: str, rae, identity: tuple[str, str], device: torch.device) -> dict:
-    """Cache `rae`'s latents beside each shard of the dataset at `root` (valid ones are kept);
-    `identity` is the RAE's (encoder_id, fingerprint)."""
+def encode_one(cfg: EncodeDatasetConfig, ds: Dataset, rae, identity: tuple[str, str], device: torch.device) -> dict:
+    """Cache `rae`'s latents beside each shard of `ds` (valid ones are kept); `identity` is the
+    RAE's (encoder_id, fingerprint)."""
     from pretrain.metrics import progress_bar
 
-    ds = Dataset(root)
     encoder_id, fingerprint = identity
     if ds.image_size not in (None, rae.image_size):
         print(f"note: dataset frames are {ds.image_size}px; the RAE encoder resizes them to "
@@ -174,9 +173,9 @@ def encode_one(cfg: EncodeDatasetConfig, root: str, rae, identity: tuple[str, st
         bar.update(entry["n_frames"])
     bar.close()
     ds.reload()
-    verify_latents(root, cfg.rae)
+    verify_latents(ds.root, cfg.rae)
     dt = time.monotonic() - t0
-    summary = {"data": root, "rae": cfg.rae, "encoder_id": encoder_id, "fingerprint": fingerprint,
+    summary = {"data": str(ds.root), "rae": cfg.rae, "encoder_id": encoder_id, "fingerprint": fingerprint,
                "encoded_shards": done, "skipped_shards": skipped, "frames": ds.n_frames,
                "latent_shape": [N, C], "dtype": cfg.dtype, "seconds": round(dt, 2)}
     print(f"encode-dataset: {done} shards encoded, {skipped} already valid; {ds.n_frames} frames -> "
