@@ -495,6 +495,9 @@ class Trainer:
     # -- the run
     def describe(self) -> str:
         c, mc = self.cfg, self.model_cfg
+        labels = "" if c.data.labelled == 1 else (
+            f"; actions of {c.data.labelled:.0%} of the training episodes, the other sources on "
+            f"{'all of them' if c.data.unlabelled_video else 'those alone'}")
         return (f"pretrain: {self.n_params / 1e6:.2f}M params ({self.n_active / 1e6:.2f}M active, non-embedding), "
                 f"d={mc.d_model} L={mc.n_layers} ffn={mc.moe.kind}"
                 f"{f' E={mc.moe.n_experts} k={mc.moe.top_k}' if mc.moe.kind == 'moe' else ''}, "
@@ -503,7 +506,7 @@ class Trainer:
                 f"{c.batch_size * c.data.seq_len} tokens/step on {self.dist.world_size}x {self.device}"
                 f"{f' ({torch.get_num_threads()} threads)' if self.device.type == 'cpu' else ''} "
                 f"({'bf16' if self.amp else 'fp32'}), {self.flops_per_token / 1e6:.2f} MFLOP/token; mixture "
-                + ", ".join(f"{SOURCE_NAMES[k]} {w:.1%}" for k, w in c.data.weights().items()))
+                + ", ".join(f"{SOURCE_NAMES[k]} {w:.1%}" for k, w in c.data.weights().items()) + labels)
 
     def run(self) -> dict[str, Any]:
         cfg = self.cfg

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from pretrain.data.mixture import (DataConfig, EpisodeData, Mixture, SOURCE_NAMES, holdout_mask,
-                                   load_episodes, load_mixture_episodes)
+from pretrain.data.mixture import (DataConfig, EpisodeData, Mixture, SOURCE_NAMES, WindowIndex, holdout_mask,
+                                   labelled_episodes, labelled_mask, load_episodes, load_mixture_episodes)
 from worldmodel.errors import DataError
 from worldmodel.sequence import ACTION_VIDEO, IMAGE_TEXT, TEXT, VIDEO, Action, Frame, Text, collate, \
     document_length, pack_rows
@@ -268,3 +268,49 @@ def test_holdout_and_disk_loading(tmp_path):
             assert np.array_equal(p.actions[j], ds[ep].actions)
     with pytest.raises(ValueError, match="no cached latents for encoder 'other'"):
         load_episodes(root, "other")
+
+
+def shown_episodes(docs, source) -> set[int]:
+    """The episodes whose frames the documents of `source` show (write_dataset's latents: episode * 100 + t)."""
+    return {int(s.latents[0, 0]) // 100 for d in docs if d.source == source for s in d.segments
+            if isinstance(s, Frame)}
+
+
+@pytest.mark.parametrize("unlabelled_video", [True, False])
+def test_action_video_comes_only_from_the_labelled_episodes(tmp_path, corpus, unlabelled_video):
+    ds = write_dataset(tmp_path / "ds")
+    cfg = cfg_for(corpus, dataset=str(ds.root), holdout=0.2, labelled=0.25, unlabelled_video=unlabelled_video)
+    train = load_mixture_episodes(cfg, "enc", "train")    # episodes 0-3 and 5-8 (every 5th is held out)
+    everyone, labelled = {0, 1, 2, 3, 5, 6, 7, 8}, {3, 8}  # the 4th and 8th training episodes: spread out
+    for seed in (0, 1):                                    # the same subset whatever the data order
+        docs = [d for r in Mixture(replace(cfg, seed=seed), length, train).next_rows(200) for d in r]
+        assert shown_episodes(docs, ACTION_VIDEO) == labelled
+        others = everyone if unlabelled_video else labelled
+        assert shown_episodes(docs, VIDEO) == others and shown_episodes(docs, IMAGE_TEXT) == others
+    val = Mixture(cfg, length, load_mixture_episodes(cfg, "enc", "val"), split="val").next_rows(60)
+    assert shown_episodes([d for r in val for d in r], ACTION_VIDEO) == {4, 9}   # evaluation: every held-out one
+
+
+def test_labelled_subset_is_the_share_asked_spread_out_per_dataset():
+    for n, share in [(100, 0.1), (2000, 0.1), (95, 0.3), (7, 1.0)]:
+        idx = np.flatnonzero(labelled_mask(n, share))
+        assert len(idx) == int(n * share) and idx[0] < np.ceil(1 / share)
+        assert np.diff(idx).max(initial=1) <= np.ceil(1 / share)   # no long stretch without a label
+    assert [list(i) for i in labelled_episodes(two_datasets(), 0.5)] == [[1], [1, 3, 5, 7]]   # each dataset its own
+    assert labelled_episodes(two_datasets(), 1.0) is None
+    with pytest.raises(DataError, match="labels none of the 2 training episodes of dataset 0"):
+        labelled_episodes(two_datasets(), 0.25)
+    for bad in (0.0, -0.1, 1.5):
+        with pytest.raises(ValueError, match=f"data.labelled={bad}, expected a share .* in \\(0, 1\\]"):
+            labelled_mask(10, bad)
+
+
+def test_every_episode_labelled_draws_the_batches_of_before(corpus):
+    cfg = cfg_for(corpus)
+    before = Mixture(cfg, length, episodes()).next_rows(40)
+    assert rows_equal(Mixture(replace(cfg, labelled=1.0, unlabelled_video=False), length, episodes()).next_rows(40),
+                      before)
+    eps = episodes()   # a subset of every episode is no subset: the same windows in the same order
+    full, subset = WindowIndex(eps, 4), WindowIndex(eps, 4, episodes=[np.arange(len(p.latents)) for p in eps])
+    rng_a, rng_b = np.random.default_rng(0), np.random.default_rng(0)
+    assert all(full.sample(rng_a)[1:] == subset.sample(rng_b)[1:] for _ in range(50))

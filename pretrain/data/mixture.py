@@ -20,6 +20,12 @@ Several datasets (`dataset: [root, ...]`, one model over several tasks) are one 
 windows: each dataset is split on its own, and windows are drawn uniformly over all of them
 (each dataset in proportion to its windows) or, with `dataset_weights`, a dataset by its weight.
 
+Labelled subsets (`labelled` < 1: "pretrain on action-free video plus a few labelled episodes"):
+action video comes only from a fixed, evenly spread share of each dataset's training episodes
+(`labelled_mask`: the same subset in every run and seed); video and image-text draw from all
+training episodes, or with `unlabelled_video: false` from the labelled ones alone (training on
+that share of the data). The held-out split is never subset.
+
 Ratios are in *tokens*: the next document comes from the source furthest below its share
 of the tokens emitted so far (a deterministic smooth weighted round robin), so the ratios
 hold up to about one document, whatever the document lengths. Rows are packed greedily:
@@ -73,6 +79,10 @@ class DataConfig:
     text_tokens: int = 0            # max tokens per text document chunk; 0 = seq_len
     min_fill_tokens: int = 16       # fill a row's tail with text when at least this many remain
     holdout: float = 0.05           # share of episodes / text documents held out (split="val")
+    labelled: float = 1.0           # share of each dataset's training episodes whose actions are shown: action video
+                                    # comes only from them (a fixed, evenly spread subset, the same in every run)
+    unlabelled_video: bool = True   # video and image-text also draw from the other training episodes; false:
+                                    # every source sees the labelled episodes alone (training on that share)
     seed: int = 0                   # seeds the mixture's generator and the text order
 
     def weights(self) -> dict[int, float]:
@@ -132,6 +142,33 @@ def holdout_mask(n: int, holdout: float) -> np.ndarray:
     if n >= 2 and not mask.any():  # small datasets still get one held-out item
         mask[-1] = True
     return mask
+
+
+def labelled_mask(n: int, share: float) -> np.ndarray:
+    """True for the labelled items of 0..n-1: floor(n * share) of them, evenly spread (item i when
+    floor((i + 1) * share) > floor(i * share)), so the subset spans the data and never depends on a seed."""
+    if not 0 < share <= 1:
+        raise ValueError(f"data.labelled={share}, expected a share of the training episodes in (0, 1]")
+    i = np.arange(n)
+    return np.floor((i + 1) * share) > np.floor(i * share)
+
+
+def labelled_episodes(parts: list[EpisodeData], share: float) -> list[np.ndarray] | None:
+    """Per part, the indices of its labelled episodes (`labelled_mask` over each dataset's episodes, in
+    order), or None when every episode is labelled. A dataset left without one is a DataError."""
+    if share == 1:   # every episode labelled: no subset, the windows as without one
+        return None
+    out: list[np.ndarray] = [np.zeros(0, np.int64)] * len(parts)
+    for d in sorted({p.dataset for p in parts}):
+        mine = [i for i, p in enumerate(parts) if p.dataset == d]
+        sizes = [len(parts[i].latents) for i in mine]
+        mask = labelled_mask(sum(sizes), share)
+        if not mask.any():
+            raise DataError(f"data.labelled={share} labels none of the {sum(sizes)} training episodes of dataset "
+                            f"{d} (data.dataset order); expected a share of at least 1/{sum(sizes)}")
+        for i, m in zip(mine, np.split(mask, np.cumsum(sizes)[:-1])):
+            out[i] = np.flatnonzero(m)
+    return out
 
 
 def require_latents(ds, encoder_id: str) -> None:
@@ -197,16 +234,20 @@ def check_same_latents(datasets: list, encoder_id: str) -> None:
 class WindowIndex:
     """Sampling of (episode, start) windows of `frames` frames over EpisodeData parts: uniform over
     all windows, or with `shares` (one per dataset index) a dataset by its share, then uniform
-    over that dataset's windows."""
+    over that dataset's windows. `episodes` (per part: the indices it may draw; None: all) restricts
+    the windows to a subset of the episodes."""
 
-    def __init__(self, parts: list[EpisodeData], frames: int, shares: list[float] | None = None):
+    def __init__(self, parts: list[EpisodeData], frames: int, shares: list[float] | None = None,
+                 episodes: list[np.ndarray] | None = None):
+        episodes = episodes if episodes is not None else [None] * len(parts)
         if shares is not None:   # each dataset's windows one contiguous range of the index
-            parts = sorted(parts, key=lambda p: p.dataset)
-        self.parts, self.frames = parts, frames
+            order = sorted(range(len(parts)), key=lambda i: parts[i].dataset)
+            parts, episodes = [parts[i] for i in order], [episodes[i] for i in order]
+        self.parts, self.episodes, self.frames = parts, episodes, frames
         counts = []
-        for p in parts:
+        for p, ep in zip(parts, episodes):
             e, t1 = p.latents.shape[:2]
-            counts.append(e * max(0, t1 - frames + 1))
+            counts.append((e if ep is None else len(ep)) * max(0, t1 - frames + 1))
         self.cum = np.cumsum([0] + counts)
         if self.cum[-1] == 0:
             longest = max(p.latents.shape[1] for p in parts)
@@ -239,7 +280,8 @@ class WindowIndex:
         i = int(np.searchsorted(self.cum, k, side="right") - 1)
         part, k = self.parts[i], k - int(self.cum[i])
         per_ep = part.latents.shape[1] - self.frames + 1
-        return part, k // per_ep, k % per_ep  # part, episode, start
+        e = k // per_ep if self.episodes[i] is None else int(self.episodes[i][k // per_ep])
+        return part, e, k % per_ep  # part, episode, start
 
 
 def _latent(part: EpisodeData, e: int, t: int) -> torch.Tensor:
@@ -307,15 +349,18 @@ class TextStream:
 
 class EpisodeSources:
     """Image-text, video and action-video documents sampled from episode windows: uniformly, or
-    per dataset by `data.dataset_weights`."""
+    per dataset by `data.dataset_weights`; in the training split, action video only from the
+    labelled episodes (`data.labelled`), the others too with `data.unlabelled_video: false`."""
 
-    def __init__(self, parts: list[EpisodeData], cfg: DataConfig, caption_tokens: int):
+    def __init__(self, parts: list[EpisodeData], cfg: DataConfig, caption_tokens: int, split: str = "train"):
         self.cfg, self.tok = cfg, ByteTokenizer()
         self.caption_tokens = caption_tokens  # captions are cut to this many tokens
         shares = cfg.dataset_shares()
-        self.frames = WindowIndex(parts, 1, shares)
-        self.video = WindowIndex(parts, cfg.video_frames, shares) if cfg.video > 0 else None
-        self.act = (WindowIndex(parts, cfg.context_frames + cfg.predict_frames * cfg.max_jump, shares)
+        labelled = labelled_episodes(parts, cfg.labelled) if split == "train" else None  # held out: all episodes
+        seen = None if cfg.unlabelled_video else labelled    # the episodes video and image-text draw from
+        self.frames = WindowIndex(parts, 1, shares, seen)
+        self.video = WindowIndex(parts, cfg.video_frames, shares, seen) if cfg.video > 0 else None
+        self.act = (WindowIndex(parts, cfg.context_frames + cfg.predict_frames * cfg.max_jump, shares, labelled)
                     if cfg.action_video > 0 else None)
 
     def image_text(self, rng: np.random.Generator) -> Document:
@@ -374,7 +419,7 @@ class Mixture:
             if not episodes:
                 raise ValueError(f"weights {({SOURCE_NAMES[k]: w for k, w in self.weights.items()})} "
                                  f"need episode data, but none was given")
-            self.episodes = EpisodeSources(episodes, cfg, caption_tokens=cfg.seq_len // 2)
+            self.episodes = EpisodeSources(episodes, cfg, caption_tokens=cfg.seq_len // 2, split=split)
         self.rng = np.random.Generator(np.random.PCG64(cfg.seed))
         self.tokens = {k: 0 for k in self.weights}   # tokens emitted per source
         self.pending: Document | None = None         # the document that opens the next row
