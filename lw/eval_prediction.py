@@ -9,14 +9,12 @@ pretrain.eval_prediction. Writes `prediction.md`, `prediction.json` and `predict
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from lw.program import Program
-from pretrain.eval_prediction import EvalPredictionConfig, collection_policy, evaluate, record_episodes, summarise
+from pretrain.eval_prediction import EvalPredictionConfig, predict
 from pretrain.metrics import save_resolved, to_dict
 
 
@@ -59,57 +57,27 @@ def plot(res: dict[str, list[float]], horizon: int, path: Path, title: str) -> N
     plt.close(fig)
 
 
-def training_dataset(extras: dict, task: str) -> str:
-    """Where the model's `task` data was: its one training dataset, else the conventional data/<task>."""
-    dataset = extras.get("dataset")
-    return dataset if isinstance(dataset, str) and dataset else f"data/{task}"
-
-
 def run(cfg: EvalPredictionConfig) -> None:
-    if not cfg.model:
-        raise ValueError("model is required: lw eval-prediction model=<folder written by `lw pretrain`>")
-    if cfg.episodes < 1 or cfg.horizon < 1:
-        raise ValueError(f"episodes={cfg.episodes}, horizon={cfg.horizon}, expected both >= 1")
-    from worldmodel.device import resolve_device
-    from worldmodel.world import LatentWorld, covered_tasks, select_task
-
-    device = resolve_device(cfg.device)
-    world = LatentWorld.from_pretrained(cfg.model, device=device)
-    task_name = select_task(world.extras, cfg.task)
-    tc = world.resolve_context_frames(cfg.context_frames)     # the world decides the defaults
-    steps = world.resolve_sample_steps(cfg.sample_steps)
     out = Path(cfg.out or Path(cfg.model) / "eval_prediction")
+    result = predict(cfg)
     save_resolved(cfg, out)
-    n_steps = tc - 1 + cfg.horizon
-    print(f"eval-prediction: {cfg.episodes} held-out {task_name} episodes (seeds {cfg.seed}..), "
-          f"{tc} context frames, horizon {cfg.horizon}, policy {cfg.policy}, device {device}")
-    pol = {"policy": cfg.policy, "hold": cfg.hold}
-    if cfg.policy == "collection":
-        pol = covered_tasks(world.extras).get(task_name) or collection_policy(training_dataset(world.extras, task_name))
-        print(f"  collection policy: {pol}")
-    t0 = time.perf_counter()
-    frames, actions = record_episodes(task_name, world.image_size, cfg.episodes, n_steps, cfg.seed, **pol)
-    t1 = time.perf_counter()
-    gen = torch.Generator(device=world.device).manual_seed(cfg.sample_seed)
-    per_ep = evaluate(world, frames, actions, tc, cfg.horizon, steps, gen, cfg.batch, cfg.imagine)
-    t2 = time.perf_counter()
-    res = summarise(per_ep)
+    res, task, tc, pol, seconds = (result[k] for k in ("per_step", "task", "context_frames", "policy", "seconds"))
     table = markdown_table(res, cfg.horizon)
-    head = (f"# Prediction: {cfg.model} on {task_name}\n\n{cfg.episodes} held-out episodes (seeds "
+    head = (f"# Prediction: {cfg.model} on {task}\n\n{cfg.episodes} held-out episodes (seeds "
             f"{cfg.seed}..{cfg.seed + cfg.episodes - 1}, policy {pol['policy']}), {tc} real context frames, "
-            f"open-loop horizon {cfg.horizon} ({cfg.imagine}), {steps} sample steps per frame. "
+            f"open-loop horizon {cfg.horizon} ({cfg.imagine}), {result['sample_steps']} sample steps per frame. "
             f"Means over episodes; shuffled actions = the model given another episode's actions (equal to "
             f"the model's own when it ignores actions); action gain = shuffled / model latent MSE (1.00: ignored); mean = the decoded mean latent (a blurry-mean predictor); "
             f"RAE = decode(encode(true frame)), the pixel ceiling.\n\n")
     (out / "prediction.md").write_text(head + table + "\n")
-    payload = {"config": to_dict(cfg), "task": task_name, "context_frames": tc, "policy": pol,
-               "seconds": {"ground_truth": t1 - t0, "model": t2 - t1}, "per_step": res}
+    payload = {"config": to_dict(cfg), "task": task, "context_frames": tc, "policy": pol,
+               "seconds": seconds, "per_step": res}
     (out / "prediction.json").write_text(json.dumps(payload, indent=2))
-    plot(res, cfg.horizon, out / "prediction.png", f"{Path(cfg.model).name} on {task_name}: "
+    plot(res, cfg.horizon, out / "prediction.png", f"{Path(cfg.model).name} on {task}: "
          f"{cfg.episodes} episodes, {tc} context frames")
     print(table)
     print(f"wrote {out / 'prediction.md'}, prediction.json, prediction.png "
-          f"(ground truth {t1 - t0:.1f}s, model {t2 - t1:.1f}s)")
+          f"(ground truth {seconds['ground_truth']:.1f}s, model {seconds['model']:.1f}s)")
 
 
 main = Program(__doc__, EvalPredictionConfig, "eval_prediction", run)

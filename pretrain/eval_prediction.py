@@ -18,8 +18,10 @@ actions (models pretrained with data.max_jump >= horizon), instead of frame by f
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -154,3 +156,40 @@ def summarise(per_episode: dict[str, np.ndarray]) -> dict[str, list[float]]:
     # action gain: error with another episode's actions / with the true ones (1.0 = actions ignored)
     res["action_gain"] = [s / max(m, 1e-12) for s, m in zip(res["shuffled_latent_mse"], res["model_latent_mse"])]
     return res
+
+
+def training_dataset(extras: dict, task: str) -> str:
+    """Where the model's `task` data was: its one training dataset, else the conventional data/<task>."""
+    dataset = extras.get("dataset")
+    return dataset if isinstance(dataset, str) and dataset else f"data/{task}"
+
+
+def predict(cfg: EvalPredictionConfig, log: Callable[[str], None] = print) -> dict:
+    """What `lw eval-prediction` scores, as data: the model folder's world imagines `cfg.episodes` held-out
+    episodes (seeds cfg.seed..) open loop; returns {"task", "context_frames", "sample_steps", "policy",
+    "device", "seconds": {"ground_truth", "model"}, "per_step": summarise(...)} (its action_gain per step)."""
+    if not cfg.model:
+        raise ValueError("model is required: lw eval-prediction model=<folder written by `lw pretrain`>")
+    if cfg.episodes < 1 or cfg.horizon < 1:
+        raise ValueError(f"episodes={cfg.episodes}, horizon={cfg.horizon}, expected both >= 1")
+    from worldmodel.device import resolve_device
+    from worldmodel.world import LatentWorld, covered_tasks, select_task
+
+    device = resolve_device(cfg.device)
+    world = LatentWorld.from_pretrained(cfg.model, device=device)
+    task = select_task(world.extras, cfg.task)
+    tc = world.resolve_context_frames(cfg.context_frames)     # the world decides the defaults
+    steps = world.resolve_sample_steps(cfg.sample_steps)
+    log(f"eval-prediction: {cfg.episodes} held-out {task} episodes (seeds {cfg.seed}..), "
+        f"{tc} context frames, horizon {cfg.horizon}, policy {cfg.policy}, device {device}")
+    pol = {"policy": cfg.policy, "hold": cfg.hold}
+    if cfg.policy == "collection":
+        pol = covered_tasks(world.extras).get(task) or collection_policy(training_dataset(world.extras, task))
+        log(f"  collection policy: {pol}")
+    t0 = time.perf_counter()
+    frames, actions = record_episodes(task, world.image_size, cfg.episodes, tc - 1 + cfg.horizon, cfg.seed, **pol)
+    t1 = time.perf_counter()
+    gen = torch.Generator(device=world.device).manual_seed(cfg.sample_seed)
+    per_ep = evaluate(world, frames, actions, tc, cfg.horizon, steps, gen, cfg.batch, cfg.imagine)
+    return {"task": task, "context_frames": tc, "sample_steps": steps, "policy": pol, "device": str(device),
+            "seconds": {"ground_truth": t1 - t0, "model": time.perf_counter() - t1}, "per_step": summarise(per_ep)}
