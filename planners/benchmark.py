@@ -527,7 +527,8 @@ def summarise(task: str, row: str, planner: str, recs: list[EpisodeResult], sett
                 per_episode=[dict(seed=r.seed, success=r.success, final_distance=r.final_distance, steps=r.steps,
                                   start_success=r.start_success,
                                   **{k: np.asarray(v).tolist() for k, v in
-                                     (("start_state", r.start_state), ("goal_state", r.goal_state)) if v is not None})
+                                     (("start_state", r.start_state), ("goal_state", r.goal_state),
+                                      ("final_state", r.final_state)) if v is not None})
                              for r in recs])
 
 

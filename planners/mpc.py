@@ -29,7 +29,7 @@ class MPCConfig:
     max_steps: int = 50           # env decision-step budget per episode
     stop_on_success: bool = True  # end the episode as soon as the real env reports success
     record_frames: bool = True    # keep the executed frames (videos)
-    record_states: bool = False   # copy the real env's start and goal state from reset's info into each
+    record_states: bool = False   # copy the real env's start, goal and final state from its info into each
                                   # EpisodeResult (evaluation bookkeeping, never given to the planner; off by
                                   # default, so an MPC loop over a learned model reads no privileged state)
 
@@ -49,6 +49,7 @@ class EpisodeResult:
     inits: list[np.ndarray | None] = field(default_factory=list)  # the warm start each plan got
     start_state: np.ndarray | None = None     # the real env's info["state"] after reset (None if it has none)
     goal_state: np.ndarray | None = None      # the real env's info["goal_state"] after reset
+    final_state: np.ndarray | None = None     # the real env's info["state"] after the last executed step
     start_success: bool = False               # the real env's is_success already at reset (a trivial episode)
 
 
@@ -201,6 +202,8 @@ def run_mpc(envs: Sequence[gym.Env], planner: Planner, model: Any, observers: Se
         rec.frames = None if frames[e] is None else np.stack(frames[e])
         rec.success = bool(last_info[e].get("is_success", False))
         rec.final_distance = float(last_info[e].get("distance", float("nan")))
+        if cfg.record_states:  # where each failure ended, beside where it started and was asked to go
+            rec.final_state = _copy(last_info[e].get("state"))
     return records
 
 

@@ -56,11 +56,12 @@ def test_mpc_lockstep_episodes_match_their_real_envs():
         envs = [make_task("reacher", render=True) for _ in range(2)]
         planner = make_planner("cem", oracle.action_space, horizon=5, samples=32, elites=4, iterations=3)
         recs = run_mpc(envs, planner, oracle, [OracleObserver("state"), OracleObserver("state")],
-                       MPCConfig(max_steps=10), seeds=[10_000, 10_001])
+                       MPCConfig(max_steps=10, record_states=True), seeds=[10_000, 10_001])
     for env, rec in zip(envs, recs):
         s = env.get_state()[:8]
         assert rec.success == bool(env.is_success(s, env.goal_state))
         assert rec.final_distance == pytest.approx(env.distance(s, env.goal_state))
+        np.testing.assert_array_equal(rec.final_state[:8], s)      # where the episode ended, for diagnosis
         assert rec.frames.shape == (rec.steps + 1, 64, 64, 3) and rec.frames.dtype == np.uint8
         np.testing.assert_array_equal(rec.frames[-1], env.render_frame())
     replans = max(len(r.plans) for r in recs)
