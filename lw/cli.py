@@ -24,6 +24,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "model-info": ("lw.model_info:main", "print parameter counts (total / active) of the model sizes"),
     "pretrain": ("lw.pretrain:main", "pretrain the unified Transfusion MoE model"),
     "scaling": ("lw.scaling:main", "IsoFLOP sweeps and power-law fits"),
+    "ablation": ("lw.ablation:main",
+                 "arms of pretrain settings x seeds, judged by action gain and planning (name=<preset>)"),
     "analyze-experts": ("lw.analyze_experts:main", "text-vs-vision routing specialisation per expert"),
     "eval-prediction": ("lw.eval_prediction:main", "imagined vs MuJoCo rollouts: PSNR/SSIM per horizon step"),
     "build-landmarks": ("lw.build_landmarks:main",
