@@ -22,7 +22,7 @@ from pathlib import Path
 from lw.benchmark import write_results
 from lw.config import CONF_DIR, ConfigError, compose
 from lw.program import Program
-from planners.benchmark import BenchmarkConfig, benchmark
+from planners.benchmark import BenchmarkConfig, benchmark, preload_model_stack
 from pretrain.ablation import AblationConfig, arm_means, run_ablation
 from pretrain.metrics import save_resolved
 from pretrain.train import TrainConfig
@@ -144,6 +144,7 @@ def run(cfg: AblationConfig, command: str = "lw ablation") -> None:
     save_resolved(cfg, out)
     print(f"ablation {cfg.name} (scale {cfg.scale}): arms {[a.name for a in cfg.arms]} x seeds {cfg.train_seeds}, "
           f"scored on {cfg.eval.tasks} -> {out}", flush=True)
+    preload_model_stack()   # the model code before the first MuJoCo renderer (as lw benchmark does)
     results = run_ablation(cfg, partial(compose, TrainConfig, "pretrain"), plan_learned(cfg))
     report = markdown(cfg, results, command)
     (out / "report.md").write_text(report)

@@ -62,7 +62,7 @@ class AblationConfig:
                                     # (+ _<scale> for another scale than cpu)
     pretrain: list[str] = field(default_factory=list)   # the preset's `lw pretrain` overrides every arm shares
     size: list[str] = field(default_factory=list)       # the scale's `lw pretrain` overrides (model size, seq_len, lr)
-    steps: int = 800                # optimizer steps of every run (equal compute), unless an arm says otherwise
+    steps: int = 700                # optimizer steps of every run (equal compute), unless an arm says otherwise
     batch_size: int = 8             # rows per step
     device: str = "cpu"             # training and evaluation: auto | cpu | cuda
     threads: int = 0                # torch CPU threads (0 = torch's default; 1 on cores another job keeps busy)
