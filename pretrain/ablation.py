@@ -140,9 +140,8 @@ def settings_differences(saved: dict, tc: TrainConfig) -> list[str]:
     """What a run folder's saved config.json trains differently from `tc` (execution-only fields aside)."""
     now = _flat(json.loads(json.dumps(to_dict(tc))))
     was = _flat(saved)
-    keep = lambda k: k.split(".")[0] not in RUNTIME_FIELDS   # noqa: E731
     return [f"{k}: {was.get(k)!r} there, {now.get(k)!r} now" for k in sorted(set(now) | set(was))
-            if keep(k) and was.get(k) != now.get(k)]
+            if k.split(".")[0] not in RUNTIME_FIELDS and was.get(k) != now.get(k)]
 
 
 def check_run_folder(tc: TrainConfig) -> None:
