@@ -37,7 +37,7 @@ from gymnasium.vector.utils import batch_space
 
 from envs.actions import check_action
 from worldmodel.device import resolve_device
-from worldmodel.world import ImagineConfig, Imagination, LatentWorld, select_task
+from worldmodel.world import ImagineConfig, Imagination, LatentWorld
 
 OBS_MODES = ("pixels", "latent", "both")
 # Latent MSE to the goal latent below which an episode terminates. Measured on reacher with the
@@ -109,12 +109,13 @@ class _Episodes:
     def __init__(self, n: int, cfg: LearnedWorldConfig):
         if cfg.obs not in OBS_MODES:
             raise ValueError(f"obs={cfg.obs!r}, expected one of {OBS_MODES}")
-        self.world = w = load_world(cfg.model, cfg.device)
+        # run on its task: a model of several tasks needs one of its own, and takes that task's actions
+        self.world = w = load_world(cfg.model, cfg.device).for_task(cfg.task)
         self.imagination = Imagination(w, ImagineConfig(sample_steps=cfg.sample_steps,
                                                         context_frames=cfg.context_frames, cfg_scale=cfg.cfg_scale))
         from envs.mujoco_tasks import make_task  # MuJoCo starts only when an env is made
 
-        self.task_name = select_task(w.extras, cfg.task)   # a model of several tasks needs one of its own
+        self.task_name = w.task
         self.task = make_task(self.task_name, image_size=w.image_size)
         space = self.task.action_space
         if space.shape != (w.action_dim,):

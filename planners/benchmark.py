@@ -401,7 +401,7 @@ def _latent_row(cfg: BenchmarkConfig, task: str, name: str, world, graph) -> Row
         return Row(name, render=True, skip=f"the model was trained on {', '.join(map(repr, covered))}")
     from planners.learned import LearnedModel
 
-    model = LearnedModel(world, action_space(task), cfg.learned, landmarks=graph)
+    model = LearnedModel(world.for_task(task), action_space(task), cfg.learned, landmarks=graph)
     return _with_graph(Row(name, model, model.observer, render=True), graph)
 
 

@@ -173,11 +173,11 @@ def predict(cfg: EvalPredictionConfig, log: Callable[[str], None] = print) -> di
     if cfg.episodes < 1 or cfg.horizon < 1:
         raise ValueError(f"episodes={cfg.episodes}, horizon={cfg.horizon}, expected both >= 1")
     from worldmodel.device import resolve_device
-    from worldmodel.world import LatentWorld, covered_tasks, select_task
+    from worldmodel.world import LatentWorld, covered_tasks
 
     device = resolve_device(cfg.device)
-    world = LatentWorld.from_pretrained(cfg.model, device=device)
-    task = select_task(world.extras, cfg.task)
+    world = LatentWorld.from_pretrained(cfg.model, device=device).for_task(cfg.task)   # takes the task's actions
+    task = world.task
     tc = world.resolve_context_frames(cfg.context_frames)     # the world decides the defaults
     steps = world.resolve_sample_steps(cfg.sample_steps)
     log(f"eval-prediction: {cfg.episodes} held-out {task} episodes (seeds {cfg.seed}..), "

@@ -98,7 +98,8 @@ class DataInfo:
     frame_grid: tuple[int, int] | None = None
     encoder_id: str = ""
     action_dim: int | None = None
-    action_scale: float | None = None
+    action_scale: float | None = None                # the model's: the largest of action_scales
+    action_scales: dict[str, float] = field(default_factory=dict)  # each task's action bound (its actions / it)
     tasks: list[str] = field(default_factory=list)   # the task of each dataset, in data.dataset order
     image_size: int | None = None
 
@@ -120,10 +121,10 @@ def resolve_data_info(cfg: TrainConfig) -> DataInfo:
         raise ConfigError("rae.path is empty but the data mixture has vision sources; "
                           "expected the RAE folder whose latents the dataset caches")
     if uses_episodes(cfg.data):
-        from pretrain.data.datasets import largest_action_scale, manifest_action_scale, open_datasets
+        from pretrain.data.datasets import action_scales, open_datasets
         datasets = open_datasets(cfg.data.roots())   # one frame size and action dim, else a DataError
         info.tasks, info.action_dim = [ds.task for ds in datasets], int(datasets[0].action_dim)
-        info.action_scale = largest_action_scale({str(ds.root): manifest_action_scale(ds.manifest) for ds in datasets})
+        info.action_scales, info.action_scale = action_scales(datasets)   # as load_mixture_episodes scales them
         size = datasets[0].image_size
         if info.image_size is not None and size not in (None, info.image_size):
             print(f"note: dataset frames are {size}px, the RAE works at {info.image_size}px", file=sys.stderr)
@@ -296,17 +297,19 @@ def init_weights_from(model: nn.Module, path: str | Path) -> str:
     return f"init_from: {len(theirs)} tensors from {str(path)!r} (fine-tuning; optimiser and schedule start at step 0)"
 
 
-def task_extras(data: DataConfig, tasks: list[str]) -> dict[str, Any]:
-    """The export's tasks and their data policies (read back by worldmodel.world.covered_tasks): one
-    task as `task` + its `data_policy` (a single-task model, as ever); several as `tasks` + `data_policy`
-    {task: policy}. A data policy is the one its datasets were collected with (the benchmark's anchors'
+def task_extras(data: DataConfig, tasks: list[str], action_scales: dict[str, float]) -> dict[str, Any]:
+    """The export's tasks, their data policies and action scales (read back by worldmodel.world.covered_tasks
+    and task_action_scale): one task as `task` + its `data_policy` (a single-task model, as ever: its action
+    scale is the model config's); several as `tasks` + `data_policy` {task: policy} + `action_scales`
+    {task: bound}. A data policy is the one its datasets were collected with (the benchmark's anchors'
     goals are states it reached); None where there is no record or the task's datasets disagree."""
     policies: dict[str, dict | None] = {}
     for root, task in zip(data.roots() if tasks else [], tasks):
         policy = recorded_data_policy(root)
         policies[task] = policy if policies.get(task, policy) == policy else None
     if len(policies) > 1:
-        return {"tasks": list(policies), "data_policy": policies}
+        return {"tasks": list(policies), "data_policy": policies,
+                "action_scales": {t: action_scales[t] for t in policies}}
     task = next(iter(policies), "")   # "" for a model without episode data
     return {"task": task, "data_policy": policies.get(task)}
 
@@ -567,12 +570,12 @@ class Trainer:
     # -- export
     def export_extra(self) -> dict[str, Any]:
         i = self.info
-        # the simulator's defaults (worldmodel.world.EXTRA_KEYS; the action scale is config.action_scale)
+        # the simulator's defaults (worldmodel.world.EXTRA_KEYS; a single task's action scale is config.action_scale)
         return {"image_size": i.image_size, "context_frames": self.cfg.data.context_frames,
                 "sample_steps": self.model_cfg.flow.sample_steps, "max_jump": self.cfg.data.max_jump,
                 "encoder_id": i.encoder_id, "dataset": self.cfg.data.dataset, "seq_len": self.cfg.data.seq_len, "train_steps": self.step,
                 "train_tokens": self.tokens_seen, "ema": self.ema is not None, "init_from": self.cfg.init_from,
-                **task_extras(self.cfg.data, i.tasks)}
+                **task_extras(self.cfg.data, i.tasks, i.action_scales)}
 
     def export(self, path: str | Path) -> Path | None:
         """run_dir/model: the (EMA) weights as a from_pretrained folder, plus the RAE in model/rae/."""

@@ -7,6 +7,7 @@ import json
 import gymnasium as gym
 import numpy as np
 import pytest
+import torch
 
 from lw.cli import main as lw
 from pretrain.eval_prediction import collection_policy
@@ -68,6 +69,57 @@ def test_the_export_names_its_tasks_and_each_ones_data_policy(generalist):
     assert covered_tasks(extras) == policies
 
 
+def test_the_export_records_each_tasks_action_scale(generalist):
+    root, _ = generalist
+    world = LatentWorld.from_pretrained(root / "run" / "model")
+    assert world.extras["action_scales"] == {"reacher": 0.2, "point_maze": 1.0}   # each task's own bound
+    assert world.model.cfg.action_scale == 1.0                                    # the model's: the largest
+    assert [world.for_task(t).action_scale for t in TASKS] == [0.2, 1.0]
+    world.extras["action_scales"] = {"reacher": 0.2}                             # a folder missing one
+    with pytest.raises(ConfigError, match=r"task='point_maze' has no action scale in this world model's "
+                                          r"action_scales \{'reacher': 0.2\}; expected one of \['reacher'\]"):
+        world.for_task("point_maze")
+
+
+def test_every_consumer_hands_the_model_each_tasks_actions_as_a_fraction_of_its_bound(generalist, monkeypatch):
+    """A full-scale action of reacher (0.2) and of point_maze (1.0) reaches the model as the same input, the
+    model's full scale, from LearnedWorld-v0, the benchmark's learned planner and lw eval-prediction."""
+    from planners.benchmark import BenchmarkConfig, action_space, build_row
+    from planners.mpc import PixelContext
+    from pretrain.eval_prediction import EvalPredictionConfig, predict
+    from worldmodel.transfusion import Transfusion
+
+    root, _ = generalist
+    model = str(root / "run" / "model")
+    fed, predict_next_frames = [], Transfusion.predict_next_frames
+
+    def spy(self, ctx, ctx_a, act, **kw):   # the context's actions and the imagined ones, as the model gets them
+        fed.append((task, ctx_a, act))
+        return predict_next_frames(self, ctx, ctx_a, act, **kw)
+
+    def full_scale_episodes(task_name, image_size, n, steps, seed, **policy):   # eval-prediction's ground truth
+        frames = np.zeros((n, steps + 1, image_size, image_size, 3), np.uint8)
+        return frames, np.broadcast_to(action_space(task_name).high, (n, steps, 2)).copy()
+    monkeypatch.setattr(Transfusion, "predict_next_frames", spy)
+    monkeypatch.setattr("pretrain.eval_prediction.record_episodes", full_scale_episodes)
+    world = LatentWorld.from_pretrained(model)
+    for task in TASKS:
+        full = action_space(task).high
+        env = gym.make("LearnedWorld-v0", model=world, task=task, obs="latent", sample_steps=1)
+        env.reset(seed=0)
+        env.step(full)
+        env.close()
+        planner = build_row(BenchmarkConfig(tasks=[task], rows=["learned"], model=model, device="cpu"), task,
+                            "learned", world).model
+        start = PixelContext(np.zeros((1, IMG, IMG, 3), np.uint8), np.zeros((0, 2), np.float32))
+        planner.rollout(start, full[None, None])
+        predict(EvalPredictionConfig(model=model, task=task, episodes=1, horizon=1, device="cpu"), log=lambda _: None)
+    assert [t for t, *_ in fed] == [t for t in TASKS for _ in range(3)]
+    for task, ctx_a, act in fed:
+        assert torch.allclose(act, torch.ones_like(act)), (task, act)              # 1.0: the model's full scale
+    assert all(torch.allclose(ctx_a, torch.ones_like(ctx_a)) for *_, ctx_a, _ in fed[2::3])   # eval's real context
+
+
 def test_learned_world_runs_each_task_and_refuses_others(generalist):
     root, _ = generalist
     model = str(root / "run" / "model")
@@ -101,3 +153,22 @@ def test_benchmark_plans_each_task_of_the_model(generalist, tmp_path):
     assert goal_policy(cfg, "pusht") == {"policy": "mixture"}
     skipped = build_row(cfg, "pusht", "learned", LatentWorld.from_pretrained(model))
     assert skipped.skip == "the model was trained on 'reacher', 'point_maze'"
+
+
+def test_the_generalist_presets_compose_the_four_task_recipe():
+    """lw pretrain experiment=generalist_small (and its GPU twin): four tasks' data on one shared RAE,
+    pusht_jepa's width and mixture, pusht the largest share of the episode windows."""
+    from lw.config import compose
+    from pretrain.train import TrainConfig
+
+    small, gpu, pusht = (compose(TrainConfig, "pretrain", [f"experiment={e}"])
+                         for e in ("generalist_small", "generalist_gpu_small", "pusht_jepa"))
+    four = ["data/reacher", "data/point_maze", "data/pusht", "data/dmc_reacher"]
+    for cfg in (small, gpu):
+        assert cfg.data.roots() == four and cfg.rae.path == "runs/rae_generalist"
+        shares = cfg.data.dataset_shares()
+        assert max(shares) == shares[2] and shares.count(shares[2]) == 1            # pusht, the hardest task
+        assert cfg.data.weights() == pusht.data.weights() and cfg.model.action_adaln   # 85% action video
+    assert small.model.d_model == 192 == pusht.model.d_model and small.device == "cpu"
+    assert gpu.device == "cuda" and gpu.precision == "bf16" and gpu.model.d_model > small.model.d_model
+    assert gpu.steps > small.steps and gpu.model.n_layers > small.model.n_layers and gpu.run_dir != small.run_dir

@@ -230,14 +230,17 @@ def test_text_only_and_errors(corpus):
         Mixture(cfg_for(corpus, video_frames=50), length, episodes())
 
 
-def write_dataset(root, task="reacher", action_dim=A, encoder="enc", channels=C, image=8, episodes=10, steps=6):
-    """A dataset on disk with cached latents of `encoder` whose first value encodes (episode, t)."""
+def write_dataset(root, task="reacher", action_dim=A, encoder="enc", channels=C, image=8, episodes=10, steps=6,
+                  action_scale=None):
+    """A dataset on disk with cached latents of `encoder` whose first value encodes (episode, t); with
+    `action_scale`, its task spec's bound, its actions the same fractions of it whatever the bound."""
     from pretrain.data.shards import Dataset, Episode, ShardWriter, latent_file, sha256_file
     rng = np.random.default_rng(0)
-    with ShardWriter(root, task, {}, episodes_per_shard=4) as w:
+    spec = {} if action_scale is None else {"action_scale": action_scale}
+    with ShardWriter(root, task, {}, task_spec=spec, episodes_per_shard=4) as w:
         for i in range(episodes):
             w.add(Episode(frames=rng.integers(0, 256, (steps + 1, image, image, 3), dtype=np.uint8),
-                          actions=rng.uniform(-1, 1, (steps, action_dim)).astype(np.float32),
+                          actions=(rng.uniform(-1, 1, (steps, action_dim)) * (action_scale or 1)).astype(np.float32),
                           states=np.zeros((steps + 1, 3), np.float32), rewards=np.zeros(steps, np.float32),
                           goal_state=np.zeros(2, np.float32), goal_frame=np.zeros((image, image, 3), np.uint8),
                           captions=[f"ep {i} t {t}" for t in range(steps + 1)], seed=i))
@@ -314,3 +317,22 @@ def test_every_episode_labelled_draws_the_batches_of_before(corpus):
     full, subset = WindowIndex(eps, 4), WindowIndex(eps, 4, episodes=[np.arange(len(p.latents)) for p in eps])
     rng_a, rng_b = np.random.default_rng(0), np.random.default_rng(0)
     assert all(full.sample(rng_a)[1:] == subset.sample(rng_b)[1:] for _ in range(50))
+
+
+def test_each_task_feeds_its_actions_as_a_fraction_of_its_own_bound(tmp_path, corpus):
+    """reacher (bound 0.2) beside point_maze (1.0): the model's scale is the largest, and the same fraction of
+    each task's bound reaches the model as the same input; one task alone keeps its actions as they are."""
+    reacher = write_dataset(tmp_path / "reacher", action_scale=0.2)
+    maze = write_dataset(tmp_path / "point_maze", task="point_maze", action_scale=1.0)   # reacher's fractions
+    cfg = cfg_for(corpus, dataset=[str(reacher.root), str(maze.root)], text=0.0, image_text=0.0, video=0.0,
+                  action_video=1.0)
+    parts = load_mixture_episodes(cfg, "enc")
+    fed = [np.concatenate([p.actions for p in parts if p.dataset == d]) for d in (0, 1)]
+    np.testing.assert_allclose(fed[0], fed[1], rtol=1e-6)        # in the model's units (scale 1.0): the fractions
+    assert np.abs(fed[0]).max() > 0.5                            # reacher's stretched past its bound of 0.2
+    only_reacher = Mixture(replace(cfg, dataset_weights=[1.0, 0.0]), length, parts).next_rows(20)
+    shown = np.stack([s.values.numpy() for r in only_reacher for d in r for s in d.segments if isinstance(s, Action)])
+    assert np.abs(shown).max() > 0.5                             # what the mixture hands the model
+    alone = load_mixture_episodes(replace(cfg, dataset=str(reacher.root)), "enc")
+    as_stored = load_episodes(reacher.root, "enc", holdout=0.0)
+    assert all(np.array_equal(p.actions, q.actions) for p, q in zip(alone, as_stored))

@@ -300,6 +300,10 @@ class JEPAWorld:
     def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu") -> "JEPAWorld":
         return cls(JEPA.from_pretrained(path, device))
 
+    def for_task(self, task: str | None = None) -> "JEPAWorld":
+        """As `LatentWorld.for_task`; a JEPA has one action scale for all its tasks (the largest), so the same world."""
+        return self
+
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device

@@ -14,7 +14,9 @@ The simulator's defaults live here and nowhere else: `world.context_frames` and
 `flow.sample_steps`); a caller's override is resolved against them by
 `resolve_context_frames` / `resolve_sample_steps` (None, and only None, means "the
 model's"). `Imagination` is a world with the caller's options fixed: what LearnedWorld-v0
-steps and what the learned planners score.
+steps and what the learned planners score. A world run on one task (`world.for_task(task)`)
+takes that task's actions: a model of several tasks sees each task's as a fraction of its own
+bound (`task_action_scale`, `model_actions`), as it did in training.
 
 Pure model code: it imports only `worldmodel` and torch/numpy, and takes its device
 from the loaded weights (no device strings here).
@@ -24,6 +26,7 @@ C latent channels.
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -39,9 +42,10 @@ from .errors import ConfigError, ModelFolderError
 from .frames import as_tensor, frames_to_float
 from .stream import ContextPrefix
 
-# Extra fields the trainer writes into a world-model folder's config.json (the action scale is
-# the model config's `action_scale`, stored once); a model of several tasks has `tasks` instead of `task`.
-EXTRA_KEYS = ("task", "tasks", "image_size", "context_frames", "sample_steps", "max_jump")
+# Extra fields the trainer writes into a world-model folder's config.json (a single-task model's action
+# scale is the model config's `action_scale`); a model of several tasks has `tasks` instead of `task`,
+# and `action_scales` {task: scale}, each task's action bound (`task_action_scale`).
+EXTRA_KEYS = ("task", "tasks", "action_scales", "image_size", "context_frames", "sample_steps", "max_jump")
 
 
 def covered_tasks(extras: dict[str, Any]) -> dict[str, dict | None]:
@@ -77,13 +81,37 @@ def select_task(extras: dict[str, Any], task: str | None = None) -> str:
                      "(e.g. 'reacher') to choose the ground-truth task")
 
 
+def task_action_scale(extras: dict[str, Any], task: str, model_scale: float) -> float:
+    """The action bound of `task` in a world-model folder: a model of several tasks records each task's in
+    `action_scales` {task: scale}; a single-task model (or a folder without them) has its config's one,
+    `model_scale`. A folder whose scales do not name `task` is a ConfigError."""
+    scales = extras.get("action_scales")
+    if not scales:
+        return float(model_scale)
+    if task not in scales:
+        raise ConfigError(f"task={task!r} has no action scale in this world model's action_scales {scales}; "
+                          f"expected one of {list(scales)}")
+    return float(scales[task])
+
+
+def model_actions(actions, task_scale: float, model_scale: float):
+    """A task's actions (numpy or torch, in [-task_scale, task_scale]) in the model's units: stretched to
+    [-model_scale, model_scale], so that the model's division by its `action_scale` hands every task's
+    actions over as a fraction of that task's own bound. Unchanged (the same object) when the scales agree."""
+    if task_scale == model_scale:
+        return actions
+    return actions * (model_scale / task_scale)
+
+
 class LatentWorld:
     """A world model in RAE latent space: encode frames, roll out actions, decode.
 
     `model` is a `worldmodel.transfusion.Transfusion` (anything with
     `predict_next_frames`), `rae` a `worldmodel.rae.RAE`. `extras` holds the model
-    folder's extra fields (task or tasks, image_size, context_frames, sample_steps, max_jump):
-    `covered_tasks(world.extras)` says which tasks it covers.
+    folder's extra fields (task or tasks, action_scales, image_size, context_frames, sample_steps,
+    max_jump): `covered_tasks(world.extras)` says which tasks it covers. `task` is the task it is run
+    on (`for_task`): its actions are that task's, each scaled by the task's own bound on the way to
+    the model; None takes actions in the model's units (for a single-task model, its task's).
     """
 
     # rollout/jump take Bc contexts for B = r * Bc action sequences and compute each context's KV
@@ -94,6 +122,7 @@ class LatentWorld:
         self.model = model.eval()
         self.rae = rae.eval()
         self.extras = dict(extras or {})
+        self.task: str | None = None   # the task it is run on: set by for_task
         if self.device.type == "cpu":
             keep_freed_memory()   # rollouts reuse their freed buffers instead of page-faulting fresh ones
         self.n_calls = 0  # predict_next_frames calls made through rollout (batching is visible in tests/benches)
@@ -118,6 +147,15 @@ class LatentWorld:
         rae = RAE.from_pretrained(rae_dir, device=device)
         extras = {k: v for k, v in meta.items() if k not in ("kind", "config")}
         return cls(model, rae, extras)
+
+    def for_task(self, task: str | None = None) -> "LatentWorld":
+        """This world run on `task` (`select_task`; None: the task it runs on already, else the model's
+        only one): the same model and RAE, taking that task's actions. A model of several tasks refuses
+        a task it was not trained on."""
+        world = copy.copy(self)   # shares the modules: one loaded folder serves every task it covers
+        world.task = select_task(self.extras, task or self.task)
+        task_action_scale(self.extras, world.task, self.model.cfg.action_scale)   # a folder without its scale fails now
+        return world
 
     # -- properties ----------------------------------------------------------------
     @property
@@ -147,8 +185,15 @@ class LatentWorld:
 
     @property
     def action_scale(self) -> float:
-        """Actions lie in [-action_scale, action_scale] (the model divides them by it): the model config's."""
-        return float(self.model.cfg.action_scale)
+        """Actions lie in [-action_scale, action_scale]: the bound of the world's task (`task_action_scale`);
+        for a world of no task, the model config's (the unit the model divides its actions by)."""
+        model_scale = float(self.model.cfg.action_scale)
+        return model_scale if self.task is None else task_action_scale(self.extras, self.task, model_scale)
+
+    def to_model_actions(self, actions: Tensor) -> Tensor:
+        """The world's task's actions in the model's units (`model_actions`); the same tensor for a
+        single-task model, whose one scale is its task's."""
+        return model_actions(actions, self.action_scale, float(self.model.cfg.action_scale))
 
     @property
     def action_bounds(self) -> tuple[np.ndarray, np.ndarray]:
@@ -222,9 +267,11 @@ class LatentWorld:
         """rollout/jump inputs as float32 tensors on the model's device (a ContextPrefix passes
         as it is). Their shapes are checked once, by the model (Transfusion._check_rollout)."""
         dev = self.device
+        act = self.to_model_actions(as_tensor(actions, dev, torch.float32))
         if isinstance(context_latents, ContextPrefix):
-            return context_latents, None, as_tensor(actions, dev, torch.float32)
-        return tuple(as_tensor(x, dev, torch.float32) for x in (context_latents, context_actions, actions))
+            return context_latents, None, act
+        ctx_a = self.to_model_actions(as_tensor(context_actions, dev, torch.float32))
+        return as_tensor(context_latents, dev, torch.float32), ctx_a, act
 
     @torch.no_grad()
     def prefill(self, context_latents: np.ndarray | Tensor, context_actions: np.ndarray | Tensor) -> ContextPrefix:
@@ -232,7 +279,7 @@ class LatentWorld:
         (Transfusion.prefill): pass it as `context_latents` (context_actions None) to the rollouts
         and jumps that continue that context, e.g. every CEM iteration of one replan."""
         ctx, ctx_a = (as_tensor(x, self.device, torch.float32) for x in (context_latents, context_actions))
-        return self.model.prefill(ctx, ctx_a)
+        return self.model.prefill(ctx, self.to_model_actions(ctx_a))
 
     def rollout(self, context_latents: np.ndarray | Tensor, context_actions: np.ndarray | Tensor,
                 actions: np.ndarray | Tensor, sample_steps: int | None = None, pixels: bool = False,

@@ -53,6 +53,18 @@ def manifest_action_scale(m: dict) -> float:
     return float(scale or 1.0)
 
 
+def action_scales(datasets: list[Dataset]) -> tuple[dict[str, float], float]:
+    """The action bounds of one world model over `datasets`: ({task: its bound}, the model's scale).
+    A task's bound is its datasets' (the largest where they differ); the model's is the largest of all,
+    and each task's actions are stretched to it (worldmodel.world.model_actions), so that every task's
+    actions reach the model as a fraction of their own bound."""
+    scales: dict[str, float] = {}
+    for ds in datasets:
+        scale = manifest_action_scale(ds.manifest)
+        scales[ds.task] = max(scale, scales.get(ds.task, scale))
+    return scales, max(scales.values())
+
+
 def largest_action_scale(scales: dict[str, float]) -> float:
     """The action bound of one model over datasets with these bounds ({root: scale}): the largest,
     so that every task's actions keep their own range inside it (said when they differ)."""

@@ -51,6 +51,7 @@ import torch
 from worldmodel.errors import DataError
 from worldmodel.sequence import ACTION_VIDEO, IMAGE_TEXT, TEXT, VIDEO, Action, Document, Frame, Text
 from worldmodel.tokenizer import ByteTokenizer
+from worldmodel.world import model_actions
 
 SOURCE_NAMES = {TEXT: "text", IMAGE_TEXT: "image_text", VIDEO: "video", ACTION_VIDEO: "action_video"}
 SPLITS = ("train", "val")
@@ -116,7 +117,7 @@ class DataConfig:
 class EpisodeData:
     """Cached latents, actions and captions of a set of equal-length episodes."""
     latents: np.ndarray             # (E, T+1, N, C) float (normalised RAE latents; may be a memmap)
-    actions: np.ndarray             # (E, T, A) float32
+    actions: np.ndarray             # (E, T, A) float32, in the model's units (load_mixture_episodes)
     captions: np.ndarray            # (E, T+1) str
     dataset: int = 0                # which dataset of the mixture (DataConfig.roots() order) they come from
 
@@ -209,12 +210,19 @@ def load_episodes(root: str | Path, encoder_id: str, split: str = "train",
 
 def load_mixture_episodes(cfg: DataConfig, encoder_id: str, split: str = "train") -> list[EpisodeData]:
     """The episodes of every dataset of `cfg.dataset`, each split on its own (`cfg.holdout`) and
-    tagged with its index. The datasets must hold one frame size, one action dim and latents of
-    one RAE: else a DataError naming the dataset."""
-    from pretrain.data.datasets import open_datasets
-    roots = cfg.roots()
-    check_same_latents(open_datasets(roots), encoder_id)
-    return [part for i, root in enumerate(roots) for part in load_episodes(root, encoder_id, split, cfg.holdout, i)]
+    tagged with its index, their actions in the model's units: each task's stretched from its own
+    bound to the model's (`datasets.action_scales`; unchanged for one task). The datasets must hold
+    one frame size, one action dim and latents of one RAE: else a DataError naming the dataset."""
+    from pretrain.data.datasets import action_scales, open_datasets
+    datasets = open_datasets(cfg.roots())
+    check_same_latents(datasets, encoder_id)
+    scales, model_scale = action_scales(datasets)
+    parts = []
+    for i, ds in enumerate(datasets):
+        for part in load_episodes(ds.root, encoder_id, split, cfg.holdout, i):
+            part.actions = model_actions(part.actions, scales[ds.task], model_scale)
+            parts.append(part)
+    return parts
 
 
 def check_same_latents(datasets: list, encoder_id: str) -> None:
