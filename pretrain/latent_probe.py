@@ -190,6 +190,7 @@ class EpisodeArrays:
 
 def load_episodes(root: str, holdout: float, image_size: int = 0) -> EpisodeArrays:
     """Every episode of a dataset in memory (frames as uint8), the last `holdout` fraction held out."""
+    from pretrain.data.datasets import manifest_action_scale
     from pretrain.data.shards import Dataset
 
     if not 0.0 < holdout < 1.0:
@@ -210,8 +211,7 @@ def load_episodes(root: str, holdout: float, image_size: int = 0) -> EpisodeArra
     actions = torch.from_numpy(np.concatenate([s["actions"] for s in shards]).astype(np.float32))
     states = np.concatenate([s["states"] for s in shards])
     n_held = max(1, int(round(len(frames) * holdout)))
-    scale = float(ds.manifest.get("task_spec", {}).get("action_scale") or actions.abs().max() or 1.0)
-    return EpisodeArrays(frames, actions, states, ds.task, len(frames) - n_held, scale)
+    return EpisodeArrays(frames, actions, states, ds.task, len(frames) - n_held, manifest_action_scale(ds.manifest))
 
 
 @torch.no_grad()
