@@ -6,8 +6,9 @@
 `model` is a world-model folder (`lw pretrain`: the graph lives in the RAE's latent space) or a
 JEPA folder (`lw train-encoder method=jepa`: the JEPA's own latent space). The frames of the
 training part of `data` are encoded and clustered into `k` landmarks, the observed decisions
-between them give the graph (`planners.landmarks`), and it is written to `<model>/landmarks`,
-where `lw benchmark` finds it. Only pixels and actions build it; the true states of the held-out
+between them give the graph (`planners.landmarks`), and it is written to `<model>/landmarks`
+(`<model>/landmarks/<task>` for a model of several tasks: one graph per task), where `lw benchmark`
+finds it. Only pixels and actions build it; the true states of the held-out
 episodes only score it: Spearman of graph cost and of plain latent MSE against the task's own
 planning cost (corridor length on point_maze) over random held-out pairs.
 """
@@ -22,7 +23,7 @@ import numpy as np
 import torch
 
 from lw.program import Program
-from planners.landmarks import LandmarkGraph
+from planners.landmarks import LandmarkGraph, graph_dir
 from pretrain.latent_probe import load_episodes, spearman
 from worldmodel.world import covered_tasks
 
@@ -37,7 +38,7 @@ class BuildLandmarksConfig:
     fit_points: int = 50_000   # latents k-means is fitted on (a random subsample)
     seed: int = 0
     pairs: int = 4000          # held-out pairs scored
-    out: str = ""              # "" = <model>/landmarks
+    out: str = ""              # "" = <model>/landmarks (<model>/landmarks/<task> for a model of several tasks)
     device: str = ""           # "" = cuda if available, else cpu
     threads: int = 0           # torch CPU threads (0 = torch's default)
 
@@ -97,7 +98,7 @@ def build(cfg: BuildLandmarksConfig) -> dict:
                                 meta={"data": cfg.data, "task": eps.task, "model": cfg.model})
     scores = score_graph(graph, encode(f_te), s_te, eps.task, cfg.pairs, cfg.seed)
     graph.meta["heldout_scores"] = scores
-    out = cfg.out or str(Path(cfg.model) / "landmarks")
+    out = cfg.out or str(graph_dir(cfg.model, eps.task, multi_task=len(covered) > 1))
     graph.save_pretrained(out)
     return {"out": out, "landmarks": len(graph), "train_episodes": eps.n_train,
             "heldout_episodes": len(f_te), **scores, "seconds": round(time.monotonic() - t0, 1)}

@@ -347,14 +347,13 @@ def load_world(cfg: BenchmarkConfig, task: str, loaded: dict):
     return loaded[path]
 
 
-def _landmarks(cfg: BenchmarkConfig, folder: str | Path):
-    """The landmark graph beside a row's model (`<folder>/landmarks`), or None (none there, or landmarks=false)."""
-    path = Path(folder) / "landmarks"
-    if not cfg.landmarks or not (path / "config.json").is_file():
-        return None
-    from planners.landmarks import LandmarkGraph
+def _landmarks(cfg: BenchmarkConfig, folder: str | Path, task: str):
+    """The landmark graph a row's model keeps for `task` (`planners.landmarks.find_graph`), or None
+    (none there, or landmarks=false)."""
+    from planners.landmarks import LandmarkGraph, find_graph
 
-    return LandmarkGraph.from_pretrained(path)
+    path = find_graph(folder, task) if cfg.landmarks else None
+    return LandmarkGraph.from_pretrained(path) if path is not None else None
 
 
 def action_space(task: str):
@@ -407,7 +406,7 @@ def _latent_row(cfg: BenchmarkConfig, task: str, name: str, world, graph) -> Row
 
 def learned_row(cfg: BenchmarkConfig, task: str, world) -> Row:
     """The world model (`model=`), with its landmark graph when it has one."""
-    return _latent_row(cfg, task, "learned", world, _landmarks(cfg, _model_path(cfg, task)) if cfg.model else None)
+    return _latent_row(cfg, task, "learned", world, _landmarks(cfg, _model_path(cfg, task), task) if cfg.model else None)
 
 
 def jepa_row(cfg: BenchmarkConfig, task: str, world) -> Row:
@@ -418,7 +417,7 @@ def jepa_row(cfg: BenchmarkConfig, task: str, world) -> Row:
     from worldmodel.jepa import JEPAWorld
 
     return _latent_row(cfg, task, "jepa", JEPAWorld.from_pretrained(path, device=_device(cfg.device)),
-                       _landmarks(cfg, path))
+                       _landmarks(cfg, path, task))
 
 
 def oracle_latent_row(cfg: BenchmarkConfig, task: str, world) -> Row:
@@ -431,7 +430,7 @@ def oracle_latent_row(cfg: BenchmarkConfig, task: str, world) -> Row:
     from worldmodel.rae import RAE
 
     rae = RAE.from_pretrained(path, device=_device(cfg.device)).eval()
-    graph = _landmarks(cfg, _model_path(cfg, task)) if cfg.model else None
+    graph = _landmarks(cfg, _model_path(cfg, task), task) if cfg.model else None
     if graph is not None and graph.fingerprint != rae.fingerprint():
         graph = None                # the model's graph is in another RAE's latent space
     model = OracleModel(OracleConfig(task=task, cost="latent", horizon_cost=cfg.oracle_horizon_cost,

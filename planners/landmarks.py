@@ -156,6 +156,25 @@ class LandmarkGraph:
                                    f"but {what} encodes with {fingerprint[:16]}...; rebuild it with `lw build-landmarks`")
 
 
+def graph_dir(folder: str | Path, task: str, multi_task: bool) -> Path:
+    """Where `lw build-landmarks` writes a model folder's graph of `task`: `<folder>/landmarks` for a
+    one-task model (the shipped layout), `<folder>/landmarks/<task>` for a model of several tasks."""
+    return Path(folder) / "landmarks" / task if multi_task else Path(folder) / "landmarks"
+
+
+def find_graph(folder: str | Path, task: str) -> Path | None:
+    """The landmark graph a model folder keeps for `task`, or None. A graph built on another task's
+    data is never returned: its landmarks and edges describe that task's scene, not this one."""
+    per_task = Path(folder) / "landmarks" / task
+    if (per_task / "config.json").is_file():
+        return per_task
+    shared = Path(folder) / "landmarks"
+    if not (shared / "config.json").is_file():
+        return None
+    built_on = hub.read_config(shared, KIND).get("meta", {}).get("task")
+    return shared if built_on in (None, task) else None
+
+
 def latent_cost(z: Tensor, goal: Tensor, landmarks: LandmarkGraph | None = None) -> Tensor:
     """The latent planning cost of the learned models and the latent-cost oracle: predicted latents
     (..., K, N, C) against goal latents broadcastable to them -> (...): the MSE over the K scored

@@ -116,3 +116,16 @@ def test_build_command_and_the_benchmark_rows_plan_with_it(tmp_path):
                f"out={tmp_path / 'bench'}"]) == 0
     res = json.loads((tmp_path / "bench/results.json").read_text())["results"]
     assert res[0]["note"] == "landmark cost (8 landmarks)" and res[0]["episodes"] == 1
+
+
+def test_a_model_folder_keeps_one_graph_per_task_and_never_lends_one_to_another_task(tmp_path):
+    from planners.landmarks import find_graph, graph_dir
+
+    assert graph_dir(tmp_path, "point_maze", multi_task=False) == tmp_path / "landmarks"
+    assert graph_dir(tmp_path, "point_maze", multi_task=True) == tmp_path / "landmarks" / "point_maze"
+    assert find_graph(tmp_path, "point_maze") is None
+    LandmarkGraph.build(_u_corridor(), k=6, meta={"task": "point_maze"}).save_pretrained(tmp_path / "landmarks")
+    assert find_graph(tmp_path, "point_maze") == tmp_path / "landmarks"
+    assert find_graph(tmp_path, "reacher") is None            # point_maze's corridors mean nothing on reacher
+    LandmarkGraph.build(_u_corridor(), k=6, meta={"task": "reacher"}).save_pretrained(tmp_path / "landmarks" / "reacher")
+    assert find_graph(tmp_path, "reacher") == tmp_path / "landmarks" / "reacher"
