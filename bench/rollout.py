@@ -118,7 +118,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default=None, help="world-model folder (default: a random-init --size model)")
     p.add_argument("--size", default="tiny", help="MODELS size for the random-init model when --model is not given")
-    p.add_argument("--task", default=None, help="ground-truth task (default: the model's, else reacher)")
+    p.add_argument("--task", default=None, help="ground-truth task (default: the model's only task; required for a model of several)")
     p.add_argument("--image-size", type=int, default=64, help="frame side for the random-init model")
     p.add_argument("--batches", default="1,2,4,8,16,32,64,128,256")
     p.add_argument("--horizon", type=int, default=5, help="imagined steps per rollout")
@@ -142,7 +142,8 @@ def main() -> None:
     else:
         world = random_world(args.size, args.task or "reacher", args.image_size, device)
         source = f"random-init MODELS[{args.size!r}]"
-    task_name = args.task or world.extras.get("task") or "reacher"
+    world = world.for_task(args.task)             # the model's task, or --task (one of a generalist's tasks)
+    task_name = world.task
     steps = world.resolve_sample_steps(args.sample_steps)
     n_params = sum(p.numel() for p in world.model.parameters())
     print(f"rollout bench: {source} ({n_params / 1e6:.2f}M params, {world.tokens} tokens x {world.latent_dim}), "

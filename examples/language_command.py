@@ -53,15 +53,16 @@ def main() -> None:
     p.add_argument("--samples", type=int, default=64)
     p.add_argument("--iterations", type=int, default=3)
     p.add_argument("--sample-steps", type=int, default=4, help="Euler steps for the imagined goal")
+    p.add_argument("--task", default=None, help="the task to act in (default: the model's only task)")
     p.add_argument("--out", default="language.gif")
     args = p.parse_args()
 
-    world = LatentWorld.from_pretrained(args.model)
+    world = LatentWorld.from_pretrained(args.model).for_task(args.task)
     goal_latent = world.imagine_from_text(args.command, sample_steps=args.sample_steps,
                                           generator=torch.Generator().manual_seed(args.seed))
     goal_image = world.decode(goal_latent)[0]                          # (H, W, 3) uint8
 
-    task = make_task(world.extras.get("task", "reacher"), image_size=world.image_size)
+    task = make_task(world.task, image_size=world.image_size)
     model = LearnedModel(world, task.action_space, LearnedConfig(sample_steps=2))
     planner = make_planner("cem", task.action_space, horizon=5, samples=args.samples,
                            elites=max(2, args.samples // 8), iterations=args.iterations)
