@@ -109,6 +109,12 @@ def test_data_position_restores_identical_batches(corpus, data):
     again = Mixture(cfg, length, episodes())
     again.load_state_dict(state)
     assert rows_equal(again.next_rows(25), expected)
+    # a resumed run that names other datasets or weights would continue another mixture: refused
+    if data == "two weighted datasets":
+        for other in ({"dataset": ["a", "c"]}, {"dataset_weights": [1.0, 1.0]}):
+            changed = Mixture(replace(cfg, **other), length, episodes())
+            with pytest.raises(ValueError, match="the checkpoint was trained on datasets"):
+                changed.load_state_dict(state)
 
 
 @pytest.mark.parametrize("weights, first_share", [([], 18 / 90), ([1.0, 1.0], 0.5), ([3.0, 1.0], 0.75)])

@@ -522,12 +522,23 @@ class Mixture:
     def state_dict(self) -> dict:
         return {"rng": copy.deepcopy(self.rng.bit_generator.state), "tokens": dict(self.tokens),
                 "pending": copy.deepcopy(self.pending), "rows": self.rows,
-                "text": self.text.state_dict() if self.text is not None else None}
+                "text": self.text.state_dict() if self.text is not None else None,
+                "datasets": self._datasets()}
+
+    def _datasets(self) -> list:
+        """The episode datasets by folder name (a moved folder still resumes), with their weights."""
+        names = [Path(r).name for r in self.cfg.roots()] if self.cfg.dataset else []   # "": episodes handed in
+        return [names, list(self.cfg.dataset_weights)]
 
     def load_state_dict(self, s: dict) -> None:
         if set(s["tokens"]) != set(self.tokens):
             raise ValueError(f"data state has sources {sorted(s['tokens'])}, this mixture has "
                              f"{sorted(self.tokens)}: the data config changed since the checkpoint")
+        if s.get("datasets") is not None and list(s["datasets"]) != self._datasets():   # older checkpoints: no record
+            (was, was_w), (now, now_w) = s["datasets"], self._datasets()
+            raise ValueError(f"the checkpoint was trained on datasets {was} (weights {was_w or 'by windows'}), "
+                             f"this run names {now} (weights {now_w or 'by windows'}): resuming would continue "
+                             f"another mixture; restore data.dataset / data.dataset_weights or start a new run")
         self.rng.bit_generator.state = copy.deepcopy(s["rng"])
         self.tokens = dict(s["tokens"])
         self.pending = copy.deepcopy(s["pending"])
