@@ -1,11 +1,15 @@
-"""`lw analyze-experts`: how text and vision tokens share the routed experts, per layer.
+"""`lw analyze-experts`: how text and vision tokens share the routed experts, per layer, and for a
+model of several tasks how each task's vision tokens do.
 
     lw analyze-experts model_dir=runs/tiny_cpu/model
 
 S = (R_text - R_img) / (R_text + R_img) per MoE layer and routed expert, on held-out rows
 (pretrain.analyze_experts): +1 a text-only expert, -1 a vision-only expert, 0 shared evenly.
 Outputs in out_dir (default <model_dir>/../experts): experts.png (heatmap layers x experts),
-experts.md, experts.json.
+experts.md, experts.json. A model of several datasets (a generalist) adds, from rows of each
+dataset alone: experts_by_task.md (per layer, each task's share R_t per expert and the tasks'
+Jensen-Shannon divergence), experts_by_task.png (S_t = (R_t - R_rest) / (R_t + R_rest), one panel
+per task) and experts.json["by_task"]; a model of one dataset writes none of them.
 """
 from __future__ import annotations
 
@@ -47,6 +51,44 @@ def markdown(names: list[str], spec: dict[str, np.ndarray], counts: np.ndarray) 
     return "\n".join(lines) + "\n"
 
 
+def task_heatmap(by_task: dict, path: Path, title: str) -> None:
+    """One panel per task: S_t (layers x experts), +1 an expert the task uses more than the others."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    s_TLE, tasks = by_task["s"], by_task["tasks"]
+    T, L, E = s_TLE.shape
+    fig, axes = plt.subplots(T, 1, squeeze=False, figsize=(max(5.0, 1.8 + 0.5 * E), T * max(2.0, 1.0 + 0.45 * L)))
+    for t, ax in enumerate(axes[:, 0]):
+        im = ax.imshow(s_TLE[t], cmap="coolwarm", vmin=-1, vmax=1, aspect="auto")
+        for (l, e), v in np.ndenumerate(s_TLE[t]):
+            ax.text(e, l, f"{v:+.2f}", ha="center", va="center", fontsize=6)
+        ax.set(xticks=range(E), yticks=range(L), ylabel="layer", title=tasks[t])
+        fig.colorbar(im, ax=ax, label="S_t")
+    axes[-1, 0].set_xlabel("routed expert")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def task_markdown(names: list[str], by_task: dict) -> str:
+    """Per layer: each task's share R_t of its vision assignments per expert (S_t in brackets)."""
+    shares, s, tasks = by_task["shares"], by_task["s"], by_task["tasks"]
+    E = shares.shape[2]
+    lines = ["# Expert specialisation by task (vision tokens)", "",
+             "R_t: share of task t's vision-token assignments routed to each expert; in brackets "
+             "S_t = (R_t - R_rest) / (R_t + R_rest), R_rest the mean share of the other tasks. "
+             "JS: Jensen-Shannon divergence of the tasks' shares / log T (0 the same routing, 1 disjoint experts).", ""]
+    for l, name in enumerate(names):
+        lines += [f"## layer {l} ({name}): JS {by_task['summary'][l]:.3f}", "",
+                  "| task | " + " | ".join(f"e{i}" for i in range(E)) + " | vision tok |", "|---" * (E + 2) + "|"]
+        lines += [f"| {task} | " + " | ".join(f"{r:.2f} ({v:+.2f})" for r, v in zip(shares[t, l], s[t, l]))
+                  + f" | {by_task['counts'][t, l].sum():.0f} |" for t, task in enumerate(tasks)]
+        lines.append("")
+    return "\n".join(lines)
+
+
 def run(cfg: AnalyzeConfig) -> None:
     res = analyze(cfg)
     names, counts, s = res["layers"], res["counts"], res["s"]
@@ -55,11 +97,28 @@ def run(cfg: AnalyzeConfig) -> None:
     paths = {"png": out / "experts.png", "md": out / "experts.md", "json": out / "experts.json"}
     heatmap(s, names, paths["png"], f"S = (R_text - R_img) / (R_text + R_img)\n{cfg.split} split, {cfg.rows} rows")
     paths["md"].write_text(markdown(names, res, counts))
-    paths["json"].write_text(json.dumps({"layers": names, "counts": counts.tolist(),
-                                         **{k: res[k].tolist() for k in ("r_text", "r_img", "s")}}, indent=1))
+    saved = {"layers": names, "counts": counts.tolist(), **{k: res[k].tolist() for k in ("r_text", "r_img", "s")}}
+    by_task = res["by_task"]
+    task_paths = {"png": out / "experts_by_task.png", "md": out / "experts_by_task.md"}
+    if by_task is not None:
+        saved["by_task"] = {k: by_task[k] if k == "tasks" else by_task[k].tolist()
+                            for k in ("tasks", "counts", "shares", "s", "summary")}
+        task_heatmap(by_task, task_paths["png"], f"S_t = (R_t - R_rest) / (R_t + R_rest), vision tokens\n"
+                                                 f"{cfg.split} split, {cfg.rows} rows per task")
+        task_paths["md"].write_text(task_markdown(names, by_task))
+    else:
+        for p in task_paths.values():   # a stale analysis of another model must not stand beside this one
+            p.unlink(missing_ok=True)
+    paths["json"].write_text(json.dumps(saved, indent=1))
     print(f"analyze-experts: {s.shape[0]} MoE layers x {s.shape[1]} experts; mean |S| per layer "
           + ", ".join(f"{v:.2f}" for v in np.abs(s).mean(1)))
     print(f"  heatmap {paths['png']}\n  table   {paths['md']}")
+    if by_task is None:
+        print("  by task: none (one dataset in the mixture, or no episode sources)")
+    else:
+        print(f"  by task ({', '.join(by_task['tasks'])}): JS divergence of the tasks' routing per layer "
+              + ", ".join(f"{v:.3f}" for v in by_task["summary"]))
+        print(f"  heatmap {task_paths['png']}\n  table   {task_paths['md']}")
 
 
 main = Program(__doc__, AnalyzeConfig, "analyze_experts", run)

@@ -6,11 +6,19 @@ For each MoE layer l and routed expert i, on held-out data:
     S[l, i]      = (R_text - R_img) / (R_text + R_img)        in [-1, 1]
 S = +1: a text-only expert, -1: a vision-only expert, 0: shared evenly (the reference
 paper's specialisation score). Shared experts are excluded: they are per-modality by design.
-`lw analyze-experts` (lw/analyze_experts.py) writes the heatmap, table and JSON.
+
+By task (a model of several datasets, `data.dataset: [root, ...]`): `rows` held-out rows of each
+dataset alone (one-hot `dataset_weights`, text dropped) are routed as well, and per task t:
+    R_t[l, i]    = share of task t's vision-token assignments at layer l routed to expert i
+    S_t[l, i]    = (R_t - R_rest) / (R_t + R_rest), R_rest the mean R of the other tasks (0 where both 0)
+    summary[l]   = the Jensen-Shannon divergence of the tasks' R_t[l] (generalised to T tasks, divided
+                   by log T): 0 when every task routes alike, 1 when they use disjoint experts.
+`lw analyze-experts` (lw/analyze_experts.py) writes the heatmaps, tables and JSON.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -45,6 +53,24 @@ def specialisation(counts_LME: np.ndarray) -> dict[str, np.ndarray]:
     return {"r_text": r_text, "r_img": r_img, "s": s}
 
 
+def task_specialisation(counts_TLE: np.ndarray) -> dict[str, np.ndarray]:
+    """(T, L, E) vision-token assignment counts per task -> shares R_t and S_t (T, L, E) and the
+    per-layer summary (L,): the normalised Jensen-Shannon divergence between the tasks' shares."""
+    counts = np.asarray(counts_TLE, dtype=np.float64)
+    if counts.ndim != 3 or counts.shape[0] < 2:
+        raise ValueError(f"counts have shape {counts.shape}, expected (tasks >= 2, layers, experts)")
+    T = counts.shape[0]
+    share = counts / np.maximum(counts.sum(-1, keepdims=True), 1e-12)   # (T, L, E)
+    rest = (share.sum(0, keepdims=True) - share) / (T - 1)             # (T, L, E) mean of the other tasks
+    total = share + rest
+    s = np.where(total > 0, (share - rest) / np.where(total > 0, total, 1.0), 0.0)
+
+    def entropy(p: np.ndarray) -> np.ndarray:                          # (..., E) -> (...)
+        return -np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0).sum(-1)
+    js = entropy(share.mean(0)) - entropy(share).mean(0)               # (L,)
+    return {"shares": share, "s": s, "summary": np.clip(js / np.log(T), 0.0, 1.0)}
+
+
 @torch.no_grad()
 def route_counts(model, batches, device) -> tuple[list[str], np.ndarray]:
     """Run the training forward (noisy + clean frame copies, as in training) and sum each MoE
@@ -63,9 +89,18 @@ def route_counts(model, batches, device) -> tuple[list[str], np.ndarray]:
     return [n for n, _ in layers], total.numpy()
 
 
+def task_names(roots: list[str]) -> list[str]:
+    """Each dataset's task (its manifest's); the folder names where two datasets share a task."""
+    from pretrain.data.shards import Dataset
+    tasks = [Dataset(r, verify=False).task for r in roots]
+    return tasks if len(set(tasks)) == len(tasks) else [f"{t} ({Path(r).name})" for t, r in zip(tasks, roots)]
+
+
 def analyze(cfg: AnalyzeConfig) -> dict[str, Any]:
     """Route `cfg.rows` rows of the mixture through the model: {"layers": names, "counts": (L, 2, E),
-    "r_text", "r_img", "s": (L, E) each}."""
+    "r_text", "r_img", "s": (L, E) each, "by_task"}. by_task, for a mixture of several datasets:
+    {"tasks", "counts", "shares", "s": (T, L, E), "summary": (L,)} from `cfg.rows` rows of each
+    dataset alone; None for one dataset (or no episode sources)."""
     from worldmodel.sequence import collate, document_length, pack_rows
     from worldmodel.transfusion import Transfusion
     device = resolve_device(cfg.device)
@@ -80,10 +115,22 @@ def analyze(cfg: AnalyzeConfig) -> dict[str, Any]:
         enc = data.encoder_id or extra.get("encoder_id", "")
         episodes = load_mixture_episodes(data, enc, cfg.split)
     data.seed = cfg.seed
-    mix = Mixture(data, lambda d: document_length(d, model.cfg), episodes,
-                  split=cfg.split if data.holdout > 0 else "train")
-    docs = mix.next_rows(cfg.rows)
-    batches = [collate([pack_rows(r, data.seq_len, model.cfg) for r in docs[i:i + cfg.batch_size]])
-               for i in range(0, cfg.rows, cfg.batch_size)]
-    names, counts = route_counts(model, batches, device)
-    return {"layers": names, "counts": counts, **specialisation(counts)}
+
+    def batches(mixture: DataConfig) -> list:
+        """`cfg.rows` rows of `mixture`, collated `cfg.batch_size` at a time."""
+        mix = Mixture(mixture, lambda d: document_length(d, model.cfg), episodes,
+                      split=cfg.split if mixture.holdout > 0 else "train")
+        docs = mix.next_rows(cfg.rows)
+        return [collate([pack_rows(r, mixture.seq_len, model.cfg) for r in docs[i:i + cfg.batch_size]])
+                for i in range(0, cfg.rows, cfg.batch_size)]
+    names, counts = route_counts(model, batches(data), device)
+    by_task = None
+    roots = data.roots() if episodes else []
+    if len(roots) > 1:   # each dataset alone, episode sources only: vision counts per task
+        per_task = []
+        for d in range(len(roots)):
+            alone = replace(data, text=0.0, dataset_weights=[float(i == d) for i in range(len(roots))])
+            per_task.append(route_counts(model, batches(alone), device)[1][:, 1])   # (L, E) vision
+        vision_TLE = np.stack(per_task)
+        by_task = {"tasks": task_names(roots), "counts": vision_TLE, **task_specialisation(vision_TLE)}
+    return {"layers": names, "counts": counts, **specialisation(counts), "by_task": by_task}

@@ -120,6 +120,31 @@ def test_every_consumer_hands_the_model_each_tasks_actions_as_a_fraction_of_its_
     assert all(torch.allclose(ctx_a, torch.ones_like(ctx_a)) for *_, ctx_a, _ in fed[2::3])   # eval's real context
 
 
+def test_the_shared_jepa_takes_each_tasks_actions_as_a_fraction_of_its_bound(generalist, monkeypatch):
+    """The JEPA's training and its benchmark row scale each task by its own bound: reacher's full 0.2 and
+    point_maze's full 1.0 both reach the predictor as 1.0 (reacher at 0.2 would be drowned in point_maze's range)."""
+    from planners.benchmark import BenchmarkConfig, action_space, build_row
+    from planners.mpc import PixelContext
+    from worldmodel.jepa import JEPAWorld, LatentPredictor
+
+    root, _ = generalist
+    assert read_config(root / "jepa")["action_scales"] == {"reacher": 0.2, "point_maze": 1.0}
+    fed, unroll = [], LatentPredictor.unroll
+
+    def spy(self, z, actions):
+        fed.append(actions)
+        return unroll(self, z, actions)
+    monkeypatch.setattr(LatentPredictor, "unroll", spy)
+    world = JEPAWorld.from_pretrained(root / "jepa")
+    for task in TASKS:
+        full = action_space(task).high
+        planner = build_row(BenchmarkConfig(tasks=[task], rows=["jepa"], jepa=str(root / "jepa"), device="cpu"),
+                            task, "jepa", world).model
+        start = PixelContext(np.zeros((1, IMG, IMG, 3), np.uint8), np.zeros((0, 2), np.float32))
+        planner.rollout(start, full[None, None])
+    assert len(fed) == 2 and all(torch.allclose(a, torch.ones_like(a)) for a in fed), fed
+
+
 def test_learned_world_runs_each_task_and_refuses_others(generalist):
     root, _ = generalist
     model = str(root / "run" / "model")
@@ -153,6 +178,44 @@ def test_benchmark_plans_each_task_of_the_model(generalist, tmp_path):
     assert goal_policy(cfg, "pusht") == {"policy": "mixture"}
     skipped = build_row(cfg, "pusht", "learned", LatentWorld.from_pretrained(model))
     assert skipped.skip == "the model was trained on 'reacher', 'point_maze'"
+
+
+def test_analyze_experts_reports_routing_by_task_from_each_dataset_alone(generalist, monkeypatch):
+    """lw analyze-experts on the generalist: the text-vs-vision analysis on the mixture, then each task's vision
+    routing from rows of its own dataset alone: shares (T, L, E) summing to 1, S_t, a JS summary per layer."""
+    import pretrain.analyze_experts as ae
+    import pretrain.data.mixture as mixture
+
+    root, _ = generalist
+    drawn, routed = [], []                  # the datasets whose frames each route_counts call saw
+    latent, route_counts = mixture._latent, ae.route_counts
+
+    def spy_latent(part, e, t):
+        drawn.append(part.dataset)
+        return latent(part, e, t)
+
+    def spy_route_counts(*args):
+        routed.append(sorted(set(drawn)))
+        drawn.clear()
+        return route_counts(*args)
+    monkeypatch.setattr(mixture, "_latent", spy_latent)
+    monkeypatch.setattr(ae, "route_counts", spy_route_counts)
+    assert lw(["analyze-experts", f"model_dir={root / 'run' / 'model'}", "rows=4", "batch_size=4", "device=cpu",
+               "data.seq_len=128", "data.video_frames=3", "data.holdout=0.34"]) == 0
+    assert routed == [[0, 1], [0], [1]]     # the mixture, then reacher alone, then point_maze alone
+    out = root / "run" / "experts"
+    saved = json.loads((out / "experts.json").read_text())
+    assert np.array(saved["s"]).shape == (2, 4)                                # modality S: unchanged
+    by_task = saved["by_task"]
+    shares, s, counts = (np.array(by_task[k]) for k in ("shares", "s", "counts"))
+    assert by_task["tasks"] == TASKS and shares.shape == s.shape == counts.shape == (2, 2, 4)
+    np.testing.assert_allclose(shares.sum(-1), 1.0)
+    np.testing.assert_allclose(shares, counts / counts.sum(-1, keepdims=True))
+    np.testing.assert_allclose(s, ae.task_specialisation(counts)["s"])
+    assert np.array(by_task["summary"]).shape == (2,) and 0 <= min(by_task["summary"]) <= max(by_task["summary"]) <= 1
+    table = (out / "experts_by_task.md").read_text()
+    assert "## layer 1 (trunk.blocks.1.ffn)" in table and "| point_maze | " in table
+    assert (out / "experts_by_task.png").stat().st_size > 1000
 
 
 def test_the_generalist_presets_compose_the_four_task_recipe():

@@ -129,6 +129,7 @@ def test_losses_fall_and_export_loads(world):
     counts = np.array(saved["counts"])  # (layers, 2, experts): both modalities were routed
     assert (counts[:, 0].sum(-1) > 0).all() and (counts[:, 1].sum(-1) > 0).all()
     assert "| 0 (trunk.blocks.0.ffn)" in (out / "experts.md").read_text()
+    assert "by_task" not in saved and not (out / "experts_by_task.md").exists()   # one dataset: no by-task files
     # a second run into the same folder must not silently overwrite it
     with pytest.raises(ValueError, match="resume=true"):
         main(tiny_overrides(world, "run", steps=40))
@@ -141,6 +142,26 @@ def test_specialisation_score():
     np.testing.assert_allclose(s, [[1.0, -1.0, 0.0, 0.0]])
     with pytest.raises(ValueError, match="expected \\(layers, 2, experts\\)"):
         specialisation(np.zeros((2, 3)))
+
+
+def test_task_specialisation_score():
+    from pretrain.analyze_experts import task_specialisation
+    disjoint = np.array([[[6, 2, 0, 0, 0]], [[0, 0, 1, 3, 0]]])    # (tasks, layers, experts): none shared, e4 unused
+    res = task_specialisation(disjoint)
+    np.testing.assert_allclose(res["shares"], [[[0.75, 0.25, 0, 0, 0]], [[0, 0, 0.25, 0.75, 0]]])
+    np.testing.assert_allclose(res["s"], [[[1, 1, -1, -1, 0]], [[-1, -1, 1, 1, 0]]])
+    np.testing.assert_allclose(res["summary"], [1.0])
+    same = np.array([[[2, 2, 0, 4], [1, 0, 0, 0]]]) * np.array([1, 5, 10])[:, None, None]   # (3, 2, 4)
+    res = task_specialisation(same)                                  # 3 tasks routed alike at any scale
+    np.testing.assert_allclose(res["shares"].sum(-1), np.ones((3, 2)))
+    np.testing.assert_allclose(res["s"], 0.0, atol=1e-12)
+    np.testing.assert_allclose(res["summary"], [0.0, 0.0], atol=1e-12)
+    res = task_specialisation(np.array([[[1, 1]], [[1, 0]], [[1, 0]]]))   # R_rest: the mean of the others
+    np.testing.assert_allclose(res["s"][0, 0], [(0.5 - 1) / 1.5, 1.0])
+    np.testing.assert_allclose(res["s"][1, 0], [(1 - 0.75) / 1.75, -1.0])
+    assert 0 < res["summary"][0] < 1
+    with pytest.raises(ValueError, match="expected \\(tasks >= 2, layers, experts\\)"):
+        task_specialisation(np.ones((1, 2, 4)))
 
 
 def test_init_from_fine_tunes_an_exported_model_and_refuses_another_architecture(world):
