@@ -29,6 +29,7 @@ from pretrain.safe_state import load_state, save_state
 from pretrain.metrics import MetricsLogger, progress_bar, save_resolved, to_dict, tqdm_write
 from pretrain.optim import Budget, lr_factor
 from worldmodel.errors import ConfigError
+from worldmodel.world import model_actions
 from worldmodel.device import resolve_device, set_threads
 
 
@@ -170,6 +171,8 @@ def train(cfg: TrainJEPAConfig) -> dict:
     log = MetricsLogger(out, tensorboard=False, append=True)
     datasets = load_datasets(cfg.data, cfg.holdout, cfg.image_size)
     scale = largest_action_scale({name: eps.action_scale for name, eps in datasets.items()})
+    for eps in datasets.values():   # each task's actions reach the predictor as a fraction of its own bound
+        eps.actions = model_actions(eps.actions, eps.action_scale, scale)
     first = next(iter(datasets.values()))
     mcfg = JEPAConfig(cfg.image_size, cfg.input_size, tuple(cfg.channels), cfg.hidden, tuple(cfg.grid),
                       cfg.latent_dim, first.actions.shape[-1], scale, cfg.history, cfg.pred_hidden, cfg.pred_layers,
@@ -198,7 +201,9 @@ def train(cfg: TrainJEPAConfig) -> dict:
     budget = Budget(cfg.steps, cfg.max_minutes)
     budget.t0 -= spent  # the budget and the schedule count the time of earlier runs
     # the tasks it was trained on, as a world-model folder names them (worldmodel.world.covered_tasks)
-    extra = {**({"task": tasks[0]} if len(set(tasks)) == 1 else {"tasks": list(dict.fromkeys(tasks))}),
+    several = {"tasks": list(dict.fromkeys(tasks)),
+               "action_scales": {eps.task: eps.action_scale for eps in datasets.values()}}
+    extra = {**({"task": tasks[0]} if len(set(tasks)) == 1 else several),
              "data": cfg.data, "train_config": to_dict(cfg)}
     bar = progress_bar(None, "train-encoder jepa", cfg.progress)
     last: dict = {}

@@ -120,6 +120,31 @@ def test_every_consumer_hands_the_model_each_tasks_actions_as_a_fraction_of_its_
     assert all(torch.allclose(ctx_a, torch.ones_like(ctx_a)) for *_, ctx_a, _ in fed[2::3])   # eval's real context
 
 
+def test_the_shared_jepa_takes_each_tasks_actions_as_a_fraction_of_its_bound(generalist, monkeypatch):
+    """The JEPA's training and its benchmark row scale each task by its own bound: reacher's full 0.2 and
+    point_maze's full 1.0 both reach the predictor as 1.0 (reacher at 0.2 would be drowned in point_maze's range)."""
+    from planners.benchmark import BenchmarkConfig, action_space, build_row
+    from planners.mpc import PixelContext
+    from worldmodel.jepa import JEPAWorld, LatentPredictor
+
+    root, _ = generalist
+    assert read_config(root / "jepa")["action_scales"] == {"reacher": 0.2, "point_maze": 1.0}
+    fed, unroll = [], LatentPredictor.unroll
+
+    def spy(self, z, actions):
+        fed.append(actions)
+        return unroll(self, z, actions)
+    monkeypatch.setattr(LatentPredictor, "unroll", spy)
+    world = JEPAWorld.from_pretrained(root / "jepa")
+    for task in TASKS:
+        full = action_space(task).high
+        planner = build_row(BenchmarkConfig(tasks=[task], rows=["jepa"], jepa=str(root / "jepa"), device="cpu"),
+                            task, "jepa", world).model
+        start = PixelContext(np.zeros((1, IMG, IMG, 3), np.uint8), np.zeros((0, 2), np.float32))
+        planner.rollout(start, full[None, None])
+    assert len(fed) == 2 and all(torch.allclose(a, torch.ones_like(a)) for a in fed), fed
+
+
 def test_learned_world_runs_each_task_and_refuses_others(generalist):
     root, _ = generalist
     model = str(root / "run" / "model")

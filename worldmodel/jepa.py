@@ -25,6 +25,7 @@ token, D = N*C latent size, A action dim.
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from dataclasses import asdict, dataclass
@@ -295,14 +296,30 @@ class JEPAWorld:
         self.cfg = model.cfg
         self.extras = dict(getattr(model, "extra", {}))
         self.n_calls = 0
+        self.task: str | None = None   # the task it is run on: set by for_task
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu") -> "JEPAWorld":
         return cls(JEPA.from_pretrained(path, device))
 
     def for_task(self, task: str | None = None) -> "JEPAWorld":
-        """As `LatentWorld.for_task`; a JEPA has one action scale for all its tasks (the largest), so the same world."""
-        return self
+        """As `LatentWorld.for_task`: the same JEPA taking `task`'s actions (a JEPA of several tasks was
+        trained on each task's actions as a fraction of its own bound, its `action_scales`)."""
+        from .world import select_task, task_action_scale
+
+        world = copy.copy(self)   # shares the model
+        world.task = select_task(self.extras, task or self.task)
+        task_action_scale(self.extras, world.task, self.cfg.action_scale)   # a folder without its scale fails now
+        return world
+
+    def _model_actions(self, actions: Tensor) -> Tensor:
+        """The running task's actions in the JEPA's units (`worldmodel.world.model_actions`)."""
+        from .world import model_actions, task_action_scale
+
+        if self.task is None:
+            return actions
+        return model_actions(actions, task_action_scale(self.extras, self.task, self.cfg.action_scale),
+                             self.cfg.action_scale)
 
     @property
     def device(self) -> torch.device:
@@ -367,5 +384,5 @@ class JEPAWorld:
         if act.ndim != 3 or act.shape[0] != B or act.shape[2] != self.action_dim:
             raise ValueError(f"actions have shape {tuple(act.shape)}, expected (B, H, {self.action_dim})")
         self.n_calls += 1
-        z = self.model.predictor.unroll(ctx[:, -h:].flatten(2), self.model.scale_actions(act))
+        z = self.model.predictor.unroll(ctx[:, -h:].flatten(2), self.model.scale_actions(self._model_actions(act)))
         return z.view(B, act.shape[1], *self.latent_shape)
