@@ -23,7 +23,6 @@ from typing import Any
 
 import torch
 
-from pretrain.data.datasets import largest_action_scale
 from pretrain.latent_probe import EpisodeArrays, encode_episodes, load_episodes, score_latents
 from pretrain.safe_state import load_state, save_state
 from pretrain.metrics import MetricsLogger, progress_bar, save_resolved, to_dict, tqdm_write
@@ -170,7 +169,7 @@ def train(cfg: TrainJEPAConfig) -> dict:
         save_resolved(cfg, out)
     log = MetricsLogger(out, tensorboard=False, append=True)
     datasets = load_datasets(cfg.data, cfg.holdout, cfg.image_size)
-    scale = largest_action_scale({name: eps.action_scale for name, eps in datasets.items()})
+    scale = max(eps.action_scale for eps in datasets.values())   # the JEPA's bound: the largest task's
     for eps in datasets.values():   # each task's actions reach the predictor as a fraction of its own bound
         eps.actions = model_actions(eps.actions, eps.action_scale, scale)
     first = next(iter(datasets.values()))

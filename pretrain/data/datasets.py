@@ -8,7 +8,6 @@ names the dataset and what differs from the first one.
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -63,13 +62,3 @@ def action_scales(datasets: list[Dataset]) -> tuple[dict[str, float], float]:
         scale = manifest_action_scale(ds.manifest)
         scales[ds.task] = max(scale, scales.get(ds.task, scale))
     return scales, max(scales.values())
-
-
-def largest_action_scale(scales: dict[str, float]) -> float:
-    """The action bound of one model over datasets with these bounds ({root: scale}): the largest,
-    so that every task's actions keep their own range inside it (said when they differ)."""
-    scale = max(scales.values())
-    if len(set(scales.values())) > 1:
-        print(f"note: the datasets' action scales differ ({scales}); the model's is the largest, {scale:g}, "
-              "and each task's actions keep their own range inside it", file=sys.stderr)
-    return scale
