@@ -7,7 +7,7 @@ import pytest
 
 from lw.ablation import main
 from lw.config import ConfigError, compose
-from pretrain.ablation import AblationConfig, arm_steps, check_arms, read_results
+from pretrain.ablation import AblationConfig, arm_steps, check_arms, read_results, shared_overrides
 from pretrain.train import TrainConfig
 try:  # tiny_overrides: test_train's tiny `lw pretrain` run
     from tests.test_train import tiny_overrides
@@ -65,6 +65,14 @@ def test_presets_compose_and_their_arms_are_checked():
     transfer = compose(AblationConfig, "ablation", ["name=transfer", "ablation=transfer"])
     with pytest.raises(ConfigError, match="arm 'finetuned' starts from \\{base\\}.*expected base=<model folder"):
         check_arms(transfer)
+    # from a generalist: its architecture and shared RAE, on reacher alone (one dataset, no weights left over)
+    unseen = compose(AblationConfig, "ablation", ["name=transfer_generalist", "ablation=transfer_generalist",
+                                                  "base=runs/generalist_no_reacher/model"])
+    check_arms(unseen)
+    arm = compose(TrainConfig, "pretrain", shared_overrides(unseen, unseen.arms[0]))
+    assert arm.model.d_model == 192 and arm.data.dataset == "data/reacher" and list(arm.data.dataset_weights) == []
+    assert arm.init_from == "runs/generalist_no_reacher/model" and arm.data.labelled == 0.1
+    assert arm.rae.path == "runs/rae_generalist"
     gpu = compose(AblationConfig, "ablation", ["ablation=transfer", "ablation_scale=gpu_small"])
     assert gpu.device == "cuda" and "model=small" in gpu.size and gpu.steps > text_vision.steps
     with pytest.raises(ConfigError, match="name='nosuch', expected one of \\['action_free_video', 'text_vision'"):
