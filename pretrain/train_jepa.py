@@ -94,8 +94,8 @@ def _load_train_state(out: Path, opt: torch.optim.Optimizer, gen: torch.Generato
 
 
 def _windows(datasets: list[EpisodeArrays], n: int, h: int, R: int, gen: torch.Generator, device):
-    """n random training windows: frames (n, h+R, 3, H, W) float in [0, 1] and actions (n, R, A),
-    drawn from each dataset's training episodes in proportion to its windows."""
+    """n random training windows: frames (n, h+R, 3, H, W) float in [0, 1], actions (n, R, A) and the
+    dataset of each (n,), drawn from each dataset's training episodes in proportion to its windows."""
     counts = [n]
     if len(datasets) > 1:
         windows = torch.tensor([float(len(d.split("train")[0]) * (d.frames.shape[1] - h - R + 1)) for d in datasets])
@@ -110,7 +110,8 @@ def _windows(datasets: list[EpisodeArrays], n: int, h: int, R: int, gen: torch.G
         ai = t[:, None] + h - 1 + torch.arange(R)                            # a[t+h-1] moves frame h-1 -> h
         xs.append(frames[e[:, None], fi].to(device).float().div_(255))
         acts.append(actions[e[:, None], ai].to(device))
-    return torch.cat(xs), torch.cat(acts)
+    groups = torch.repeat_interleave(torch.arange(len(counts)), torch.tensor(counts)).to(device)
+    return torch.cat(xs), torch.cat(acts), groups
 
 
 def load_datasets(data, holdout: float, image_size: int) -> dict[str, EpisodeArrays]:
@@ -221,9 +222,10 @@ def train(cfg: TrainJEPAConfig) -> dict:
         lr = cfg.lr * lr_factor(step, budget.frac(step), cfg.warmup_steps, cfg.min_lr_frac)
         for g in opt.param_groups:
             g["lr"] = lr
-        frames, actions = _windows(list(datasets.values()), cfg.batch_size, cfg.history, cfg.rollout_steps, gen, device)
+        frames, actions, groups = _windows(list(datasets.values()), cfg.batch_size, cfg.history, cfg.rollout_steps,
+                                           gen, device)
         loss, parts = model.loss(frames, actions, cfg.regularizer, cfg.reg_weight, cfg.inverse_weight,
-                                  cfg.recon_weight)
+                                  cfg.recon_weight, groups=groups if len(datasets) > 1 else None)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

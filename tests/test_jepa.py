@@ -174,3 +174,18 @@ def test_probe_latent_command(reacher_data, tmp_path):
         assert set(res[who]) >= {"probe_r2", "spearman", "k1", "k5"}
     eps = load_episodes(str(reacher_data), 0.25)
     assert res["heldout_episodes"] == len(eps.frames) - eps.n_train == 3
+
+
+def test_the_regulariser_of_several_tasks_is_taken_within_each_task():
+    from worldmodel.jepa import regularise
+
+    torch.manual_seed(0)
+    spread = torch.randn(16, 3, 8)                         # one task's windows, spread in every dimension
+    collapsed = torch.full((16, 3, 8), 5.0)                # another's: one point, far from the first
+    z, groups = torch.cat([spread, collapsed]), torch.tensor([0] * 16 + [1] * 16)
+    within = regularise(z, groups=groups)
+    # within its task, the collapsed one pays the full variance hinge (1), whatever the gap to the other
+    torch.testing.assert_close(regularise(collapsed), torch.tensor(1.0), atol=0.02, rtol=0)
+    torch.testing.assert_close(within, (regularise(spread) + regularise(collapsed)) / 2)
+    assert not torch.isclose(within, regularise(z))          # not the pooled batch's
+    torch.testing.assert_close(regularise(spread, groups=torch.zeros(16, dtype=torch.long)), regularise(spread))
