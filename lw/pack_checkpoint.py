@@ -11,7 +11,8 @@ them into float32 modules, so loading code does not change. Each folder is re-sa
 save_pretrained, so its checksums describe the packed weights, and the RAE's fingerprint is
 recomputed from them (the cast changes its encoder's latents slightly, so latents cached
 with the float32 RAE are not valid for the packed one). The run's metrics.jsonl is copied as
-training_metrics.jsonl (the demo plots it).
+training_metrics.jsonl (the demo plots it), thinned to at most MAX_METRIC_ROWS training rows
+(every k-th step, the first and the last; every held-out evaluation row is kept).
 """
 from __future__ import annotations
 
@@ -24,6 +25,19 @@ import torch
 from worldmodel import hub
 from worldmodel.hub import CONFIG_NAME, WEIGHTS_NAME
 from worldmodel.rae import RAE, RAEConfig
+
+
+MAX_METRIC_ROWS = 3000   # a 6000-step run's per-step log alone is 5 MiB of a 25 MiB folder
+
+
+def _thin_metrics(src: Path, dst: Path, max_rows: int = MAX_METRIC_ROWS) -> None:
+    """Copy a metrics.jsonl keeping every k-th training step (k so that about `max_rows` remain), the
+    first and last rows and every row with held-out (`val/`) figures."""
+    lines = src.read_text().splitlines()
+    every = max(1, -(-len(lines) // max_rows))
+    keep = [line for i, line in enumerate(lines)
+            if i % every == 0 or i == len(lines) - 1 or '"val/' in line]
+    dst.write_text("\n".join(keep) + "\n")
 
 
 def _half(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -56,7 +70,7 @@ def pack(src: str | Path, dst: str | Path, jepa: str | Path | None = None) -> Pa
     if jepa:
         _pack_folder(Path(jepa), tmp / "jepa")
     if (src.parent / "metrics.jsonl").is_file():
-        shutil.copyfile(src.parent / "metrics.jsonl", tmp / "training_metrics.jsonl")
+        _thin_metrics(src.parent / "metrics.jsonl", tmp / "training_metrics.jsonl")
     if (dst / "RECIPE.md").is_file():          # keep the hand-written recipe when re-packing
         shutil.copyfile(dst / "RECIPE.md", tmp / "RECIPE.md")
     shutil.rmtree(dst, ignore_errors=True)

@@ -61,3 +61,23 @@ def test_pack_ships_the_jepa_folder_for_the_jepa_row(tmp_path):
     assert load_file(str(dst / "jepa/model.safetensors"))["predictor.net.0.weight"].dtype == torch.float16
     x = torch.rand(3, 3, 16, 16)
     torch.testing.assert_close(world.model.encoder(x), jepa.eval().encoder(x), atol=1e-2, rtol=1e-2)
+
+
+def test_pack_thins_a_long_metrics_log_but_keeps_every_evaluation(tmp_path):
+    import json
+
+    from lw.pack_checkpoint import _thin_metrics
+
+    rows = [{"step": s, "loss": 1.0 / s} for s in range(1, 1001)]
+    for r in rows[99::100]:
+        r["val/loss"] = 0.5                                        # held-out rows at steps 100, 200, ...
+    src = tmp_path / "metrics.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    _thin_metrics(src, tmp_path / "out.jsonl", max_rows=250)
+    kept = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    steps = [r["step"] for r in kept]
+    assert steps == sorted(steps) and steps[0] == 1 and steps[-1] == 1000
+    assert 250 <= len(kept) <= 265                                 # every 4th row, plus the evaluations
+    assert [r["step"] for r in kept if "val/loss" in r] == list(range(100, 1001, 100))
+    _thin_metrics(src, tmp_path / "all.jsonl", max_rows=5000)      # a short log is copied whole
+    assert (tmp_path / "all.jsonl").read_text() == src.read_text()
