@@ -144,3 +144,50 @@ def test_pusht_small_matches_its_recipe_and_loads():
     assert jepa.extras["task"] == "pusht"
     frames = torch.randint(0, 256, (4, 64, 64, 3), dtype=torch.uint8)
     torch.testing.assert_close(world.encode_frames(frames), world.rae.normalize(jepa.encode_frames(frames)))
+
+
+GEN = ROOT / "checkpoints" / "generalist-small"
+GEN_SCALES = {"reacher": 0.2, "point_maze": 1.0, "pusht": 0.5, "dmc_reacher": 1.0}
+
+
+@pytest.mark.skipif(not (GEN / "config.json").is_file(), reason="generalist checkpoint not present")
+def test_generalist_small_matches_its_recipe_and_serves_each_task():
+    """checkpoints/generalist-small is `lw pretrain experiment=generalist_small` on its shipped shared jepa/
+    latent; one folder runs each of its four tasks with that task's action bound and, on point_maze, the
+    landmark graph built for point_maze alone."""
+    import warnings
+
+    import torch
+
+    from planners.landmarks import LandmarkGraph, find_graph
+    from worldmodel import hub
+    from worldmodel.jepa import JEPAWorld
+    from worldmodel.world import LatentWorld, covered_tasks
+
+    recipe = compose(TrainConfig, "pretrain", ["experiment=generalist_small"])
+    meta = json.loads((GEN / "config.json").read_text())
+    want = json.loads(json.dumps({k: v for k, v in asdict(recipe.model).items() if k not in DATA_DERIVED}))
+    loaded = ModelConfig.from_dict(meta["config"]).to_dict()
+    assert {k: v for k, v in loaded.items() if k in want} == want
+    assert meta["train_steps"] == recipe.steps and "task" not in meta
+    assert list(covered_tasks(meta)) == list(GEN_SCALES) and meta["action_scales"] == GEN_SCALES
+    assert meta["config"]["action_scale"] == 1.0                  # the largest bound; each task a fraction of its own
+    assert "lw pretrain experiment=generalist_small" in (GEN / "RECIPE.md").read_text()
+    size = sum(f.stat().st_size for f in GEN.rglob("*") if f.is_file())
+    assert size <= 25 * 2**20, f"generalist checkpoint is {size / 2**20:.1f} MiB, budget 25 MiB"
+    for folder in (GEN, GEN / "rae", GEN / "jepa"):
+        assert hub.WEIGHTS_NAME in json.loads((folder / hub.CONFIG_NAME).read_text())[hub.CHECKSUMS_KEY]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        world = LatentWorld.from_pretrained(GEN)
+    jepa = JEPAWorld.from_pretrained(GEN / "jepa")
+    assert jepa.extras["action_scales"] == GEN_SCALES
+    for task, scale in GEN_SCALES.items():
+        assert world.for_task(task).action_bounds[1].tolist() == pytest.approx([scale, scale])
+    frames = torch.randint(0, 256, (4, 64, 64, 3), dtype=torch.uint8)
+    torch.testing.assert_close(world.encode_frames(frames), world.rae.normalize(jepa.encode_frames(frames)))
+    for folder, fingerprint in ((GEN, world.rae.fingerprint()), (GEN / "jepa", jepa.encoder_fingerprint())):
+        assert find_graph(folder, "point_maze") == folder / "landmarks" / "point_maze"
+        assert find_graph(folder, "reacher") is None
+        graph = LandmarkGraph.from_pretrained(find_graph(folder, "point_maze"))
+        assert graph.fingerprint == fingerprint and graph.meta["task"] == "point_maze"
