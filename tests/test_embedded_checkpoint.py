@@ -19,6 +19,23 @@ pytestmark = pytest.mark.skipif(not (CKPT / "config.json").is_file(), reason="em
 DATA_DERIVED = {"latent_dim", "frame_grid", "action_dim", "action_scale"}  # set from the RAE and the dataset
 
 
+def load_shipped(folder: Path):
+    """A shipped folder within the 25 MiB budget, its three weight files checksummed, loaded
+    without a warning: the LatentWorld."""
+    import warnings
+
+    from worldmodel import hub
+    from worldmodel.world import LatentWorld
+
+    size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+    assert size <= 25 * 2**20, f"{folder.name} is {size / 2**20:.1f} MiB, budget 25 MiB"
+    for sub in (folder, folder / "rae", folder / "jepa"):   # checksums recorded, so a damaged copy is refused
+        assert hub.WEIGHTS_NAME in json.loads((sub / hub.CONFIG_NAME).read_text())[hub.CHECKSUMS_KEY]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")   # no "records no checksum" warning
+        return LatentWorld.from_pretrained(folder)
+
+
 # shipped folders made by the same recipe on another task: (folder, experiment, task, action scale)
 SHIPPED = [(CKPT, "reacher_jepa", "reacher", 0.2),
            (ROOT / "checkpoints" / "dmc_reacher-tiny", "dmc_reacher_jepa", "dmc_reacher", 1.0)]
@@ -49,18 +66,7 @@ def test_config_matches_the_recipe(ckpt, experiment, task, scale):
 @pytest.mark.parametrize("ckpt, experiment, task, scale", SHIPPED, ids=[s[2] for s in SHIPPED])
 def test_checkpoint_fits_the_size_budget_and_loads(ckpt, experiment, task, scale):
     CKPT = ckpt
-    size = sum(f.stat().st_size for f in CKPT.rglob("*") if f.is_file())
-    assert size <= 25 * 2**20, f"embedded checkpoint is {size / 2**20:.1f} MiB, budget 25 MiB"
-    import warnings
-
-    from worldmodel import hub
-    from worldmodel.world import LatentWorld
-
-    for folder in (CKPT, CKPT / "rae", CKPT / "jepa"):  # checksums recorded, so a damaged copy is refused
-        assert hub.WEIGHTS_NAME in json.loads((folder / hub.CONFIG_NAME).read_text())[hub.CHECKSUMS_KEY]
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # no "records no checksum" warning
-        world = LatentWorld.from_pretrained(CKPT)
+    world = load_shipped(CKPT)
     assert world.image_size == 64 and world.context_frames == 2 and world.sample_steps == 1
     assert world.action_scale == scale and world.action_bounds[1].tolist() == pytest.approx([scale, scale])
     rows = [json.loads(l) for l in (CKPT / "training_metrics.jsonl").read_text().splitlines()]
@@ -112,13 +118,9 @@ PT = ROOT / "checkpoints" / "pusht-small"
 @pytest.mark.skipif(not (PT / "config.json").is_file(), reason="pusht checkpoint not present")
 def test_pusht_small_matches_its_recipe_and_loads():
     """checkpoints/pusht-small is `lw pretrain experiment=pusht_jepa` on its shipped jepa/ latent (RECIPE.md)."""
-    import warnings
-
     import torch
 
-    from worldmodel import hub
     from worldmodel.jepa import JEPAWorld
-    from worldmodel.world import LatentWorld
 
     recipe = compose(TrainConfig, "pretrain", ["experiment=pusht_jepa"])
     meta = json.loads((PT / "config.json").read_text())
@@ -132,13 +134,7 @@ def test_pusht_small_matches_its_recipe_and_loads():
     assert meta["config"]["latent_dim"] == rae["latent_dim"] and meta["config"]["frame_grid"] == rae["grid"]
     assert rae["encoder_id"] == "jepa" and meta["config"]["action_adaln"] is True
     assert "lw pretrain experiment=pusht_jepa" in (PT / "RECIPE.md").read_text()
-    size = sum(f.stat().st_size for f in PT.rglob("*") if f.is_file())
-    assert size <= 25 * 2**20, f"pusht checkpoint is {size / 2**20:.1f} MiB, budget 25 MiB"
-    for folder in (PT, PT / "rae", PT / "jepa"):
-        assert hub.WEIGHTS_NAME in json.loads((folder / hub.CONFIG_NAME).read_text())[hub.CHECKSUMS_KEY]
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        world = LatentWorld.from_pretrained(PT)
+    world = load_shipped(PT)
     assert world.image_size == 64 and world.action_bounds[1].tolist() == pytest.approx([0.5, 0.5])
     jepa = JEPAWorld.from_pretrained(PT / "jepa")
     assert jepa.extras["task"] == "pusht"
@@ -155,14 +151,11 @@ def test_generalist_small_matches_its_recipe_and_serves_each_task():
     """checkpoints/generalist-small is `lw pretrain experiment=generalist_small` on its shipped shared jepa/
     latent; one folder runs each of its four tasks with that task's action bound and, on point_maze, the
     landmark graph built for point_maze alone."""
-    import warnings
-
     import torch
 
     from planners.landmarks import LandmarkGraph, find_graph
-    from worldmodel import hub
     from worldmodel.jepa import JEPAWorld
-    from worldmodel.world import LatentWorld, covered_tasks
+    from worldmodel.world import covered_tasks
 
     recipe = compose(TrainConfig, "pretrain", ["experiment=generalist_small"])
     meta = json.loads((GEN / "config.json").read_text())
@@ -173,13 +166,7 @@ def test_generalist_small_matches_its_recipe_and_serves_each_task():
     assert list(covered_tasks(meta)) == list(GEN_SCALES) and meta["action_scales"] == GEN_SCALES
     assert meta["config"]["action_scale"] == 1.0                  # the largest bound; each task a fraction of its own
     assert "lw pretrain experiment=generalist_small" in (GEN / "RECIPE.md").read_text()
-    size = sum(f.stat().st_size for f in GEN.rglob("*") if f.is_file())
-    assert size <= 25 * 2**20, f"generalist checkpoint is {size / 2**20:.1f} MiB, budget 25 MiB"
-    for folder in (GEN, GEN / "rae", GEN / "jepa"):
-        assert hub.WEIGHTS_NAME in json.loads((folder / hub.CONFIG_NAME).read_text())[hub.CHECKSUMS_KEY]
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        world = LatentWorld.from_pretrained(GEN)
+    world = load_shipped(GEN)
     jepa = JEPAWorld.from_pretrained(GEN / "jepa")
     assert jepa.extras["action_scales"] == GEN_SCALES
     for task, scale in GEN_SCALES.items():
