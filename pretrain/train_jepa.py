@@ -28,7 +28,7 @@ from pretrain.safe_state import load_state, save_state
 from pretrain.metrics import MetricsLogger, progress_bar, save_resolved, to_dict, tqdm_write
 from pretrain.optim import Budget, lr_factor
 from worldmodel.errors import ConfigError
-from worldmodel.world import model_actions
+from worldmodel.tasks import model_actions
 from worldmodel.device import resolve_device, set_threads
 
 

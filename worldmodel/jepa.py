@@ -40,6 +40,7 @@ from torch import Tensor, nn
 from . import hub
 from .frames import frames_to_float
 from .defaults import fit_context, resolve_count
+from .tasks import model_actions, select_task, task_action_scale
 
 REGULARIZERS = ("vicreg", "sigreg")
 
@@ -319,17 +320,13 @@ class JEPAWorld:
     def for_task(self, task: str | None = None) -> "JEPAWorld":
         """As `LatentWorld.for_task`: the same JEPA taking `task`'s actions (a JEPA of several tasks was
         trained on each task's actions as a fraction of its own bound, its `action_scales`)."""
-        from .world import select_task, task_action_scale
-
         world = copy.copy(self)   # shares the model
         world.task = select_task(self.extras, task or self.task)
         task_action_scale(self.extras, world.task, self.cfg.action_scale)   # a folder without its scale fails now
         return world
 
     def _model_actions(self, actions: Tensor) -> Tensor:
-        """The running task's actions in the JEPA's units (`worldmodel.world.model_actions`)."""
-        from .world import model_actions, task_action_scale
-
+        """The running task's actions in the JEPA's units (`worldmodel.tasks.model_actions`)."""
         if self.task is None:
             return actions
         return model_actions(actions, task_action_scale(self.extras, self.task, self.cfg.action_scale),

@@ -38,69 +38,15 @@ from torch import Tensor
 from . import hub
 from .defaults import DEFAULT_CONTEXT_FRAMES, fit_context, resolve_count
 from .device import keep_freed_memory
-from .errors import ConfigError, ModelFolderError
+from .errors import ModelFolderError
 from .frames import as_tensor, frames_to_float
 from .stream import ContextPrefix
+from .tasks import covered_tasks, model_actions, select_task, task_action_scale  # noqa: F401 (re-exported)
 
 # Extra fields the trainer writes into a world-model folder's config.json (a single-task model's action
 # scale is the model config's `action_scale`); a model of several tasks has `tasks` instead of `task`,
 # and `action_scales` {task: scale}, each task's action bound (`task_action_scale`).
 EXTRA_KEYS = ("task", "tasks", "action_scales", "image_size", "context_frames", "sample_steps", "max_jump")
-
-
-def covered_tasks(extras: dict[str, Any]) -> dict[str, dict | None]:
-    """The tasks a world-model folder covers, each with the data policy its data was collected with
-    (None: not recorded): the one answer the env, the benchmark and the evaluators read.
-
-    `extras` is the folder's config.json fields (or `LatentWorld.extras`). A model trained on
-    several tasks lists `tasks` and maps each to its policy in `data_policy`; a single-task model
-    has one `task` and one `data_policy`; a folder naming no task covers none ({}).
-    """
-    if extras.get("tasks"):
-        policies = extras.get("data_policy") or {}
-        return {str(t): policies.get(t) for t in extras["tasks"]}
-    if extras.get("task"):
-        return {str(extras["task"]): extras.get("data_policy")}
-    return {}
-
-
-def select_task(extras: dict[str, Any], task: str | None = None) -> str:
-    """The ground-truth task to run a world model on: `task`, or (None) the model's only task.
-    A model of several tasks refuses a task it was not trained on, and needs one to be named."""
-    covered = list(covered_tasks(extras))
-    if task:
-        if len(covered) > 1 and task not in covered:
-            raise ConfigError(f"task={task!r}, but this world model was trained on the tasks {covered}; "
-                             f"expected one of them")
-        return str(task)
-    if len(covered) == 1:
-        return covered[0]
-    if covered:
-        raise ConfigError(f"this world model was trained on several tasks, {covered}; pass task=<one of them>")
-    raise ConfigError("task=None and the model folder names no task; pass task=<name> "
-                     "(e.g. 'reacher') to choose the ground-truth task")
-
-
-def task_action_scale(extras: dict[str, Any], task: str, model_scale: float) -> float:
-    """The action bound of `task` in a world-model folder: a model of several tasks records each task's in
-    `action_scales` {task: scale}; a single-task model (or a folder without them) has its config's one,
-    `model_scale`. A folder whose scales do not name `task` is a ConfigError."""
-    scales = extras.get("action_scales")
-    if not scales:
-        return float(model_scale)
-    if task not in scales:
-        raise ConfigError(f"task={task!r} has no action scale in this world model's action_scales {scales}; "
-                          f"expected one of {list(scales)}")
-    return float(scales[task])
-
-
-def model_actions(actions, task_scale: float, model_scale: float):
-    """A task's actions (numpy or torch, in [-task_scale, task_scale]) in the model's units: stretched to
-    [-model_scale, model_scale], so that the model's division by its `action_scale` hands every task's
-    actions over as a fraction of that task's own bound. Unchanged (the same object) when the scales agree."""
-    if task_scale == model_scale:
-        return actions
-    return actions * (model_scale / task_scale)
 
 
 class LatentWorld:
