@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from pretrain.data.datasets import task_bounds
 from pretrain.latent_probe import EpisodeArrays, encode_episodes, load_episodes, score_latents
 from pretrain.safe_state import load_state, save_state
 from pretrain.metrics import MetricsLogger, progress_bar, save_resolved, to_dict, tqdm_write
@@ -170,9 +171,9 @@ def train(cfg: TrainJEPAConfig) -> dict:
         save_resolved(cfg, out)
     log = MetricsLogger(out, tensorboard=False, append=True)
     datasets = load_datasets(cfg.data, cfg.holdout, cfg.image_size)
-    scale = max(eps.action_scale for eps in datasets.values())   # the JEPA's bound: the largest task's
+    scales, scale = task_bounds((eps.task, eps.action_scale) for eps in datasets.values())   # the world model's rule
     for eps in datasets.values():   # each task's actions reach the predictor as a fraction of its own bound
-        eps.actions = model_actions(eps.actions, eps.action_scale, scale)
+        eps.actions = model_actions(eps.actions, scales[eps.task], scale)
     first = next(iter(datasets.values()))
     mcfg = JEPAConfig(cfg.image_size, cfg.input_size, tuple(cfg.channels), cfg.hidden, tuple(cfg.grid),
                       cfg.latent_dim, first.actions.shape[-1], scale, cfg.history, cfg.pred_hidden, cfg.pred_layers,
@@ -201,8 +202,7 @@ def train(cfg: TrainJEPAConfig) -> dict:
     budget = Budget(cfg.steps, cfg.max_minutes)
     budget.t0 -= spent  # the budget and the schedule count the time of earlier runs
     # the tasks it was trained on, as a world-model folder names them (worldmodel.world.covered_tasks)
-    several = {"tasks": list(dict.fromkeys(tasks)),
-               "action_scales": {eps.task: eps.action_scale for eps in datasets.values()}}
+    several = {"tasks": list(dict.fromkeys(tasks)), "action_scales": scales}
     extra = {**({"task": tasks[0]} if len(set(tasks)) == 1 else several),
              "data": cfg.data, "train_config": to_dict(cfg)}
     bar = progress_bar(None, "train-encoder jepa", cfg.progress)

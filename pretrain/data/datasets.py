@@ -9,7 +9,7 @@ names the dataset and what differs from the first one.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from pretrain.data.shards import Dataset
 from worldmodel.errors import ConfigError, DataError
@@ -57,8 +57,13 @@ def action_scales(datasets: list[Dataset]) -> tuple[dict[str, float], float]:
     A task's bound is its datasets' (the largest where they differ); the model's is the largest of all,
     and each task's actions are stretched to it (worldmodel.world.model_actions), so that every task's
     actions reach the model as a fraction of their own bound."""
+    return task_bounds((ds.task, manifest_action_scale(ds.manifest)) for ds in datasets)
+
+
+def task_bounds(bounds: Iterable[tuple[str, float]]) -> tuple[dict[str, float], float]:
+    """(task, bound) of each dataset -> ({task: its bound, the largest where datasets differ}, the
+    model's: the largest of all). The one rule of the world model (`action_scales`) and the JEPA."""
     scales: dict[str, float] = {}
-    for ds in datasets:
-        scale = manifest_action_scale(ds.manifest)
-        scales[ds.task] = max(scale, scales.get(ds.task, scale))
+    for task, scale in bounds:
+        scales[task] = max(scale, scales.get(task, scale))
     return scales, max(scales.values())
