@@ -534,8 +534,9 @@ class Mixture:
         if set(s["tokens"]) != set(self.tokens):
             raise ValueError(f"data state has sources {sorted(s['tokens'])}, this mixture has "
                              f"{sorted(self.tokens)}: the data config changed since the checkpoint")
-        if s.get("datasets") is not None and list(s["datasets"]) != self._datasets():   # older checkpoints: no record
-            (was, was_w), (now, now_w) = s["datasets"], self._datasets()
+        now = self._datasets()
+        if s.get("datasets") is not None and list(s["datasets"]) != now:   # older checkpoints: no record
+            (was, was_w), (now, now_w) = s["datasets"], now
             raise ValueError(f"the checkpoint was trained on datasets {was} (weights {was_w or 'by windows'}), "
                              f"this run names {now} (weights {now_w or 'by windows'}): resuming would continue "
                              f"another mixture; restore data.dataset / data.dataset_weights or start a new run")
