@@ -22,18 +22,24 @@ from lw.program import Program
 from pretrain.analyze_experts import AnalyzeConfig, analyze
 
 
+def _panel(fig, ax, s_LE: np.ndarray, title: str, label: str) -> None:
+    """One layers x experts panel of scores in [-1, 1], each cell annotated."""
+    L, E = s_LE.shape
+    im = ax.imshow(s_LE, cmap="coolwarm", vmin=-1, vmax=1, aspect="auto")
+    for (l, e), v in np.ndenumerate(s_LE):
+        ax.text(e, l, f"{v:+.2f}", ha="center", va="center", fontsize=6)
+    ax.set(xticks=range(E), yticks=range(L), ylabel="layer", title=title)
+    fig.colorbar(im, ax=ax, label=label)
+
+
 def heatmap(s_LE: np.ndarray, names: list[str], path: Path, title: str) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     L, E = s_LE.shape
     fig, ax = plt.subplots(figsize=(max(5.0, 1.8 + 0.5 * E), max(2.8, 1.4 + 0.45 * L)))
-    im = ax.imshow(s_LE, cmap="coolwarm", vmin=-1, vmax=1, aspect="auto")
-    for (l, e), v in np.ndenumerate(s_LE):
-        ax.text(e, l, f"{v:+.2f}", ha="center", va="center", fontsize=6)
-    ax.set(xticks=range(E), yticks=range(L), xlabel="routed expert", ylabel="layer", title=title)
-    ax.set_yticklabels([str(i) for i in range(L)])
-    fig.colorbar(im, ax=ax, label="S (+1 text, -1 vision)")
+    _panel(fig, ax, s_LE, title, "S (+1 text, -1 vision)")
+    ax.set_xlabel("routed expert")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -60,11 +66,7 @@ def task_heatmap(by_task: dict, path: Path, title: str) -> None:
     T, L, E = s_TLE.shape
     fig, axes = plt.subplots(T, 1, squeeze=False, figsize=(max(5.0, 1.8 + 0.5 * E), T * max(2.0, 1.0 + 0.45 * L)))
     for t, ax in enumerate(axes[:, 0]):
-        im = ax.imshow(s_TLE[t], cmap="coolwarm", vmin=-1, vmax=1, aspect="auto")
-        for (l, e), v in np.ndenumerate(s_TLE[t]):
-            ax.text(e, l, f"{v:+.2f}", ha="center", va="center", fontsize=6)
-        ax.set(xticks=range(E), yticks=range(L), ylabel="layer", title=tasks[t])
-        fig.colorbar(im, ax=ax, label="S_t")
+        _panel(fig, ax, s_TLE[t], tasks[t], "S_t")
     axes[-1, 0].set_xlabel("routed expert")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
