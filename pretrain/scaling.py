@@ -13,6 +13,8 @@ the report.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -23,7 +25,7 @@ import numpy as np
 
 from pretrain.checkpoint import CheckpointConfig
 from pretrain.data.mixture import DataConfig
-from pretrain.metrics import MetricsConfig, flops_per_token
+from pretrain.metrics import MetricsConfig, flops_per_token, to_dict
 from pretrain.optim import OptimConfig
 from pretrain.train import RAEArgs, TrainConfig, Trainer, model_config, resolve_data_info, uses_episodes
 from worldmodel.config import ModelConfig
@@ -153,16 +155,51 @@ def plan_run(tc: TrainConfig, info, budget: float, min_steps: int, warmup_frac: 
     return dataclasses.replace(tc, steps=steps, batch_size=batch, optim=optim)
 
 
+GRID_FIELDS = ("out_dir", "budgets", "widths", "modalities")  # a sweep may grow these and keep its runs
+
+
+def run_key(cfg: ScalingConfig, modality: str, budget: float, width: int) -> dict[str, Any]:
+    """What makes two runs the same: the grid point and every setting but the grid's lists (model,
+    data, RAE, optimiser, seed, ...). A finished run is reused only when its key matches."""
+    settings = {k: v for k, v in to_dict(cfg).items() if k not in GRID_FIELDS}
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return {"modality": modality, "budget": budget, "width": width, "settings": digest}
+
+
+def load_finished(path: Path) -> list[dict[str, Any]]:
+    """The runs a killed sweep finished (one JSON object per line; a torn last line is dropped)."""
+    if not path.exists():
+        return []
+    done = []
+    for line in path.read_text().splitlines():
+        try:
+            done.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # the line being written when the sweep was killed
+    return done
+
+
 def sweep(cfg: ScalingConfig, episodes=None, val_episodes=None, log=print) -> list[dict[str, Any]]:
+    """Every (modality, budget, width) of the grid, each run appended to out_dir/runs.jsonl as it
+    ends; run again after a kill and the finished runs are read back instead of retrained."""
     out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    finished_path = out / "runs.jsonl"
+    finished = load_finished(finished_path)
     runs = []
     cache: dict[str, Any] = {}
     for mod in cfg.modalities:
         for budget in cfg.budgets:
             for width in cfg.widths:
+                key = run_key(cfg, mod, budget, width)
+                old = next((r for r in finished if r.get("key") == key), None)
+                if old is not None:
+                    runs.append(old)
+                    log(f"  {mod:6s} C={budget:.0e} d={width:3d} loss={old['loss']:.4f} (finished before)")
+                    continue
                 tc = run_config(cfg, mod, budget, width, out)
-                key = f"info_{uses_episodes(tc.data)}"  # text-only runs need neither RAE nor dataset
-                info = cache[key] = cache.get(key) or resolve_data_info(tc)
+                info_key = f"info_{uses_episodes(tc.data)}"  # text-only runs need neither RAE nor dataset
+                info = cache[info_key] = cache.get(info_key) or resolve_data_info(tc)
                 tc = plan_run(tc, info, budget, cfg.min_steps, cfg.warmup_frac, cfg.steps_per_run)
                 if tc is None:
                     log(f"  skip {mod} C={budget:.0e} d={width}: budget below "
@@ -181,12 +218,14 @@ def sweep(cfg: ScalingConfig, episodes=None, val_episodes=None, log=print) -> li
                 trainer = Trainer(tc, episodes=eps, val_episodes=val, info=info, quiet=True)
                 result = trainer.run()
                 loss = result["final_eval"]["val/loss"]
-                runs.append({"modality": mod, "budget": budget, "width": width, "depth": cfg.depth,
+                runs.append({"modality": mod, "budget": budget, "width": width, "depth": cfg.depth, "key": key,
                              "n_active": result["n_active"], "n_params": result["n_params"],
                              "tokens": trainer.tokens_seen, "steps": tc.steps, "batch_size": tc.batch_size,
                              "loss": loss,
                              "flops": trainer.tokens_seen * result["flops_per_token"],
                              "seconds": time.perf_counter() - t0})
+                with finished_path.open("a") as f:  # one line per run: a kill loses at most the run in flight
+                    f.write(json.dumps(runs[-1]) + "\n")
                 log(f"  {mod:6s} C={budget:.0e} d={width:3d} N={result['n_active'] / 1e3:7.1f}k "
                     f"steps={tc.steps:4d}x{tc.batch_size:3d} rows loss={loss:.4f} ({runs[-1]['seconds']:.1f}s)")
     return runs

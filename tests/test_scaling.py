@@ -72,3 +72,34 @@ def test_tiny_real_sweep(tmp_path):
     assert len(saved["runs"]) == 12 and set(saved["fits"]) == {"text", "mixed"}
     for f in saved["fits"].values():  # exponents exactly when >= 2 budgets bracket the optimum
         assert ("a" in f) == (len(f["budgets"]) - len(f["unbracketed"]) >= 2)
+
+
+def test_sweep_resumes_finished_runs(tmp_path, monkeypatch):
+    """A sweep run again reads its finished runs back instead of training them; a changed setting
+    (here the seed) or a run torn by a kill is trained again."""
+    import pretrain.scaling as scaling
+    rae_dir, data_dir = make_world(tmp_path)
+    cfg = ScalingConfig(out_dir=str(tmp_path / "scaling"), budgets=[3e8], widths=[16, 32, 48], depth=1,
+                        modalities=["text"], batch_size=2, eval_rows=4, min_steps=2)
+    cfg.data.seq_len = 128
+    cfg.model.moe.n_experts, cfg.model.moe.top_k = 4, 1
+    first = sweep(cfg, log=lambda *_: None)
+    lines = (tmp_path / "scaling" / "runs.jsonl").read_text().splitlines()
+    assert len(first) == len(lines) == 3
+
+    class NoTraining:
+        def __init__(self, *a, **k):
+            raise AssertionError("a finished run was trained again")
+    monkeypatch.setattr(scaling, "Trainer", NoTraining)
+    again = sweep(cfg, log=lambda *_: None)
+    assert [r["loss"] for r in again] == [r["loss"] for r in first]
+    cfg.seed = 1
+    with pytest.raises(AssertionError, match="trained again"):
+        sweep(cfg, log=lambda *_: None)
+    cfg.seed = 0  # a kill mid-write: the torn last line is dropped and that run alone is trained again
+    (tmp_path / "scaling" / "runs.jsonl").write_text("\n".join(lines[:2]) + "\n" + lines[2][:20])
+    with pytest.raises(AssertionError, match="trained again"):
+        sweep(cfg, log=lambda *_: None)
+    monkeypatch.undo()
+    resumed = sweep(cfg, log=lambda *_: None)
+    assert [r["loss"] for r in resumed[:2]] == [r["loss"] for r in first[:2]] and len(resumed) == 3
