@@ -1,7 +1,9 @@
 """`lw scaling`: IsoFLOP sweeps and power-law fits (Chinchilla approach 2), per modality.
 
-    lw scaling                                   # the default micro grid: a few minutes on CPU
-    lw scaling budgets=[1e13,3e13,1e14] widths=[64,96,128,192] device=cuda
+    lw scaling                                   # the micro grid: a smoke test, a few minutes on CPU
+    OMP_NUM_THREADS=1 lw scaling scaling_grid=cpu   # budgets that bracket the optimum: ~1 h per modality
+    lw scaling scaling_grid=gpu_small            # one GPU
+    lw scaling budgets=[1e13,3e13,1e14] widths=[64,96,128,192] device=cuda   # any grid by hand
 
 The sweep and the fits are pretrain.scaling. Outputs in out_dir: scaling.json (every run and
 fit), scaling.md (tables), scaling.png (loss vs N per budget with the parabolas, N_opt vs C).

@@ -103,3 +103,15 @@ def test_sweep_resumes_finished_runs(tmp_path, monkeypatch):
     monkeypatch.undo()
     resumed = sweep(cfg, log=lambda *_: None)
     assert [r["loss"] for r in resumed[:2]] == [r["loss"] for r in first[:2]] and len(resumed) == 3
+
+
+@pytest.mark.parametrize("grid", ["micro", "cpu", "gpu_small"])
+def test_scaling_grids_compose(grid):
+    """Each lw/conf/scaling_grid file sets the sweep's grid, and a command-line value still wins."""
+    from lw.config import compose
+    cfg = compose(ScalingConfig, "scaling", [f"scaling_grid={grid}"])
+    assert len(cfg.budgets) >= 3 and len(cfg.widths) >= 5 and cfg.data.seq_len >= 128
+    assert cfg.budgets == sorted(cfg.budgets) and cfg.widths == sorted(cfg.widths)
+    if grid != "micro":  # the real grids sweep text and vision on the four tasks' latents
+        assert cfg.modalities == ["text", "vision"] and len(cfg.data.dataset) == 4
+    assert compose(ScalingConfig, "scaling", [f"scaling_grid={grid}", "budgets=[1e9,2e9]"]).budgets == [1e9, 2e9]
