@@ -29,6 +29,7 @@ def markdown(runs: list[dict], fits: dict) -> str:
         lines.append(f"| {r['modality']} | {r['budget']:.3g} | {r['width']} | {r['n_active']:,} | "
                      f"{r['tokens']:,} | {r['steps']} | {r['loss']:.4f} |")
     lines += ["", "## Compute-optimal points (parabola vertex per budget)", "",
+              "Each budget's parabola in ln N is fitted to its best size and two grid neighbours on each side.", "",
               "| modality | budget C | N_opt | D_opt = C/(6 N_opt) | loss at N_opt | bracketed |",
               "|---|---|---|---|---|---|"]
     for mod, f in fits.items():
@@ -60,7 +61,8 @@ def plot(runs: list[dict], fits: dict, path: Path) -> None:
             ax.plot(n, loss, "o", color=color, label=f"C={b:.0e}")
             p = fits[mod]["budgets"].get(f"{b:.3g}")
             if p:
-                xs = np.linspace(np.log(n).min(), np.log(n).max(), 50)
+                fit_n = np.log(p.get("fit_n", n))   # the sizes the parabola was fitted to
+                xs = np.linspace(fit_n.min(), fit_n.max(), 50)
                 ax.plot(np.exp(xs), p["a"] * xs ** 2 + p["b"] * xs + p["c"], "-", color=color, alpha=0.7)
                 ax.plot(p["n_opt"], p["loss_opt"], "*", color=color, ms=12)
         ax.set_xscale("log")

@@ -80,9 +80,21 @@ def fit_power_law(c: np.ndarray, y: np.ndarray) -> dict[str, float]:
     return {"exponent": float(exponent), "k": float(math.exp(log_k))}
 
 
-def fit_isoflops(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per modality: a parabola per budget, then N_opt ~ C^a and D_opt ~ C^b over the budgets
-    whose optimum the width grid brackets (no exponents when fewer than two do)."""
+def near_optimum(pts: list[dict[str, Any]], window: int) -> list[dict[str, Any]]:
+    """The 2*window+1 sizes of one IsoFLOP curve centred on its best (shifted inward at the grid's
+    ends). Far from the optimum the loss is not a parabola in ln N (a width under the latent's
+    channels cannot carry a frame and sits on a plateau above the rest), and one quadratic through
+    every size bends to those points instead of the minimum."""
+    pts = sorted(pts, key=lambda r: r["n_active"])
+    best = min(range(len(pts)), key=lambda i: pts[i]["loss"])
+    start = max(0, min(best - window, len(pts) - (2 * window + 1)))
+    return pts[start: start + 2 * window + 1]
+
+
+def fit_isoflops(runs: list[dict[str, Any]], window: int = 2) -> dict[str, Any]:
+    """Per modality: a parabola per budget through the sizes near its best (`near_optimum`), then
+    N_opt ~ C^a and D_opt ~ C^b over the budgets whose optimum the width grid brackets (no exponents
+    when fewer than two do)."""
     fits: dict[str, Any] = {}
     for mod in sorted({r["modality"] for r in runs}):
         per_budget = {}
@@ -90,7 +102,9 @@ def fit_isoflops(runs: list[dict[str, Any]]) -> dict[str, Any]:
             pts = [r for r in runs if r["modality"] == mod and r["budget"] == budget]
             if len(pts) < 3:
                 continue
-            p = fit_parabola(np.log([r["n_active"] for r in pts]), np.array([r["loss"] for r in pts]))
+            near = near_optimum(pts, window)  # the best ends `near` exactly when it ends the grid
+            p = fit_parabola(np.log([r["n_active"] for r in near]), np.array([r["loss"] for r in near]))
+            p["fit_n"] = [r["n_active"] for r in near]
             p["d_opt"] = budget / (6 * p["n_opt"])
             per_budget[budget] = p
         entry: dict[str, Any] = {"budgets": {f"{b:.3g}": v for b, v in per_budget.items()}}

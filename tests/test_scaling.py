@@ -54,6 +54,20 @@ def test_fit_helpers():
         fit_parabola(x[:2], x[:2])
 
 
+def test_fit_ignores_a_plateau_far_from_the_optimum():
+    """Widths too narrow for the latent sit on a plateau far above the curve: the parabola through the
+    sizes near the best still finds the vertex, where one quadratic through every size would not."""
+    n = np.geomspace(1e4, 1e6, 9)
+    loss = (np.log(n) - math.log(2e5)) ** 2 * 0.05 + 0.2
+    loss[:2] = [1.5, 1.3]  # the plateau
+    runs = [{"modality": "vision", "budget": 1e12, "n_active": float(a), "loss": float(b)} for a, b in zip(n, loss)]
+    p = fit_isoflops(runs)["vision"]["budgets"]["1e+12"]
+    assert p["bracketed"] and p["n_opt"] == pytest.approx(2e5, rel=1e-6) and len(p["fit_n"]) == 5
+    assert abs(fit_parabola(np.log(n), loss)["n_opt"] / 2e5 - 1) > 0.1  # the global fit is pulled off
+    edge = [dict(r, loss=float(1 / r["n_active"])) for r in runs]  # best at the grid's end: no estimate
+    assert not fit_isoflops(edge)["vision"]["budgets"]["1e+12"]["bracketed"]
+
+
 def test_tiny_real_sweep(tmp_path):
     rae_dir, data_dir = make_world(tmp_path)
     cfg = ScalingConfig(out_dir=str(tmp_path / "scaling"), budgets=[3e8, 1e9], widths=[16, 32, 48], depth=1,
