@@ -18,7 +18,7 @@ import numpy as np
 
 from lw.program import Program
 from pretrain.metrics import save_resolved
-from pretrain.scaling import ScalingConfig, fit_isoflops, sweep
+from pretrain.scaling import ScalingConfig, all_finished, fit_isoflops, sweep
 
 
 # ---------------------------------------------------------------- report
@@ -97,7 +97,10 @@ def run(cfg: ScalingConfig) -> None:
     t0 = time.perf_counter()
     print(f"scaling: {len(cfg.modalities)} modalities x {len(cfg.budgets)} budgets x {len(cfg.widths)} widths "
           f"on {cfg.device}")
-    runs = sweep(cfg)
+    swept = sweep(cfg)
+    runs = all_finished(cfg)   # this grid's runs and those of earlier sweeps of the same settings in out_dir
+    if len(runs) > len(swept):
+        print(f"scaling: fitting {len(runs)} runs, {len(runs) - len(swept)} of them from earlier sweeps in {cfg.out_dir}")
     fits = fit_isoflops(runs)
     paths = write_report(runs, fits, cfg.out_dir)
     for mod, f in fits.items():
@@ -107,7 +110,7 @@ def run(cfg: ScalingConfig) -> None:
             best = [f"C={b}: N={p['n_opt']:,.0f}" for b, p in f["budgets"].items()]
             print(f"  {mod}: no exponents, the width grid does not bracket the optimum at >= 2 budgets "
                   f"(best sizes {', '.join(best)}); widen `widths`")
-    print(f"scaling: {len(runs)} runs in {time.perf_counter() - t0:.0f}s -> {paths['md']}, {paths['png']}")
+    print(f"scaling: {len(swept)} runs in {time.perf_counter() - t0:.0f}s -> {paths['md']}, {paths['png']}")
 
 
 main = Program(__doc__, ScalingConfig, "scaling", run)

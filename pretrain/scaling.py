@@ -172,12 +172,24 @@ def plan_run(tc: TrainConfig, info, budget: float, min_steps: int, warmup_frac: 
 GRID_FIELDS = ("out_dir", "budgets", "widths", "modalities")  # a sweep may grow these and keep its runs
 
 
-def run_key(cfg: ScalingConfig, modality: str, budget: float, width: int) -> dict[str, Any]:
-    """What makes two runs the same: the grid point and every setting but the grid's lists (model,
-    data, RAE, optimiser, seed, ...). A finished run is reused only when its key matches."""
+def settings_digest(cfg: ScalingConfig) -> str:
+    """Every setting but the grid's lists (model, data, RAE, optimiser, seed, ...), hashed."""
     settings = {k: v for k, v in to_dict(cfg).items() if k not in GRID_FIELDS}
-    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    return {"modality": modality, "budget": budget, "width": width, "settings": digest}
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def run_key(cfg: ScalingConfig, modality: str, budget: float, width: int) -> dict[str, Any]:
+    """What makes two runs the same: the grid point and the settings. A finished run is reused only
+    when its key matches."""
+    return {"modality": modality, "budget": budget, "width": width, "settings": settings_digest(cfg)}
+
+
+def all_finished(cfg: ScalingConfig) -> list[dict[str, Any]]:
+    """Every finished run in out_dir with this config's settings, whichever grid swept it: a sweep
+    extended by a sub-grid (`widths=[8,12] budgets=[1e11]`) is fitted as one."""
+    digest = settings_digest(cfg)
+    runs = [r for r in load_finished(Path(cfg.out_dir) / "runs.jsonl") if r.get("key", {}).get("settings") == digest]
+    return sorted(runs, key=lambda r: (r["modality"], r["budget"], r["n_active"]))
 
 
 def load_finished(path: Path) -> list[dict[str, Any]]:
@@ -191,6 +203,13 @@ def load_finished(path: Path) -> list[dict[str, Any]]:
         except json.JSONDecodeError:
             continue  # the line being written when the sweep was killed
     return done
+
+
+def append_line(path: Path, line: str) -> None:
+    """Append one line, first ending a line torn by a kill so the new one stays whole."""
+    torn = path.exists() and path.stat().st_size > 0 and not path.read_bytes().endswith(b"\n")
+    with path.open("a") as f:
+        f.write(("\n" if torn else "") + line + "\n")
 
 
 def sweep(cfg: ScalingConfig, episodes=None, val_episodes=None, log=print) -> list[dict[str, Any]]:
@@ -238,8 +257,7 @@ def sweep(cfg: ScalingConfig, episodes=None, val_episodes=None, log=print) -> li
                              "loss": loss,
                              "flops": trainer.tokens_seen * result["flops_per_token"],
                              "seconds": time.perf_counter() - t0})
-                with finished_path.open("a") as f:  # one line per run: a kill loses at most the run in flight
-                    f.write(json.dumps(runs[-1]) + "\n")
+                append_line(finished_path, json.dumps(runs[-1]))  # a kill loses at most the run in flight
                 log(f"  {mod:6s} C={budget:.0e} d={width:3d} N={result['n_active'] / 1e3:7.1f}k "
                     f"steps={tc.steps:4d}x{tc.batch_size:3d} rows loss={loss:.4f} ({runs[-1]['seconds']:.1f}s)")
     return runs

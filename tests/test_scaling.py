@@ -1,4 +1,5 @@
 """IsoFLOP fits recover known exponents from synthetic Chinchilla-law data; a tiny real sweep runs."""
+import dataclasses
 import json
 import math
 
@@ -6,7 +7,7 @@ import numpy as np
 import pytest
 
 from lw.scaling import write_report
-from pretrain.scaling import ScalingConfig, fit_isoflops, fit_parabola, fit_power_law, sweep
+from pretrain.scaling import ScalingConfig, all_finished, fit_isoflops, fit_parabola, fit_power_law, sweep
 
 from tests.test_train import make_world
 
@@ -117,6 +118,10 @@ def test_sweep_resumes_finished_runs(tmp_path, monkeypatch):
     monkeypatch.undo()
     resumed = sweep(cfg, log=lambda *_: None)
     assert [r["loss"] for r in resumed[:2]] == [r["loss"] for r in first[:2]] and len(resumed) == 3
+    narrow = dataclasses.replace(cfg, widths=[8])  # a sub-grid extends the sweep: fitted with the rest
+    assert len(sweep(narrow, log=lambda *_: None)) == 1
+    assert [r["width"] for r in all_finished(cfg)] == [8, 16, 32, 48]
+    assert all_finished(dataclasses.replace(cfg, seed=3)) == []  # other settings: none of these runs
 
 
 @pytest.mark.parametrize("grid", ["micro", "cpu", "gpu_small"])
