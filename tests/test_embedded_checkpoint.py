@@ -148,8 +148,8 @@ GEN_SCALES = {"reacher": 0.2, "point_maze": 1.0, "pusht": 0.5, "dmc_reacher": 1.
 
 @pytest.mark.skipif(not (GEN / "config.json").is_file(), reason="generalist checkpoint not present")
 def test_generalist_small_matches_its_recipe_and_serves_each_task():
-    """checkpoints/generalist-small is `lw pretrain experiment=generalist_small` on its shipped shared jepa/
-    latent; one folder runs each of its four tasks with that task's action bound and, on point_maze, the
+    """checkpoints/generalist-small is `lw pretrain experiment=generalist_small` then
+    `experiment=generalist_small_stage2` (from the first's weights) on its shipped shared jepa/ latent; one folder runs each of its four tasks with that task's action bound and, on point_maze, the
     landmark graph built for point_maze alone."""
     import torch
 
@@ -157,15 +157,16 @@ def test_generalist_small_matches_its_recipe_and_serves_each_task():
     from worldmodel.jepa import JEPAWorld
     from worldmodel.world import covered_tasks
 
-    recipe = compose(TrainConfig, "pretrain", ["experiment=generalist_small"])
+    recipe = compose(TrainConfig, "pretrain", ["experiment=generalist_small_stage2"])
     meta = json.loads((GEN / "config.json").read_text())
     want = json.loads(json.dumps({k: v for k, v in asdict(recipe.model).items() if k not in DATA_DERIVED}))
     loaded = ModelConfig.from_dict(meta["config"]).to_dict()
     assert {k: v for k, v in loaded.items() if k in want} == want
-    assert meta["train_steps"] == recipe.steps and "task" not in meta
+    assert meta["train_steps"] == recipe.steps and meta["init_from"] == recipe.init_from and "task" not in meta
     assert list(covered_tasks(meta)) == list(GEN_SCALES) and meta["action_scales"] == GEN_SCALES
     assert meta["config"]["action_scale"] == 1.0                  # the largest bound; each task a fraction of its own
-    assert "lw pretrain experiment=generalist_small" in (GEN / "RECIPE.md").read_text()
+    assert all(f"lw pretrain experiment={e} " in (GEN / "RECIPE.md").read_text()
+               for e in ("generalist_small", "generalist_small_stage2"))
     world = load_shipped(GEN)
     jepa = JEPAWorld.from_pretrained(GEN / "jepa")
     assert jepa.extras["action_scales"] == GEN_SCALES
