@@ -134,3 +134,22 @@ def test_scaling_grids_compose(grid):
     if grid != "micro":  # the real grids sweep text and vision on the four tasks' latents
         assert cfg.modalities == ["text", "vision"] and len(cfg.data.dataset) == 4
     assert compose(ScalingConfig, "scaling", [f"scaling_grid={grid}", "budgets=[1e9,2e9]"]).budgets == [1e9, 2e9]
+
+
+def test_widths_narrower_than_the_latent_are_no_vision_points(tmp_path):
+    """A vision or mixed sweep skips a width under the latent's channels (16 here), text keeps it, and
+    the fit leaves such a run out even when an older sweep recorded one."""
+    rae_dir, data_dir = make_world(tmp_path)
+    cfg = ScalingConfig(out_dir=str(tmp_path / "scaling"), budgets=[3e8], widths=[8, 16, 32], depth=1,
+                        modalities=["text", "mixed"], batch_size=2, eval_rows=4, min_steps=2)
+    cfg.rae.path, cfg.data.dataset = str(rae_dir), str(data_dir)
+    cfg.data.seq_len, cfg.data.video_frames, cfg.data.predict_frames = 128, 3, 1
+    cfg.model.moe.n_experts, cfg.model.moe.top_k = 4, 1
+    runs = sweep(cfg, log=lambda *_: None)
+    assert sorted((r["modality"], r["width"]) for r in runs) == [
+        ("mixed", 16), ("mixed", 32), ("text", 8), ("text", 16), ("text", 32)]
+    assert {r["latent_dim"] for r in runs if r["modality"] == "mixed"} == {16}
+    plateau = [{"modality": "vision", "budget": 1e12, "width": w, "latent_dim": 32, "n_active": n, "loss": loss}
+               for w, n, loss in [(16, 1e4, 1.2), (24, 2e4, 0.6), (32, 4e4, 0.11), (48, 8e4, 0.10), (64, 1.6e5, 0.12)]]
+    p = fit_isoflops(plateau)["vision"]["budgets"]["1e+12"]
+    assert p["fit_n"] == [4e4, 8e4, 1.6e5] and p["bracketed"] and 4e4 < p["n_opt"] < 1.6e5
