@@ -18,7 +18,7 @@ import numpy as np
 
 from lw.program import Program
 from pretrain.metrics import save_resolved
-from pretrain.scaling import ScalingConfig, all_finished, fit_isoflops, sweep
+from pretrain.scaling import ScalingConfig, all_finished, fit_isoflops, narrower_than_latent, sweep
 
 
 # ---------------------------------------------------------------- report
@@ -56,7 +56,13 @@ def plot(runs: list[dict], fits: dict, path: Path) -> None:
         budgets = sorted({r["budget"] for r in runs if r["modality"] == mod})
         colors = plt.cm.viridis(np.linspace(0, 0.85, max(1, len(budgets))))
         for color, b in zip(colors, budgets):
-            pts = sorted((r["n_active"], r["loss"]) for r in runs if r["modality"] == mod and r["budget"] == b)
+            curve = [r for r in runs if r["modality"] == mod and r["budget"] == b]
+            narrow = [r for r in curve if narrower_than_latent(r["width"], r.get("latent_dim"))]
+            pts = sorted((r["n_active"], r["loss"]) for r in curve if r not in narrow)
+            if narrow:   # drawn, not fitted: their loss is set by the latent's squeeze, not their size
+                ax.plot([r["n_active"] for r in narrow], [r["loss"] for r in narrow], "x", color="0.6")
+            if not pts:
+                continue
             n, loss = np.array(pts).T
             ax.plot(n, loss, "o", color=color, label=f"C={b:.0e}")
             p = fits[mod]["budgets"].get(f"{b:.3g}")
@@ -66,6 +72,8 @@ def plot(runs: list[dict], fits: dict, path: Path) -> None:
                 ax.plot(np.exp(xs), p["a"] * xs ** 2 + p["b"] * xs + p["c"], "-", color=color, alpha=0.7)
                 ax.plot(p["n_opt"], p["loss_opt"], "*", color=color, ms=12)
         ax.set_xscale("log")
+        if any(narrower_than_latent(r["width"], r.get("latent_dim")) for r in runs if r["modality"] == mod):
+            ax.plot([], [], "x", color="0.6", label="narrower than the latent (not fitted)")
         ax.set(title=f"{mod}: IsoFLOP curves", xlabel="active parameters N", ylabel="held-out loss")
         ax.legend(fontsize=7)
     ax = axes[0][-1]
@@ -73,8 +81,11 @@ def plot(runs: list[dict], fits: dict, path: Path) -> None:
         bs = fits[mod]["budgets"]
         if bs:
             cs = np.array([float(b) for b in bs])
-            ax.plot(cs, [p["n_opt"] for p in bs.values()], "o-",
-                    label=f"{mod}: a={fits[mod].get('a', float('nan')):.2f}")
+            line, = ax.plot(cs, [p["n_opt"] for p in bs.values()], "-",
+                            label=f"{mod}: a={fits[mod].get('a', float('nan')):.2f}")
+            for c, q in zip(cs, bs.values()):   # hollow: the optimum lies off the grid (no estimate)
+                ax.plot(c, q["n_opt"], "o", color=line.get_color(),
+                        markerfacecolor=line.get_color() if q["bracketed"] else "none")
     ax.set(xscale="log", yscale="log", title="N_opt vs C", xlabel="FLOPs C", ylabel="N_opt")
     ax.legend(fontsize=7)
     fig.tight_layout()
