@@ -7,9 +7,10 @@ S = (R_text - R_img) / (R_text + R_img) per MoE layer and routed expert, on held
 (pretrain.analyze_experts): +1 a text-only expert, -1 a vision-only expert, 0 shared evenly.
 Outputs in out_dir (default <model_dir>/../experts): experts.png (heatmap layers x experts),
 experts.md, experts.json. A model of several datasets (a generalist) adds, from rows of each
-dataset alone: experts_by_task.md (per layer, each task's share R_t per expert and the tasks'
-Jensen-Shannon divergence), experts_by_task.png (S_t = (R_t - R_rest) / (R_t + R_rest), one panel
-per task) and experts.json["by_task"]; a model of one dataset writes none of them.
+dataset alone: experts_by_task.md (per layer, each task's share R_t per expert, the tasks'
+Jensen-Shannon divergence and its noise floor, the JS of a task against itself over split halves),
+experts_by_task.png (S_t = (R_t - R_rest) / (R_t + R_rest), one panel per task) and
+experts.json["by_task"]; a model of one dataset writes none of them.
 """
 from __future__ import annotations
 
@@ -75,15 +76,23 @@ def task_heatmap(by_task: dict, path: Path, title: str) -> None:
 
 
 def task_markdown(names: list[str], by_task: dict) -> str:
-    """Per layer: each task's share R_t of its vision assignments per expert (S_t in brackets)."""
+    """Per layer: the tasks' JS against its noise floor, then each task's share R_t of its vision assignments
+    per expert (S_t in brackets)."""
     shares, s, tasks = by_task["shares"], by_task["s"], by_task["tasks"]
+    js, floor = by_task["summary"], by_task["noise_floor"]
     E = shares.shape[2]
     lines = ["# Expert specialisation by task (vision tokens)", "",
              "R_t: share of task t's vision-token assignments routed to each expert; in brackets "
              "S_t = (R_t - R_rest) / (R_t + R_rest), R_rest the mean share of the other tasks. "
-             "JS: Jensen-Shannon divergence of the tasks' shares / log T (0 the same routing, 1 disjoint experts).", ""]
+             "JS: Jensen-Shannon divergence of the tasks' shares / log T (0 the same routing, 1 disjoint experts). "
+             "Noise floor: the mean over tasks of the JS between a task's even and odd rows / log 2, what JS reads "
+             "from sampling alone (each half has half the rows, so it errs high); a JS near it is noise.", "",
+             "| layer | JS between tasks | JS of a task against itself (split halves): the noise floor |",
+             "|---|---|---|"]
+    lines += [f"| {l} ({name}) | {js[l]:.3f} | {floor[l]:.3f} |" for l, name in enumerate(names)]
+    lines.append("")
     for l, name in enumerate(names):
-        lines += [f"## layer {l} ({name}): JS {by_task['summary'][l]:.3f}", "",
+        lines += [f"## layer {l} ({name}): JS {js[l]:.3f}, noise floor {floor[l]:.3f}", "",
                   "| task | " + " | ".join(f"e{i}" for i in range(E)) + " | vision tok |", "|---" * (E + 2) + "|"]
         lines += [f"| {task} | " + " | ".join(f"{r:.2f} ({v:+.2f})" for r, v in zip(shares[t, l], s[t, l]))
                   + f" | {by_task['counts'][t, l].sum():.0f} |" for t, task in enumerate(tasks)]
@@ -104,7 +113,7 @@ def run(cfg: AnalyzeConfig) -> None:
     task_paths = {"png": out / "experts_by_task.png", "md": out / "experts_by_task.md"}
     if by_task is not None:
         saved["by_task"] = {k: by_task[k] if k == "tasks" else by_task[k].tolist()
-                            for k in ("tasks", "counts", "shares", "s", "summary")}
+                            for k in ("tasks", "counts", "shares", "s", "summary", "noise_floor")}
         task_heatmap(by_task, task_paths["png"], f"S_t = (R_t - R_rest) / (R_t + R_rest), vision tokens\n"
                                                  f"{cfg.split} split, {cfg.rows} rows per task")
         task_paths["md"].write_text(task_markdown(names, by_task))
@@ -119,7 +128,8 @@ def run(cfg: AnalyzeConfig) -> None:
         print("  by task: none (one dataset in the mixture, or no episode sources)")
     else:
         print(f"  by task ({', '.join(by_task['tasks'])}): JS divergence of the tasks' routing per layer "
-              + ", ".join(f"{v:.3f}" for v in by_task["summary"]))
+              + ", ".join(f"{v:.3f}" for v in by_task["summary"]) + "; noise floor (a task against itself, "
+              + "split halves) " + ", ".join(f"{v:.3f}" for v in by_task["noise_floor"]))
         print(f"  heatmap {task_paths['png']}\n  table   {task_paths['md']}")
 
 

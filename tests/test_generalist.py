@@ -182,7 +182,8 @@ def test_benchmark_plans_each_task_of_the_model(generalist, tmp_path):
 
 def test_analyze_experts_reports_routing_by_task_from_each_dataset_alone(generalist, monkeypatch):
     """lw analyze-experts on the generalist: the text-vs-vision analysis on the mixture, then each task's vision
-    routing from rows of its own dataset alone: shares (T, L, E) summing to 1, S_t, a JS summary per layer."""
+    routing from rows of its own dataset alone: shares (T, L, E) summing to 1, S_t, a JS summary per layer and
+    its split-half noise floor."""
     import pretrain.analyze_experts as ae
     import pretrain.data.mixture as mixture
 
@@ -213,8 +214,12 @@ def test_analyze_experts_reports_routing_by_task_from_each_dataset_alone(general
     np.testing.assert_allclose(shares, counts / counts.sum(-1, keepdims=True))
     np.testing.assert_allclose(s, ae.task_specialisation(counts)["s"])
     assert np.array(by_task["summary"]).shape == (2,) and 0 <= min(by_task["summary"]) <= max(by_task["summary"]) <= 1
+    floor = np.array(by_task["noise_floor"])      # one value per MoE layer, from each task's even vs odd rows
+    assert floor.shape == (2,) and ((0 <= floor) & (floor <= 1)).all()
     table = (out / "experts_by_task.md").read_text()
     assert "## layer 1 (trunk.blocks.1.ffn)" in table and "| point_maze | " in table
+    assert "the noise floor |" in table
+    assert f"| 1 (trunk.blocks.1.ffn) | {by_task['summary'][1]:.3f} | {floor[1]:.3f} |" in table   # JS beside its floor
     assert (out / "experts_by_task.png").stat().st_size > 1000
 
 

@@ -164,6 +164,36 @@ def test_task_specialisation_score():
         task_specialisation(np.ones((1, 2, 4)))
 
 
+def test_split_half_noise_floor_separates_sampling_noise_from_task_routing():
+    """The floor: 0 for halves routed alike, the mean over tasks of their halves' JS / log 2; tasks routed alike
+    read at most the floor (it errs high: half the rows), tasks on disjoint experts far above it."""
+    from pretrain.analyze_experts import split_half_noise_floor, task_specialisation
+    rng = np.random.default_rng(0)
+
+    def routed_rows(p: list[float]) -> np.ndarray:        # 32 rows of 40 vision tokens routed by p, at 16 layers
+        return rng.multinomial(40, p, size=(32, 16))       # (rows, L, E): the layers are 16 independent repeats
+
+    def halves(*rows_per_task: np.ndarray) -> np.ndarray:  # (T, 2, L, E): even rows, odd rows
+        return np.stack([[r[0::2].sum(0), r[1::2].sum(0)] for r in rows_per_task])
+
+    same = np.array([[3, 1, 0, 4]])                       # (L=1, E=4)
+    np.testing.assert_allclose(split_half_noise_floor(np.stack([[same, same], [same, 2 * same]])), [0.0], atol=1e-12)
+    apart = [np.array([[2, 2, 0, 0]]), np.array([[0, 0, 1, 3]])]
+    floor = split_half_noise_floor(np.stack([[same, same], apart, [same, same]]))   # halves of 1 of 3 tasks disjoint
+    np.testing.assert_allclose(floor, [1 / 3])            # / log 2 per task, not / log T
+
+    alike = halves(routed_rows([0.4, 0.3, 0.2, 0.1]), routed_rows([0.4, 0.3, 0.2, 0.1]))
+    js, floor = task_specialisation(alike.sum(1))["summary"], split_half_noise_floor(alike)
+    assert floor.shape == (16,) and (floor < 0.01).all()
+    assert 0.1 * floor.mean() < js.mean() < floor.mean()  # pure sampling noise: near the floor, below on average
+    disjoint = halves(routed_rows([0.5, 0.5, 0, 0]), routed_rows([0, 0, 0.5, 0.5]))
+    js, floor = task_specialisation(disjoint.sum(1))["summary"], split_half_noise_floor(disjoint)
+    np.testing.assert_allclose(js, 1.0)
+    assert (js > 100 * floor).all()
+    with pytest.raises(ValueError, match="expected \\(tasks, 2, layers, experts\\)"):
+        split_half_noise_floor(np.ones((2, 3, 1, 4)))
+
+
 def test_init_from_fine_tunes_an_exported_model_and_refuses_another_architecture(world):
     """init_from: a new run starts from a model folder's weights (fine-tuning), records it in
     its export, and refuses a folder of another shape, naming what differs."""
