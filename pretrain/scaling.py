@@ -179,10 +179,10 @@ def settings_digest(cfg: ScalingConfig) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def run_key(cfg: ScalingConfig, modality: str, budget: float, width: int) -> dict[str, Any]:
-    """What makes two runs the same: the grid point and the settings. A finished run is reused only
-    when its key matches."""
-    return {"modality": modality, "budget": budget, "width": width, "settings": settings_digest(cfg)}
+def run_key(settings: str, modality: str, budget: float, width: int) -> dict[str, Any]:
+    """What makes two runs the same: the grid point and the settings (`settings_digest`). A finished
+    run is reused only when its key matches."""
+    return {"modality": modality, "budget": budget, "width": width, "settings": settings}
 
 
 def all_finished(cfg: ScalingConfig) -> list[dict[str, Any]]:
@@ -194,7 +194,7 @@ def all_finished(cfg: ScalingConfig) -> list[dict[str, Any]]:
 
 
 def load_finished(path: Path) -> list[dict[str, Any]]:
-    """The runs a killed sweep finished (one JSON object per line; a torn last line is dropped)."""
+    """The runs a killed sweep finished (one JSON object per line; a line torn by a kill is dropped)."""
     if not path.exists():
         return []
     done = []
@@ -216,7 +216,11 @@ def narrower_than_latent(width: int, latent_dim: int | None) -> bool:
 
 def append_line(path: Path, line: str) -> None:
     """Append one line, first ending a line torn by a kill so the new one stays whole."""
-    torn = path.exists() and path.stat().st_size > 0 and not path.read_bytes().endswith(b"\n")
+    torn = False
+    if path.exists() and path.stat().st_size > 0:
+        with path.open("rb") as f:   # the last byte alone: the file grows by a line per run
+            f.seek(-1, 2)
+            torn = f.read(1) != b"\n"
     with path.open("a") as f:
         f.write(("\n" if torn else "") + line + "\n")
 
@@ -228,12 +232,13 @@ def sweep(cfg: ScalingConfig, episodes=None, val_episodes=None, log=print) -> li
     out.mkdir(parents=True, exist_ok=True)
     finished_path = out / "runs.jsonl"
     finished = load_finished(finished_path)
+    settings = settings_digest(cfg)   # the same for every grid point
     runs = []
     cache: dict[str, Any] = {}
     for mod in cfg.modalities:
         for budget in cfg.budgets:
             for width in cfg.widths:
-                key = run_key(cfg, mod, budget, width)
+                key = run_key(settings, mod, budget, width)
                 old = next((r for r in finished if r.get("key") == key), None)
                 if old is not None:
                     runs.append(old)
