@@ -65,12 +65,13 @@ def run(cfg: EvalPredictionConfig) -> None:
     table = markdown_table(res, cfg.horizon)
     head = (f"# Prediction: {cfg.model} on {task}\n\n{cfg.episodes} held-out episodes (seeds "
             f"{cfg.seed}..{cfg.seed + cfg.episodes - 1}, policy {pol['policy']}), {tc} real context frames, "
-            f"open-loop horizon {cfg.horizon} ({cfg.imagine}), {result['sample_steps']} sample steps per frame. "
+            f"open-loop horizon {cfg.horizon} ({cfg.imagine}, window {result['window'] or 'all'}), "
+            f"{result['sample_steps']} sample steps per frame. "
             f"Means over episodes; shuffled actions = the model given another episode's actions (equal to "
             f"the model's own when it ignores actions); action gain = shuffled / model latent MSE (1.00: ignored); mean = the decoded mean latent (a blurry-mean predictor); "
             f"RAE = decode(encode(true frame)), the pixel ceiling.\n\n")
     (out / "prediction.md").write_text(head + table + "\n")
-    payload = {"config": to_dict(cfg), "task": task, "context_frames": tc, "policy": pol,
+    payload = {"config": to_dict(cfg), "task": task, "context_frames": tc, "window": result["window"], "policy": pol,
                "seconds": seconds, "per_step": res}
     (out / "prediction.json").write_text(json.dumps(payload, indent=2))
     plot(res, cfg.horizon, out / "prediction.png", f"{Path(cfg.model).name} on {task}: "

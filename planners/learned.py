@@ -44,6 +44,7 @@ class LearnedConfig:
     imagine: str = "auto"         # "rollout": frame by frame; "jump": only the final frame, in one jump
                                   # (models pretrained with data.max_jump >= H); "auto": jump when the model can
     context_frames: int | None = None  # context length fed to the model (None: the model's own)
+    window: int | None = None     # frames each imagined frame is conditioned on (0: all; None: the model's own)
     pad_context: bool = True      # fill a short context by repeating the first frame with zero actions
     shared_noise: bool = True     # common random numbers: all candidates of a model call share the sampling
                                   # noise, so the cost ranks their actions, not their noise draws
@@ -66,7 +67,7 @@ class LearnedModel:
             raise ValueError(f"horizon_cost={cfg.horizon_cost!r}, expected 'final' or 'mean'")
         self.imagination = Imagination(world, ImagineConfig(
             sample_steps=cfg.sample_steps, context_frames=cfg.context_frames, cfg_scale=cfg.cfg_scale,
-            shared_noise=cfg.shared_noise, imagine=cfg.imagine))
+            shared_noise=cfg.shared_noise, imagine=cfg.imagine, window=cfg.window))
         self.jump = self.imagination.jump
         if self.jump and cfg.horizon_cost != "final":
             raise ValueError(f"horizon_cost={cfg.horizon_cost!r} scores every imagined step, but a jump imagines only "

@@ -42,6 +42,7 @@ class EvalPredictionConfig:
     sample_seed: int = 0            # seed of the sampling noise
     batch: int = 64                 # episodes per batched model call
     imagine: str = "rollout"        # "rollout": frame by frame (as LearnedWorld-v0); "jump": step h in one jump
+    window: int | None = None       # rollout: frames each imagined frame sees (0: all; None: the model's)
     device: str | None = None       # None: cuda if available, else cpu
     out: str | None = None          # output folder; None: <model>/eval_prediction
 
@@ -89,11 +90,12 @@ def record_episodes(task_name: str, image_size: int, n: int, steps: int, seed: i
 IMAGINE = ("rollout", "jump")
 
 
-def imagine(world, ctx, ctx_actions, actions, steps: int | None, generator: torch.Generator, how: str):
+def imagine(world, ctx, ctx_actions, actions, steps: int | None, generator: torch.Generator, how: str,
+            window: int | None = None):
     """(b,H,N,C) predictions of the H steps: one rollout, or H jumps (step h from the first h actions).
-    `steps`: sample_steps (None: the world's)."""
+    `steps`: sample_steps, `window`: the rollout's window (None: the world's)."""
     if how == "rollout":
-        return world.rollout(ctx, ctx_actions, actions, sample_steps=steps, generator=generator)
+        return world.rollout(ctx, ctx_actions, actions, sample_steps=steps, generator=generator, window=window)
     return torch.cat([world.jump(ctx, ctx_actions, actions[:, :h + 1], sample_steps=steps, generator=generator)
                       for h in range(actions.shape[1])], 1)
 
@@ -101,7 +103,7 @@ def imagine(world, ctx, ctx_actions, actions, steps: int | None, generator: torc
 @torch.no_grad()
 def evaluate(world, frames: np.ndarray, actions: np.ndarray, tc: int, horizon: int,
              steps: int | None, generator: torch.Generator, batch: int = 64,
-             how: str = "rollout") -> dict[str, np.ndarray]:
+             how: str = "rollout", window: int | None = None) -> dict[str, np.ndarray]:
     """Per-episode, per-step metrics (E, H) for the model, copy-last and the RAE round trip, and
     the model's latent MSE with another episode's actions (`shuffled_latent_mse`; NaN for E = 1)."""
     from pretrain.image_metrics import psnr, ssim
@@ -125,11 +127,11 @@ def evaluate(world, frames: np.ndarray, actions: np.ndarray, tc: int, horizon: i
         z = z.reshape(b, tc + horizon, *z.shape[1:])            # (b,Tc+H,N,C)
         ctx, z_true = z[:, :tc], z[:, tc:]
         noise_state = generator.get_state()
-        z_pred = imagine(world, ctx, ac[:, :tc - 1], future[s:s + b], steps, generator, how)    # (b,H,N,C)
+        z_pred = imagine(world, ctx, ac[:, :tc - 1], future[s:s + b], steps, generator, how, window)    # (b,H,N,C)
         if E > 1:
             after = generator.get_state()
             generator.set_state(noise_state)          # the same sampling noise: only the actions differ
-            z_shuf = imagine(world, ctx, ac[:, :tc - 1], shuffled[s:s + b], steps, generator, how)
+            z_shuf = imagine(world, ctx, ac[:, :tc - 1], shuffled[s:s + b], steps, generator, how, window)
             generator.set_state(after)
             out["shuffled_latent_mse"][s:s + b] = (z_shuf - z_true).pow(2).flatten(2).mean(2).cpu().numpy()
         true = torch.as_tensor(fr[:, tc:tc + horizon], device=dev).permute(0, 1, 4, 2, 3).float() / 255
@@ -180,8 +182,9 @@ def predict(cfg: EvalPredictionConfig, log: Callable[[str], None] = print) -> di
     task = world.task
     tc = world.resolve_context_frames(cfg.context_frames)     # the world decides the defaults
     steps = world.resolve_sample_steps(cfg.sample_steps)
+    window = world.resolve_window(cfg.window)
     log(f"eval-prediction: {cfg.episodes} held-out {task} episodes (seeds {cfg.seed}..), "
-        f"{tc} context frames, horizon {cfg.horizon}, policy {cfg.policy}, device {device}")
+        f"{tc} context frames, window {window or 'all'}, horizon {cfg.horizon}, policy {cfg.policy}, device {device}")
     pol = {"policy": cfg.policy, "hold": cfg.hold}
     if cfg.policy == "collection":
         pol = covered_tasks(world.extras).get(task) or collection_policy(training_dataset(world.extras, task))
@@ -190,6 +193,6 @@ def predict(cfg: EvalPredictionConfig, log: Callable[[str], None] = print) -> di
     frames, actions = record_episodes(task, world.image_size, cfg.episodes, tc - 1 + cfg.horizon, cfg.seed, **pol)
     t1 = time.perf_counter()
     gen = torch.Generator(device=world.device).manual_seed(cfg.sample_seed)
-    per_ep = evaluate(world, frames, actions, tc, cfg.horizon, steps, gen, cfg.batch, cfg.imagine)
-    return {"task": task, "context_frames": tc, "sample_steps": steps, "policy": pol, "device": str(device),
+    per_ep = evaluate(world, frames, actions, tc, cfg.horizon, steps, gen, cfg.batch, cfg.imagine, window)
+    return {"task": task, "context_frames": tc, "window": window, "sample_steps": steps, "policy": pol, "device": str(device),
             "seconds": {"ground_truth": t1 - t0, "model": time.perf_counter() - t1}, "per_step": summarise(per_ep)}

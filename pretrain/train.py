@@ -571,8 +571,12 @@ class Trainer:
     def export_extra(self) -> dict[str, Any]:
         i = self.info
         # the simulator's defaults (worldmodel.world.EXTRA_KEYS; a single task's action scale is config.action_scale)
-        return {"image_size": i.image_size, "context_frames": self.cfg.data.context_frames,
-                "sample_steps": self.model_cfg.flow.sample_steps, "max_jump": self.cfg.data.max_jump,
+        d = self.cfg.data
+        # window: the longest history an action-video target had in training; a rollout conditions each
+        # imagined frame on no more than that (docs/EXPERIMENTS.md entry 38)
+        return {"image_size": i.image_size, "context_frames": d.context_frames,
+                "window": d.context_frames + d.predict_frames - 1,
+                "sample_steps": self.model_cfg.flow.sample_steps, "max_jump": d.max_jump,
                 "encoder_id": i.encoder_id, "dataset": self.cfg.data.dataset, "seq_len": self.cfg.data.seq_len, "train_steps": self.step,
                 "train_tokens": self.tokens_seen, "ema": self.ema is not None, "init_from": self.cfg.init_from,
                 **task_extras(self.cfg.data, i.tasks, i.action_scales)}

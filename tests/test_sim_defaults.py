@@ -1,5 +1,5 @@
-"""The simulator's defaults are decided once, by LatentWorld: a folder's exported `sample_steps` and
-`context_frames` reach the model the same way through LearnedWorld-v0, the planners and
+"""The simulator's defaults are decided once, by LatentWorld: a folder's exported `sample_steps`,
+`context_frames` and `window` reach the model the same way through LearnedWorld-v0, the planners and
 `lw eval-prediction`; `fit_context` is the one padding; the benchmark rows are a registry."""
 from __future__ import annotations
 
@@ -23,25 +23,25 @@ except ImportError:  # tests/ not importable as a package: pytest put tests/ its
 
 @pytest.fixture(scope="module")
 def folder3(tmp_path_factory):
-    """A tiny world folder that exports sample_steps=3 and context_frames=3 (its flow default is 25)."""
+    """A tiny world folder that exports sample_steps=3, context_frames=3 and window=2 (its flow default is 25)."""
     src = build_tiny_world(tmp_path_factory.getbasetemp() / "tiny_worlds", "embed")
     dst = tmp_path_factory.mktemp("defaults") / "world3"
     shutil.copytree(src, dst)
     meta = json.loads((dst / "config.json").read_text())
     assert meta["config"]["flow"]["sample_steps"] != 3
-    meta.update(sample_steps=3, context_frames=3)
+    meta.update(sample_steps=3, context_frames=3, window=2)
     (dst / "config.json").write_text(json.dumps(meta))
     return dst
 
 
 @pytest.fixture
 def calls(monkeypatch):
-    """The (steps, context length) of every predict_next_frames call, whoever makes it."""
+    """The (steps, context length, window) of every predict_next_frames call, whoever makes it."""
     seen: list[tuple] = []
     orig = Transfusion.predict_next_frames
 
     def spy(self, context, context_actions, actions, steps=None, **kw):
-        seen.append((steps, context.shape[1]))
+        seen.append((steps, context.shape[1], kw.get("window")))
         return orig(self, context, context_actions, actions, steps=steps, **kw)
 
     monkeypatch.setattr(Transfusion, "predict_next_frames", spy)
@@ -57,8 +57,12 @@ def test_world_resolves_the_folder_defaults(folder3, tmp_path):
             w.resolve_sample_steps(bad)
     with pytest.raises(ValueError, match="context_frames=0"):
         w.resolve_context_frames(0)
+    assert w.window == 2 and w.resolve_window(None) == 2 and w.resolve_window(0) == 0   # 0: the whole rollout
+    for bad in (-1, 1.5):
+        with pytest.raises(ValueError, match=f"window={bad}"):
+            w.resolve_window(bad)
     bare = LatentWorld(w.model, w.rae, {})   # a folder that exports nothing: the model's own
-    assert bare.sample_steps == w.model.cfg.flow.sample_steps and bare.context_frames == 2
+    assert bare.sample_steps == w.model.cfg.flow.sample_steps and bare.context_frames == 2 and bare.window == 0
     assert bare.action_scale == 0.2 and bare.action_bounds[0].tolist() == pytest.approx([-0.2, -0.2])
 
 
@@ -67,12 +71,12 @@ def test_env_planner_and_eval_prediction_follow_the_folder(folder3, calls, tmp_p
     env.reset(seed=0)
     env.step(np.zeros(2, np.float32))
     assert env.unwrapped.context()[0].shape[0] == 3
-    assert calls[-1] == (3, 3)
+    assert calls[-1] == (3, 3, 2)
     env.close()
     env = gym.make("LearnedWorld-v0", model=str(folder3), obs="latent", sample_steps=2, context_frames=1)
     env.reset(seed=0)
     env.step(np.zeros(2, np.float32))
-    assert calls[-1] == (2, 1)                                     # the caller's values win
+    assert calls[-1] == (2, 1, 2)                                  # the caller's values win
     env.close()
     with pytest.raises(TypeError, match="denoise_steps is now sample_steps"):
         gym.make("LearnedWorld-v0", model=str(folder3), denoise_steps=2)
@@ -82,18 +86,20 @@ def test_env_planner_and_eval_prediction_follow_the_folder(folder3, calls, tmp_p
 
     world = LatentWorld.from_pretrained(folder3)
     space = gym.spaces.Box(-np.float32(0.2), np.float32(0.2), (2,), np.float32)
+    model = LearnedModel(world, space, LearnedConfig(imagine="rollout", window=0))
+    assert model.imagination.window == 0                           # the caller's window wins
     model = LearnedModel(world, space, LearnedConfig(imagine="rollout"))
     assert model.observer().context == 3
     frame = np.random.default_rng(0).integers(0, 256, (1, IMAGE, IMAGE, 3), dtype=np.uint8)
     with torch.no_grad():
         model.rollout(PixelContext(frame, np.zeros((0, 2), np.float32)), torch.zeros(4, 2, 2))
-    assert calls[-1] == (3, 3)                                     # padded to the folder's 3 frames
+    assert calls[-1] == (3, 3, 2)                                     # padded to the folder's 3 frames
 
     from lw.eval_prediction import main
 
     out = tmp_path / "eval"
     assert main([f"model={folder3}", "episodes=2", "horizon=1", "batch=2", f"out={out}"]) == 0
-    assert calls[-1] == (3, 3) and json.loads((out / "prediction.json").read_text())["context_frames"] == 3
+    assert calls[-1] == (3, 3, 2) and json.loads((out / "prediction.json").read_text())["window"] == 2
 
 
 def test_fit_context_pads_at_rest_and_keeps_the_last_frames():

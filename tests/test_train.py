@@ -109,6 +109,7 @@ def test_losses_fall_and_export_loads(world):
     model = Transfusion.from_pretrained(run / "model")
     assert model.extra["task"] == "reacher" and model.cfg.action_scale == 0.2 and "action_scale" not in model.extra
     assert model.extra["context_frames"] == 2 and model.extra["image_size"] == IMG
+    assert model.extra["window"] == 2           # the longest history an action-video target had (2 + 1 - 1)
     assert model.extra["sample_steps"] == model.cfg.flow.sample_steps   # the simulator's default, exported
     assert model.extra["data_policy"] is None      # a dataset made without `lw collect` records no data policy
     assert "tasks" not in model.extra              # one dataset, one task: the single-task export, as ever

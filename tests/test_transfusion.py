@@ -189,20 +189,23 @@ def test_residual_prediction_adds_the_previous_frame():
 
 
 # -- KV-cached rollout == full recompute --------------------------------------------------------
-def reference_rollout(m, ctx, ctx_act, actions, steps, cfg_scale, generator, text=None):
-    """Recompute the whole training-layout sequence (pack_rows + full forward) at every Euler step."""
+def reference_rollout(m, ctx, ctx_act, actions, steps, cfg_scale, generator, text=None, window=0):
+    """Recompute the whole training-layout sequence (pack_rows + full forward) at every Euler step;
+    window k > 0: each step's document holds only the last k frames (given or predicted)."""
     B, Tc = ctx.shape[:2]
     preds = []
     for h in range(actions.shape[1]):
         docs = []
         for b in range(B):
+            frames = [ctx[b, i] for i in range(Tc)] + [p[b] for p in preds]
+            acts = [ctx_act[b, i] for i in range(Tc - 1)] + [actions[b, j] for j in range(h)]
+            k = min(window, len(frames)) if window else len(frames)
+            frames, acts = frames[-k:], acts[len(acts) - (k - 1):] if k > 1 else []
             segs = [Text(TOK.encode(text[b]), loss=False)] if text else []
-            for i in range(Tc):
-                segs.append(Frame(ctx[b, i], loss=False))
-                if i < Tc - 1:
-                    segs.append(Action(ctx_act[b, i]))
-            for j in range(h):
-                segs += [Action(actions[b, j]), Frame(preds[j][b], loss=False)]
+            for i, f in enumerate(frames):
+                segs.append(Frame(f, loss=False))
+                if i < k - 1:
+                    segs.append(Action(acts[i]))
             segs += [Action(actions[b, h]), Frame(torch.zeros(N, C), loss=True)]
             docs.append(Document(segs, ACTION_VIDEO))
         preds.append(sample_last_frame(m, docs, steps, cfg_scale, generator))
@@ -240,6 +243,51 @@ def test_kv_cache_rollout_equals_full_recompute(enc, pred, cfg_scale):
         ref = reference_rollout(m, ctx, ctx_act, act, 3, cfg_scale, torch.Generator().manual_seed(5))
     assert got.shape == (B, H, N, C)
     assert torch.allclose(got, ref, atol=1e-4), (got - ref).abs().max()
+
+
+@pytest.mark.parametrize("window", [1, 2, 3, 5])
+@pytest.mark.parametrize("text", [False, True])
+def test_windowed_rollout_equals_full_recompute_of_the_last_frames(window, text):
+    """window k: every imagined frame is predicted from a document of the last k frames, exactly as a
+    fresh rollout from them would (k >= Tc + H - 1 never restarts: the plain rollout)."""
+    enc = "text" if text else "embed"
+    m = model("moe", enc, "x", action_adaln=not text).eval()
+    B, Tc, H = 2, 2, 4
+    ctx, ctx_act, act = rnd(B, Tc, N, C, seed=1), rnd(B, Tc - 1, A, seed=2) * 0.3, rnd(B, H, A, seed=3) * 0.3
+    cmd = ["reach left", "go up"] if text else None
+    with torch.no_grad():
+        got = m.predict_next_frames(ctx, ctx_act, act, steps=2, generator=torch.Generator().manual_seed(5),
+                                    text=cmd, window=window)
+        ref = reference_rollout(m, ctx, ctx_act, act, 2, 1.0, torch.Generator().manual_seed(5), text=cmd,
+                                window=window)
+        whole = m.predict_next_frames(ctx, ctx_act, act, steps=2, generator=torch.Generator().manual_seed(5), text=cmd)
+    assert torch.allclose(got, ref, atol=1e-4), (got - ref).abs().max()
+    first_restart = max(0, window - Tc + 1)           # the step whose history first exceeds the window
+    assert torch.allclose(got[:, :first_restart], whole[:, :first_restart], atol=1e-5)
+    if first_restart < H:              # a restart happened: the later frames differ from the whole-history ones
+        assert not torch.allclose(got[:, -1], whole[:, -1], atol=1e-4)
+    else:
+        assert torch.allclose(got, whole, atol=1e-5)
+
+
+def test_windowed_rollout_from_a_shared_prefix_equals_one_context_per_row():
+    """Candidates continuing one prefilled context (the planner's call) imagine what each would with the
+    context repeated per row: the window re-reads the prefix's committed frames and actions."""
+    m = model("moe", "embed", "x", action_adaln=True).eval()
+    Tc, H, r = 2, 4, 3
+    ctx, ctx_act, act = rnd(1, Tc, N, C, seed=1), rnd(1, Tc - 1, A, seed=2) * 0.3, rnd(r, H, A, seed=3) * 0.3
+    with torch.no_grad():
+        prefix = m.prefill(ctx, ctx_act)
+        shared = m.predict_next_frames(prefix, None, act, steps=1, shared_noise=True, window=2,
+                                       generator=torch.Generator().manual_seed(5))
+        again = m.predict_next_frames(prefix, None, act, steps=1, shared_noise=True, window=2,
+                                      generator=torch.Generator().manual_seed(5))
+        rows = m.predict_next_frames(ctx.expand(r, -1, -1, -1), ctx_act.expand(r, -1, -1), act, steps=1,
+                                     shared_noise=True, window=2, generator=torch.Generator().manual_seed(5))
+    assert torch.allclose(shared, rows, atol=1e-5), (shared - rows).abs().max()
+    assert torch.equal(shared, again)                  # the prefix is not written into
+    with pytest.raises(ValueError, match="window=-1"):
+        m.predict_next_frames(ctx, ctx_act, act[:1], window=-1)
 
 
 @pytest.mark.parametrize("cfg_scale", [1.0, 2.5])

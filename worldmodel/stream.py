@@ -48,18 +48,24 @@ class KVStream:
 
 class ContextPrefix:
     """A rollout context already in a KV cache (`Transfusion.prefill`): the stream, the builder
-    positioned after it, the last context frame as committed and its time. `continued(r)` gives
+    positioned after it, the context frames as committed (Bc, Tc, N, C) and their actions
+    (Bc, Tc-1, A) (a windowed rollout re-reads them), and the frames' time. `continued(r)` gives
     each of its rows r continuations, on a copy (the prefix stays reusable)."""
 
-    def __init__(self, stream: KVStream, builder: SequenceBuilder, last: Tensor, t_clean: float):
-        self.stream, self.builder, self.last, self.t_clean = stream, builder, last, t_clean
+    def __init__(self, stream: KVStream, builder: SequenceBuilder, frames: Tensor, actions: Tensor, t_clean: float):
+        self.stream, self.builder, self.frames, self.actions, self.t_clean = stream, builder, frames, actions, t_clean
+
+    @property
+    def last(self) -> Tensor:
+        return self.frames[:, -1]
 
     @property
     def rows(self) -> int:
         return self.builder.B
 
     def continued(self, r: int, copy: bool = True) -> tuple[SequenceBuilder, KVStream, Tensor, float]:
-        """(builder, stream, last, t_clean) for rows * r rows; copy=False may reuse this prefix's state."""
+        """(builder, stream, last, t_clean) for rows * r rows; copy=False may reuse this prefix's state.
+        (The context frames and actions for those rows: `frames.repeat_interleave(r, 0)`.)"""
         sb = SequenceBuilder.__new__(SequenceBuilder)
         sb.__dict__.update(self.builder.__dict__)
         sb._parts, sb._pending = [], []

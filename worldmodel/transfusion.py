@@ -473,18 +473,19 @@ class Transfusion(nn.Module):
     def _context_stream(self, context: Tensor, context_actions: Tensor, text: list[str] | None,
                         context_noise: float, generator: torch.Generator | None) -> tuple[SequenceBuilder, Tensor]:
         """[text][frame0][act0][frame1]...[frame_{Tc-1}] in a builder (not yet run), and the
-        last context frame as committed (B, N, C)."""
+        context frames as committed (B, Tc, N, C) (noised when context_noise > 0)."""
         B, Tc = context.shape[:2]
         sb = SequenceBuilder(self.cfg, B, device=self.device, dtype=context.dtype)
         sb.new_document(ACTION_VIDEO)
         if text is not None:
             sb.text([self.tokenizer.encode(s) for s in text], loss=False)
+        committed = []
         for i in range(Tc):
-            last = self._noised(context[:, i].to(self.device), context_noise, generator)  # as committed
-            sb.frame(last, loss=False)
+            committed.append(self._noised(context[:, i].to(self.device), context_noise, generator))
+            sb.frame(committed[-1], loss=False)
             if i < Tc - 1:
                 sb.action(context_actions[:, i].to(self.device))
-        return sb, last
+        return sb, torch.stack(committed, 1)
 
     @torch.no_grad()
     def prefill(self, context: Tensor, context_actions: Tensor, text: list[str] | None = None,
@@ -495,38 +496,46 @@ class Transfusion(nn.Module):
         (no autograd through the cache); context_noise is drawn here, once for all those calls."""
         no_actions = context_actions.new_zeros(context.shape[0], 0, self.cfg.action_dim)
         self._check_rollout(context, context_actions, no_actions, text)
-        sb, last = self._context_stream(context, context_actions, text, context_noise, generator)
+        sb, frames = self._context_stream(context, context_actions, text, context_noise, generator)
         stream = KVStream(self.cfg.n_layers)
         self._commit(stream, sb.take(), 1.0 - context_noise)
-        return ContextPrefix(stream, sb, last, 1.0 - context_noise)
+        return ContextPrefix(stream, sb, frames, context_actions.to(self.device), 1.0 - context_noise)
 
     def _start(self, context: Tensor | ContextPrefix, context_actions: Tensor | None, actions: Tensor,
-               text: list[str] | None, context_noise: float, generator) -> tuple[SequenceBuilder, KVStream, Tensor, float]:
-        """(builder, stream, last committed context frame, its time) for the B = actions.shape[0] rows.
-        Bc < B contexts (row i continues context i // (B // Bc)) are committed once, at Bc rows, and
-        their KV cache is shared; a ContextPrefix brings that cache ready. Bc == B: the context
-        goes into the first step's forward."""
+               text: list[str] | None, context_noise: float, generator
+               ) -> tuple[SequenceBuilder, KVStream, Tensor, Tensor, float]:
+        """(builder, stream, context frames as committed (B, Tc, N, C), their actions (B, Tc-1, A),
+        their time) for the B = actions.shape[0] rows. Bc < B contexts (row i continues context
+        i // (B // Bc)) are committed once, at Bc rows, and their KV cache is shared; a
+        ContextPrefix brings that cache ready. Bc == B: the context goes into the first step's forward."""
         B = actions.shape[0]
         if isinstance(context, ContextPrefix):
             if actions.dim() != 3 or actions.shape[2] != self.cfg.action_dim or B % context.rows:
                 raise ValueError(f"actions have shape {tuple(actions.shape)}, expected (B, H, {self.cfg.action_dim}) "
                                  f"with B a multiple of the prefix's {context.rows} contexts")
-            return context.continued(B // context.rows)
-        self._check_rollout(context, context_actions, actions, text)
-        if context_noise > 0 and context.shape[0] != B and not isinstance(generator, (torch.Generator, type(None))):
-            raise ValueError("context_noise with shared contexts needs one generator (or none), not one per row")
-        t_clean = 1.0 - context_noise
-        sb, last = self._context_stream(context, context_actions, text, context_noise, generator)
-        stream = KVStream(self.cfg.n_layers)
-        if context.shape[0] == B:
-            return sb, stream, last, t_clean
-        self._commit(stream, sb.take(), t_clean)
-        return ContextPrefix(stream, sb, last, t_clean).continued(B // context.shape[0], copy=False)
+            prefix = context
+        else:
+            self._check_rollout(context, context_actions, actions, text)
+            if context_noise > 0 and context.shape[0] != B and not isinstance(generator, (torch.Generator, type(None))):
+                raise ValueError("context_noise with shared contexts needs one generator (or none), not one per row")
+            t_clean = 1.0 - context_noise
+            sb, frames = self._context_stream(context, context_actions, text, context_noise, generator)
+            stream = KVStream(self.cfg.n_layers)
+            if context.shape[0] == B:
+                return sb, stream, frames, context_actions.to(self.device), t_clean
+            self._commit(stream, sb.take(), t_clean)
+            prefix = ContextPrefix(stream, sb, frames, context_actions.to(self.device), t_clean)
+        r = B // prefix.rows
+        sb, stream, _, t_clean = prefix.continued(r, copy=prefix is context)
+        frames, acts = (prefix.frames, prefix.actions) if r == 1 else \
+            (prefix.frames.repeat_interleave(r, 0), prefix.actions.repeat_interleave(r, 0))
+        return sb, stream, frames, acts, t_clean
 
     def predict_next_frames(self, context: Tensor, context_actions: Tensor, actions: Tensor,
                             steps: int | None = None, cfg_scale: float = 1.0,
                             generator: torch.Generator | None = None, text: list[str] | None = None,
-                            context_noise: float = 0.0, shared_noise: bool = False) -> Tensor:
+                            context_noise: float = 0.0, shared_noise: bool = False,
+                            window: int = 0) -> Tensor:
         """Roll the world forward: (Bc, Tc, N, C) context, (Bc, Tc-1, A) its actions, (B, H, A)
         actions -> (B, H, N, C) predicted latent frames. B is a multiple of Bc: row i continues
         context i // (B // Bc), whose KV cache is computed once and shared (the candidates of one
@@ -541,23 +550,47 @@ class Transfusion(nn.Module):
         context frame (given and predicted), with t = 1 - sigma, as in training. shared_noise:
         every row samples from the same noise, so rows differ only by their inputs (a planner
         comparing candidates). text: one command per context row.
+
+        window: 0 conditions each frame on everything before it. k > 0 conditions each frame on
+        the last k frames only (given or predicted) and the actions between them: once the stream
+        would hold more, the next frame starts a new stream from those k frames. A model trained on
+        documents of a few frames predicts a frame after a longer history worse than one after the
+        history it was trained on (docs/EXPERIMENTS.md entry 38); the window keeps a long rollout
+        inside that range.
         """
-        sb, stream, last, t_clean = self._start(context, context_actions, actions, text, context_noise, generator)
+        if window < 0:
+            raise ValueError(f"window={window}, expected 0 (the whole history) or a number of frames >= 1")
+        sb, stream, frames, acts, t_clean = self._start(context, context_actions, actions, text, context_noise, generator)
+        last = frames[:, -1]
         if actions.shape[1] == 0:
             return last.new_zeros(actions.shape[0], 0, *last.shape[1:])
+        B = actions.shape[0]
+        if window and text is not None:
+            text = [s for s in text for _ in range(B // len(text))]      # one command per row
+        history_f, history_a = list(frames.unbind(1)), list(acts.unbind(1))
         stream.cache.headroom = actions.shape[1] * (self.cfg.frame_tokens + 3)   # per step: frame, <eoi>, action, <boi>
         out = []
         for h in range(actions.shape[1]):
-            sb.action(actions[:, h].to(self.device))
+            a = actions[:, h].to(self.device)
+            if window and len(history_f) > window:       # restart from the last `window` frames
+                kept_a = history_a[len(history_a) - window + 1:] if window > 1 else []
+                sb, _ = self._context_stream(torch.stack(history_f[-window:], 1),
+                                             torch.stack(kept_a, 1) if kept_a else a.new_zeros(B, 0, a.shape[1]),
+                                             text, 0.0, None)
+                stream = KVStream(self.cfg.n_layers)
+            sb.action(a)
             sb.begin_frame()
             pending = sb.take()                          # context / last frame + action + <boi>
             sb.frame_tokens(torch.zeros_like(last), noisy=True)
-            x = self._sample_frame(stream, sb.take(), last, steps, cfg_scale, generator, actions[:, h].to(self.device),
+            x = self._sample_frame(stream, sb.take(), last, steps, cfg_scale, generator, a,
                                    shared_noise, pending=pending, t_pending=t_clean)
             out.append(x)
             last = self._noised(x, context_noise, generator)
             sb.frame_tokens(last, noisy=False)
             sb.end_frame()
+            if window:
+                history_f.append(last)
+                history_a.append(a)
         return torch.stack(out, 1)
 
     def predict_frame_after(self, context: Tensor, context_actions: Tensor, actions: Tensor,
@@ -577,7 +610,8 @@ class Transfusion(nn.Module):
         if self._uses_frame_action:
             raise ValueError("the direct action input and AdaLN take one action per frame; a jump needs a model "
                              "with direct_action=false and action_adaln=false")
-        sb, stream, last, _ = self._start(context, context_actions, actions, text, 0.0, generator)
+        sb, stream, frames, _, _ = self._start(context, context_actions, actions, text, 0.0, generator)
+        last = frames[:, -1]
         for h in range(actions.shape[1]):
             sb.action(actions[:, h].to(self.device))
         sb.begin_frame()

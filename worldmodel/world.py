@@ -46,7 +46,7 @@ from .tasks import covered_tasks, model_actions, select_task, task_action_scale 
 # Extra fields the trainer writes into a world-model folder's config.json (a single-task model's action
 # scale is the model config's `action_scale`); a model of several tasks has `tasks` instead of `task`,
 # and `action_scales` {task: scale}, each task's action bound (`task_action_scale`).
-EXTRA_KEYS = ("task", "tasks", "action_scales", "image_size", "context_frames", "sample_steps", "max_jump")
+EXTRA_KEYS = ("task", "tasks", "action_scales", "image_size", "context_frames", "sample_steps", "max_jump", "window")
 
 
 class LatentWorld:
@@ -159,6 +159,19 @@ class LatentWorld:
         v = self.extras.get("sample_steps")
         return int(v) if v is not None else int(self.model.cfg.flow.sample_steps)
 
+    @property
+    def window(self) -> int:
+        """Frames each imagined frame is conditioned on (`Transfusion.predict_next_frames`): the
+        folder's `window`, else 0 (the whole rollout)."""
+        v = self.extras.get("window")
+        return int(v) if v is not None else 0
+
+    def resolve_window(self, window: int | None = None) -> int:
+        v = self.window if window is None else window
+        if isinstance(v, bool) or int(v) != v or int(v) < 0:
+            raise ValueError(f"window={window!r}, expected an int >= 0 (0: the whole rollout; None: the model's {self.window})")
+        return int(v)
+
     def resolve_context_frames(self, context_frames: int | None = None) -> int:
         return resolve_count("context_frames", context_frames, self.context_frames)
 
@@ -231,7 +244,7 @@ class LatentWorld:
                 actions: np.ndarray | Tensor, sample_steps: int | None = None, pixels: bool = False,
                 text: str | Sequence[str] | None = None, cfg_scale: float = 1.0,
                 generator: torch.Generator | None = None,
-                shared_noise: bool = False) -> Tensor | tuple[Tensor, np.ndarray]:
+                shared_noise: bool = False, window: int | None = None) -> Tensor | tuple[Tensor, np.ndarray]:
         """Imagine H frames for a batch of action sequences in one batched model call.
 
         context_latents (B,Tc,N,C), context_actions (B,Tc-1,A) (the actions between the
@@ -244,7 +257,8 @@ class LatentWorld:
         `shared_noise`: all rows sample from one noise draw (common random numbers), so their
         predictions differ only through their actions and contexts. `generator`: one for the
         batch, or a list of B (row i's noise from generator i alone: B envs stepped together
-        imagine what each would alone, see `flow.randn`).
+        imagine what each would alone, see `flow.randn`). `window`: frames each imagined frame
+        is conditioned on (0: all before it; None: `self.window`).
         """
         ctx, ctx_a, act = self._inputs(context_latents, context_actions, actions)
         if text is not None:
@@ -256,8 +270,9 @@ class LatentWorld:
                                  f"{getattr(self.model.cfg, 'action_encoding', None)!r}")
         self.n_calls += 1
         steps = self.resolve_sample_steps(sample_steps)
-        z = self.model.predict_next_frames(ctx, ctx_a, act, steps=steps, cfg_scale=cfg_scale,
-                                           generator=generator, text=text, shared_noise=shared_noise)  # (B,H,N,C)
+        z = self.model.predict_next_frames(ctx, ctx_a, act, steps=steps, cfg_scale=cfg_scale, generator=generator,
+                                           text=text, shared_noise=shared_noise,
+                                           window=self.resolve_window(window))                 # (B,H,N,C)
         if not pixels:
             return z
         return z, self.decode(z)
@@ -323,6 +338,7 @@ class ImagineConfig:
     shared_noise: bool = False         # common random numbers across the rows of one call
     imagine: str = "rollout"           # "rollout": frame by frame; "jump": only the final frame, in one
                                        # jump (models pretrained with data.max_jump >= H); "auto": jump when it can
+    window: int | None = None          # frames each imagined frame is conditioned on (0: all; None: world.window)
 
 
 class Imagination:
@@ -342,6 +358,8 @@ class Imagination:
             raise ValueError(f"imagine={cfg.imagine!r}, expected one of {IMAGINE}")
         self.context_frames = world.resolve_context_frames(cfg.context_frames)
         self.sample_steps = world.resolve_sample_steps(cfg.sample_steps)
+        # a world without a window (JEPAWorld: a deterministic predictor of the last frames) has none to pick
+        self.window = world.resolve_window(cfg.window) if hasattr(world, "resolve_window") else None
         self.jump = cfg.imagine == "jump" or (cfg.imagine == "auto" and world.max_jump > 1)
 
     def fit_context(self, latents: Tensor, actions: Tensor | None) -> tuple[Tensor, Tensor]:
@@ -376,6 +394,8 @@ class Imagination:
                 raise ValueError("a jump imagines latents without a language command; use imagine='rollout'")
             return self.world.jump(context, context_actions, actions, **kw)
         extra = {"pixels": True} if pixels else {}
+        if self.window is not None:
+            extra["window"] = self.window
         if text is not None:
             extra["text"] = text
         return self.world.rollout(context, context_actions, actions, **kw, **extra)
