@@ -179,3 +179,22 @@ def test_generalist_small_matches_its_recipe_and_serves_each_task():
         assert find_graph(folder, "reacher") is None
         graph = LandmarkGraph.from_pretrained(find_graph(folder, "point_maze"))
         assert graph.fingerprint == fingerprint and graph.meta["task"] == "point_maze"
+
+
+RECIPES = {"reacher-tiny": "reacher_jepa", "point_maze-tiny": "point_maze_jepa", "pusht-small": "pusht_jepa",
+           "dmc_reacher-tiny": "dmc_reacher_jepa", "generalist-small": "generalist_small_stage2"}
+
+
+@pytest.mark.parametrize("name", sorted(RECIPES))
+def test_shipped_models_roll_out_within_the_history_they_were_trained_on(name):
+    """Each folder's `window` is the longest history an action-video target had in its recipe
+    (context + predicted frames - 1), and LatentWorld rolls out with it (docs/EXPERIMENTS.md entry 38)."""
+    from worldmodel.world import LatentWorld
+
+    folder = ROOT / "checkpoints" / name
+    if not (folder / "config.json").is_file():
+        pytest.skip(f"{name} not present")
+    recipe = compose(TrainConfig, "pretrain", [f"experiment={RECIPES[name]}"])
+    meta = json.loads((folder / "config.json").read_text())
+    assert meta["window"] == recipe.data.context_frames + recipe.data.predict_frames - 1
+    assert LatentWorld.from_pretrained(folder).window == meta["window"]
