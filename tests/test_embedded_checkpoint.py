@@ -115,35 +115,38 @@ def test_point_maze_landmark_graphs_belong_to_their_encoders():
 PT = ROOT / "checkpoints" / "pusht-small"
 
 
+GEN = ROOT / "checkpoints" / "generalist-small"
+GEN_SCALES = {"reacher": 0.2, "point_maze": 1.0, "pusht": 0.5, "dmc_reacher": 1.0}
+
+
 @pytest.mark.skipif(not (PT / "config.json").is_file(), reason="pusht checkpoint not present")
 def test_pusht_small_matches_its_recipe_and_loads():
-    """checkpoints/pusht-small is `lw pretrain experiment=pusht_jepa` on its shipped jepa/ latent (RECIPE.md)."""
+    """checkpoints/pusht-small is `lw pretrain experiment=pusht_from_generalist`: the generalist fine-tuned on
+    PushT alone, on the generalist's shared jepa/ latent (RECIPE.md)."""
     import torch
 
     from worldmodel.jepa import JEPAWorld
 
-    recipe = compose(TrainConfig, "pretrain", ["experiment=pusht_jepa"])
+    recipe = compose(TrainConfig, "pretrain", ["experiment=pusht_from_generalist"])
     meta = json.loads((PT / "config.json").read_text())
     want = json.loads(json.dumps({k: v for k, v in asdict(recipe.model).items() if k not in DATA_DERIVED}))
     loaded = ModelConfig.from_dict(meta["config"]).to_dict()
     assert {k: v for k, v in loaded.items() if k in want} == want
-    assert meta["train_steps"] == recipe.steps and meta["task"] == "pusht"
+    assert meta["train_steps"] == recipe.steps and meta["task"] == "pusht" and meta["init_from"] == recipe.init_from
     assert meta["seq_len"] == recipe.data.seq_len and meta["context_frames"] == recipe.data.context_frames
     assert meta["config"]["action_scale"] == 0.5 and meta["sample_steps"] == recipe.model.flow.sample_steps
+    assert meta["data_policy"]["mixture"]["scripted"] == 0.6        # the anchors' goals come from its data policy
     rae = json.loads((PT / "rae" / "config.json").read_text())
     assert meta["config"]["latent_dim"] == rae["latent_dim"] and meta["config"]["frame_grid"] == rae["grid"]
     assert rae["encoder_id"] == "jepa" and meta["config"]["action_adaln"] is True
-    assert "lw pretrain experiment=pusht_jepa" in (PT / "RECIPE.md").read_text()
+    assert "lw pretrain experiment=pusht_from_generalist" in (PT / "RECIPE.md").read_text()
     world = load_shipped(PT)
     assert world.image_size == 64 and world.action_bounds[1].tolist() == pytest.approx([0.5, 0.5])
-    jepa = JEPAWorld.from_pretrained(PT / "jepa")
-    assert jepa.extras["task"] == "pusht"
+    jepa = JEPAWorld.from_pretrained(PT / "jepa").for_task("pusht")   # the generalist's JEPA, run on pusht
+    assert jepa.task == "pusht" and jepa.extras["action_scales"]["pusht"] == 0.5
+    assert (PT / "rae" / "model.safetensors").read_bytes() == (GEN / "rae" / "model.safetensors").read_bytes()
     frames = torch.randint(0, 256, (4, 64, 64, 3), dtype=torch.uint8)
     torch.testing.assert_close(world.encode_frames(frames), world.rae.normalize(jepa.encode_frames(frames)))
-
-
-GEN = ROOT / "checkpoints" / "generalist-small"
-GEN_SCALES = {"reacher": 0.2, "point_maze": 1.0, "pusht": 0.5, "dmc_reacher": 1.0}
 
 
 @pytest.mark.skipif(not (GEN / "config.json").is_file(), reason="generalist checkpoint not present")
@@ -181,7 +184,7 @@ def test_generalist_small_matches_its_recipe_and_serves_each_task():
         assert graph.fingerprint == fingerprint and graph.meta["task"] == "point_maze"
 
 
-RECIPES = {"reacher-tiny": "reacher_jepa", "point_maze-tiny": "point_maze_jepa", "pusht-small": "pusht_jepa",
+RECIPES = {"reacher-tiny": "reacher_jepa", "point_maze-tiny": "point_maze_jepa", "pusht-small": "pusht_from_generalist",
            "dmc_reacher-tiny": "dmc_reacher_jepa", "generalist-small": "generalist_small_stage2"}
 
 
