@@ -123,6 +123,8 @@ def main() -> None:
     p.add_argument("--batches", default="1,2,4,8,16,32,64,128,256")
     p.add_argument("--horizon", type=int, default=5, help="imagined steps per rollout")
     p.add_argument("--sample-steps", type=int, default=None, help="Euler steps per frame (default: the model's)")
+    p.add_argument("--window", type=int, default=None,
+                   help="frames each imagined frame sees (0: the whole rollout; default: the model's)")
     p.add_argument("--min-seconds", type=float, default=2.0, help="timing per batch size")
     p.add_argument("--mujoco-steps", type=int, default=200, help="MuJoCo steps timed after each batch size")
     p.add_argument("--device", default=None)
@@ -145,9 +147,10 @@ def main() -> None:
     world = world.for_task(args.task)             # the model's task, or --task (one of a generalist's tasks)
     task_name = world.task
     steps = world.resolve_sample_steps(args.sample_steps)
+    window = world.resolve_window(args.window)
     n_params = sum(p.numel() for p in world.model.parameters())
     print(f"rollout bench: {source} ({n_params / 1e6:.2f}M params, {world.tokens} tokens x {world.latent_dim}), "
-          f"task {task_name}, horizon {args.horizon}, {steps} sample steps, device {device}, "
+          f"task {task_name}, horizon {args.horizon}, {steps} sample steps, window {window or 'all'}, device {device}, "
           f"torch threads {torch.get_num_threads()}")
 
     clock = MujocoClock(task_name, world.image_size)
@@ -172,10 +175,11 @@ def main() -> None:
             ctx = ctx1 if mode == "shared" else ctx1.expand(B, *ctx1.shape[1:]).contiguous()
             ctx_a = torch.zeros(ctx.shape[0], ctx.shape[1] - 1, world.action_dim, device=world.device)
             with torch.no_grad():
-                t_lat = time_it(lambda: world.rollout(ctx, ctx_a, acts, sample_steps=steps, generator=gen),
+                t_lat = time_it(lambda: world.rollout(ctx, ctx_a, acts, sample_steps=steps, generator=gen,
+                                                      window=window),
                                 args.min_seconds)
                 t_pix = time_it(lambda: world.rollout(ctx, ctx_a, acts, sample_steps=steps, pixels=True,
-                                                      generator=gen), args.min_seconds)
+                                                      generator=gen, window=window), args.min_seconds)
             # MuJoCo timed right after each measurement: a shared machine's load drifts, and each
             # ratio should compare the two under the same conditions.
             gt = clock.fps(args.mujoco_steps)
@@ -192,7 +196,8 @@ def main() -> None:
         acts = torch.as_tensor(np.random.default_rng(B).uniform(lo, hi, (B, args.horizon, len(lo))),
                                dtype=torch.float32, device=world.device)
         ctx_a = torch.zeros(1, ctx1.shape[1] - 1, world.action_dim, device=world.device)
-        profile = profile_rollout(lambda: world.rollout(ctx1, ctx_a, acts, sample_steps=steps), B * args.horizon,
+        profile = profile_rollout(lambda: world.rollout(ctx1, ctx_a, acts, sample_steps=steps, window=window),
+                                  B * args.horizon,
                                   clock.fps(args.mujoco_steps))
     clock.task.close()
 
@@ -208,10 +213,12 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({
         "model": source, "params": n_params, "task": task_name, "horizon": args.horizon, "sample_steps": steps,
+        "window": window,
         "device": device, "torch_threads": torch.get_num_threads(), "machine": platform.platform(),
         "cpu": platform.processor() or platform.machine(), "mujoco_fps": gt, "rows": rows,
         "profile": profile}, indent=2))
-    out.with_suffix(".md").write_text(f"{source}, horizon {args.horizon}, {steps} sample steps, {device}, "
+    out.with_suffix(".md").write_text(f"{source}, horizon {args.horizon}, {steps} sample steps, "
+                                      f"window {window or 'all'}, {device}, "
                                       f"{torch.get_num_threads()} torch threads; MuJoCo step+render median "
                                       f"{gt:.1f} frames/s\n\n{table}\n")
     print(f"wrote {out} and {out.with_suffix('.md')}")

@@ -560,7 +560,8 @@ class Transfusion(nn.Module):
         """
         if window < 0:
             raise ValueError(f"window={window}, expected 0 (the whole history) or a number of frames >= 1")
-        sb, stream, frames, acts, t_clean = self._start(context, context_actions, actions, text, context_noise, generator)
+        sb, stream, frames, acts, t_clean = self._start(context, context_actions, actions, text, context_noise,
+                                                        generator)
         last = frames[:, -1]
         if actions.shape[1] == 0:
             return last.new_zeros(actions.shape[0], 0, *last.shape[1:])

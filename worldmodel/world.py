@@ -169,7 +169,8 @@ class LatentWorld:
     def resolve_window(self, window: int | None = None) -> int:
         v = self.window if window is None else window
         if isinstance(v, bool) or int(v) != v or int(v) < 0:
-            raise ValueError(f"window={window!r}, expected an int >= 0 (0: the whole rollout; None: the model's {self.window})")
+            raise ValueError(f"window={window!r}, expected an int >= 0 "
+                             f"(0: the whole rollout; None: the model's {self.window})")
         return int(v)
 
     def resolve_context_frames(self, context_frames: int | None = None) -> int:
