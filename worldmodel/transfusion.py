@@ -551,12 +551,14 @@ class Transfusion(nn.Module):
         every row samples from the same noise, so rows differ only by their inputs (a planner
         comparing candidates). text: one command per context row.
 
-        window: 0 conditions each frame on everything before it. k > 0 conditions each frame on
-        the last k frames only (given or predicted) and the actions between them: once the stream
-        would hold more, the next frame starts a new stream from those k frames. A model trained on
-        documents of a few frames predicts a frame after a longer history worse than one after the
-        history it was trained on (docs/EXPERIMENTS.md entry 38); the window keeps a long rollout
-        inside that range.
+        window: 0 conditions each frame on everything before it. k > 0: no frame sees more than the
+        last k frames (given or predicted). Once the stream would hold more, the next frame starts a
+        new stream from the last min(Tc, k - 1) frames (at least 1) and the actions between them, so
+        a long rollout becomes a chain of documents shaped as the context it was given followed by
+        imagined frames. A model trained on documents of a few frames predicts a frame after a
+        longer history worse than one after the history it was trained on (docs/EXPERIMENTS.md
+        entry 38); with k = context + predicted frames - 1 every document of the chain has the
+        shape of a training document.
         """
         if window < 0:
             raise ValueError(f"window={window}, expected 0 (the whole history) or a number of frames >= 1")
@@ -568,17 +570,19 @@ class Transfusion(nn.Module):
         B = actions.shape[0]
         if window and text is not None:
             text = [s for s in text for _ in range(B // len(text))]      # one command per row
+        keep = max(1, min(frames.shape[1], window - 1))     # frames a restarted stream begins with
         history_f, history_a = list(frames.unbind(1)), list(acts.unbind(1))
+        in_stream = frames.shape[1]                         # frames the current stream holds
         stream.cache.headroom = actions.shape[1] * (self.cfg.frame_tokens + 3)   # per step: frame, <eoi>, action, <boi>
         out = []
         for h in range(actions.shape[1]):
             a = actions[:, h].to(self.device)
-            if window and len(history_f) > window:       # restart from the last `window` frames
-                kept_a = history_a[len(history_a) - window + 1:] if window > 1 else []
-                sb, _ = self._context_stream(torch.stack(history_f[-window:], 1),
+            if window and in_stream > window:            # restart from the last `keep` frames
+                kept_a = history_a[len(history_a) - keep + 1:] if keep > 1 else []
+                sb, _ = self._context_stream(torch.stack(history_f[-keep:], 1),
                                              torch.stack(kept_a, 1) if kept_a else a.new_zeros(B, 0, a.shape[1]),
                                              text, 0.0, None)
-                stream = KVStream(self.cfg.n_layers)
+                stream, in_stream = KVStream(self.cfg.n_layers), keep
             sb.action(a)
             sb.begin_frame()
             pending = sb.take()                          # context / last frame + action + <boi>
@@ -589,6 +593,7 @@ class Transfusion(nn.Module):
             last = self._noised(x, context_noise, generator)
             sb.frame_tokens(last, noisy=False)
             sb.end_frame()
+            in_stream += 1
             if window:
                 history_f.append(last)
                 history_a.append(a)
