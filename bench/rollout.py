@@ -124,7 +124,7 @@ def main() -> None:
     p.add_argument("--horizon", type=int, default=5, help="imagined steps per rollout")
     p.add_argument("--sample-steps", type=int, default=None, help="Euler steps per frame (default: the model's)")
     p.add_argument("--window", type=int, default=None,
-                   help="frames each imagined frame sees (0: the whole rollout; default: the model's)")
+                   help="the most frames an imagined frame sees (0: the whole rollout; default: the model's)")
     p.add_argument("--min-seconds", type=float, default=2.0, help="timing per batch size")
     p.add_argument("--mujoco-steps", type=int, default=200, help="MuJoCo steps timed after each batch size")
     p.add_argument("--device", default=None)

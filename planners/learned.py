@@ -44,7 +44,7 @@ class LearnedConfig:
     imagine: str = "auto"         # "rollout": frame by frame; "jump": only the final frame, in one jump
                                   # (models pretrained with data.max_jump >= H); "auto": jump when the model can
     context_frames: int | None = None  # context length fed to the model (None: the model's own)
-    window: int | None = None     # frames each imagined frame is conditioned on (0: all; None: the model's own)
+    window: int | None = None     # the most frames an imagined frame sees (0: all; None: the model's own)
     pad_context: bool = True      # fill a short context by repeating the first frame with zero actions
     shared_noise: bool = True     # common random numbers: all candidates of a model call share the sampling
                                   # noise, so the cost ranks their actions, not their noise draws

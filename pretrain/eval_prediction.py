@@ -42,7 +42,7 @@ class EvalPredictionConfig:
     sample_seed: int = 0            # seed of the sampling noise
     batch: int = 64                 # episodes per batched model call
     imagine: str = "rollout"        # "rollout": frame by frame (as LearnedWorld-v0); "jump": step h in one jump
-    window: int | None = None       # rollout: frames each imagined frame sees (0: all; None: the model's)
+    window: int | None = None       # rollout: the most frames an imagined frame sees (0: all; None: the model's)
     device: str | None = None       # None: cuda if available, else cpu
     out: str | None = None          # output folder; None: <model>/eval_prediction
 

@@ -161,8 +161,8 @@ class LatentWorld:
 
     @property
     def window(self) -> int:
-        """Frames each imagined frame is conditioned on (`Transfusion.predict_next_frames`): the
-        folder's `window`, else 0 (the whole rollout)."""
+        """The most frames an imagined frame sees (`Transfusion.predict_next_frames`): the folder's
+        `window`, else 0 (the whole rollout)."""
         v = self.extras.get("window")
         return int(v) if v is not None else 0
 
@@ -258,8 +258,8 @@ class LatentWorld:
         `shared_noise`: all rows sample from one noise draw (common random numbers), so their
         predictions differ only through their actions and contexts. `generator`: one for the
         batch, or a list of B (row i's noise from generator i alone: B envs stepped together
-        imagine what each would alone, see `flow.randn`). `window`: frames each imagined frame
-        is conditioned on (0: all before it; None: `self.window`).
+        imagine what each would alone, see `flow.randn`). `window`: the most frames an
+        imagined frame sees (0: all before it; None: `self.window`).
         """
         ctx, ctx_a, act = self._inputs(context_latents, context_actions, actions)
         if text is not None:
@@ -339,7 +339,7 @@ class ImagineConfig:
     shared_noise: bool = False         # common random numbers across the rows of one call
     imagine: str = "rollout"           # "rollout": frame by frame; "jump": only the final frame, in one
                                        # jump (models pretrained with data.max_jump >= H); "auto": jump when it can
-    window: int | None = None          # frames each imagined frame is conditioned on (0: all; None: world.window)
+    window: int | None = None          # the most frames an imagined frame sees (0: all; None: world.window)
 
 
 class Imagination:
