@@ -522,6 +522,14 @@ def test_rollout_is_differentiable_in_embedded_actions():
                                 generator=torch.Generator().manual_seed(0))
     out[:, -1].pow(2).mean().backward()
     assert act.grad is not None and torch.isfinite(act.grad).all() and act.grad.abs().sum() > 0
+    # through the window's restarts too: without frame stacking, the first action reaches the last of 5
+    # frames (window 2) only through the imagined frames that restarted streams re-read
+    m = model("moe", "embed", prev_frame="off").eval()
+    act5 = (rnd(2, 5, A, seed=4) * 0.3).requires_grad_()
+    out = m.predict_next_frames(rnd(2, 1, N, C), torch.zeros(2, 0, A), act5, steps=2, window=2,
+                                generator=torch.Generator().manual_seed(0))
+    out[:, -1].pow(2).mean().backward()
+    assert torch.isfinite(act5.grad).all() and act5.grad[:, 0].abs().sum() > 0
     with pytest.raises(ValueError, match="embed"):
         model("moe", "text").eval().predict_next_frames(rnd(2, 1, N, C), torch.zeros(2, 0, A),
                                                         act.detach().requires_grad_(), steps=2)
