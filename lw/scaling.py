@@ -53,12 +53,14 @@ def plot(runs: list[dict], fits: dict, path: Path) -> None:
     mods = list(fits)
     fig, axes = plt.subplots(1, len(mods) + 1, figsize=(4.5 * (len(mods) + 1), 3.8), squeeze=False)
     for ax, mod in zip(axes[0], mods):
-        budgets = sorted({r["budget"] for r in runs if r["modality"] == mod})
+        mod_runs = [r for r in runs if r["modality"] == mod]
+        too_narrow = [narrower_than_latent(r["width"], r.get("latent_dim")) for r in mod_runs]
+        budgets = sorted({r["budget"] for r in mod_runs})
         colors = plt.cm.viridis(np.linspace(0, 0.85, max(1, len(budgets))))
         for color, b in zip(colors, budgets):
-            curve = [r for r in runs if r["modality"] == mod and r["budget"] == b]
-            narrow = [r for r in curve if narrower_than_latent(r["width"], r.get("latent_dim"))]
-            pts = sorted((r["n_active"], r["loss"]) for r in curve if r not in narrow)
+            narrow = [r for r, bad in zip(mod_runs, too_narrow) if bad and r["budget"] == b]
+            pts = sorted((r["n_active"], r["loss"]) for r, bad in zip(mod_runs, too_narrow)
+                         if not bad and r["budget"] == b)
             if narrow:   # drawn, not fitted: their loss is set by the latent's squeeze, not their size
                 ax.plot([r["n_active"] for r in narrow], [r["loss"] for r in narrow], "x", color="0.6")
             if not pts:
@@ -72,7 +74,7 @@ def plot(runs: list[dict], fits: dict, path: Path) -> None:
                 ax.plot(np.exp(xs), p["a"] * xs ** 2 + p["b"] * xs + p["c"], "-", color=color, alpha=0.7)
                 ax.plot(p["n_opt"], p["loss_opt"], "*", color=color, ms=12)
         ax.set_xscale("log")
-        if any(narrower_than_latent(r["width"], r.get("latent_dim")) for r in runs if r["modality"] == mod):
+        if any(too_narrow):
             ax.plot([], [], "x", color="0.6", label="narrower than the latent (not fitted)")
         ax.set(title=f"{mod}: IsoFLOP curves", xlabel="active parameters N", ylabel="held-out loss")
         ax.legend(fontsize=7)

@@ -577,9 +577,9 @@ class Trainer:
         return {"image_size": i.image_size, "context_frames": d.context_frames,
                 "window": d.context_frames + d.predict_frames - 1,
                 "sample_steps": self.model_cfg.flow.sample_steps, "max_jump": d.max_jump,
-                "encoder_id": i.encoder_id, "dataset": self.cfg.data.dataset, "seq_len": self.cfg.data.seq_len, "train_steps": self.step,
+                "encoder_id": i.encoder_id, "dataset": d.dataset, "seq_len": d.seq_len, "train_steps": self.step,
                 "train_tokens": self.tokens_seen, "ema": self.ema is not None, "init_from": self.cfg.init_from,
-                **task_extras(self.cfg.data, i.tasks, i.action_scales)}
+                **task_extras(d, i.tasks, i.action_scales)}
 
     def export(self, path: str | Path) -> Path | None:
         """run_dir/model: the (EMA) weights as a from_pretrained folder, plus the RAE in model/rae/."""
