@@ -5,7 +5,9 @@
 
 Episodes are held in memory as uint8 frames; the last `holdout` fraction of each dataset's
 episodes is never trained on. With several datasets (one frame size, one action dim) the
-windows come from each in proportion to its windows, and the proxy scores are each dataset's. Each step samples windows of `history + rollout_steps` consecutive frames
+windows come from each in proportion to its windows, or by `dataset_weights` (each dataset's
+share of a batch, as `lw pretrain`'s data.dataset_weights), and the proxy scores are each
+dataset's. Each step samples windows of `history + rollout_steps` consecutive frames
 and the actions between them, and trains encoder, predictor and inverse-dynamics head
 together (`JEPA.loss`). Every `eval_every` steps the held-out proxy scores of
 `pretrain.latent_probe` (action gain at 1 and 5 steps, latent-cost Spearman, state probe
@@ -23,7 +25,7 @@ from typing import Any
 
 import torch
 
-from pretrain.data.datasets import task_bounds
+from pretrain.data.datasets import dataset_roots, dataset_shares, task_bounds
 from pretrain.latent_probe import EpisodeArrays, encode_episodes, load_episodes, score_latents
 from pretrain.safe_state import load_state, save_state
 from pretrain.metrics import MetricsLogger, progress_bar, save_resolved, to_dict, tqdm_write
@@ -40,6 +42,8 @@ class TrainJEPAConfig:
                                     # several tasks (data=[data/reacher,data/point_maze])
     out: str = "runs/jepa_reacher"  # run folder = the model folder (config.json + model.safetensors)
     holdout: float = 0.15           # last fraction of episodes held out for the proxy scores
+    dataset_weights: list[float] = field(default_factory=list)  # each dataset's share of a batch's windows
+                                    # (normalised); [] = in proportion to each dataset's windows
     # model (worldmodel.jepa.JEPAConfig)
     image_size: int = 64
     input_size: int = 32            # frames are average-pooled to this before the CNN
@@ -94,13 +98,16 @@ def _load_train_state(out: Path, opt: torch.optim.Optimizer, gen: torch.Generato
     return int(state["step"]), float(state["elapsed_s"])
 
 
-def _windows(datasets: list[EpisodeArrays], n: int, h: int, R: int, gen: torch.Generator, device):
+def _windows(datasets: list[EpisodeArrays], n: int, h: int, R: int, gen: torch.Generator, device,
+             shares: list[float] | None = None):
     """n random training windows: frames (n, h+R, 3, H, W) float in [0, 1], actions (n, R, A) and the
-    dataset of each (n,), drawn from each dataset's training episodes in proportion to its windows."""
+    dataset of each (n,), drawn from each dataset's training episodes by `shares`, or (None) in
+    proportion to its windows."""
     counts = [n]
     if len(datasets) > 1:
-        windows = torch.tensor([float(len(d.split("train")[0]) * (d.frames.shape[1] - h - R + 1)) for d in datasets])
-        counts = torch.multinomial(windows, n, replacement=True, generator=gen).bincount(minlength=len(datasets)).tolist()
+        weights = torch.tensor(shares) if shares is not None else torch.tensor(
+            [float(len(d.split("train")[0]) * (d.frames.shape[1] - h - R + 1)) for d in datasets])
+        counts = torch.multinomial(weights, n, replacement=True, generator=gen).bincount(minlength=len(datasets)).tolist()
     xs, acts = [], []
     for eps, k in zip(datasets, counts):
         frames, actions, _ = eps.split("train")
@@ -164,6 +171,7 @@ def train(cfg: TrainJEPAConfig) -> dict:
     torch.manual_seed(cfg.seed)
     device = resolve_device(cfg.device)
     out = Path(cfg.out)
+    shares = dataset_shares(cfg.dataset_weights, len(dataset_roots(cfg.data)))   # checked before anything is written
     if cfg.resume and not (out / STATE_FILE).is_file():
         raise FileNotFoundError(f"resume=true but {str(out / STATE_FILE)!r} does not exist; expected the folder "
                                 f"of an earlier `lw train-encoder method=jepa` run (or resume=false)")
@@ -223,7 +231,7 @@ def train(cfg: TrainJEPAConfig) -> dict:
         for g in opt.param_groups:
             g["lr"] = lr
         frames, actions, groups = _windows(list(datasets.values()), cfg.batch_size, cfg.history, cfg.rollout_steps,
-                                           gen, device)
+                                           gen, device, shares)
         loss, parts = model.loss(frames, actions, cfg.regularizer, cfg.reg_weight, cfg.inverse_weight,
                                   cfg.recon_weight, groups=groups if len(datasets) > 1 else None)
         opt.zero_grad(set_to_none=True)

@@ -189,3 +189,24 @@ def test_the_regulariser_of_several_tasks_is_taken_within_each_task():
     torch.testing.assert_close(within, (regularise(spread) + regularise(collapsed)) / 2)
     assert not torch.isclose(within, regularise(z))          # not the pooled batch's
     torch.testing.assert_close(regularise(spread, groups=torch.zeros(16, dtype=torch.long)), regularise(spread))
+
+
+def test_dataset_weights_set_each_datasets_share_of_a_batch(reacher_data):
+    from pretrain.train_jepa import TrainJEPAConfig, _windows, dataset_shares, train
+    from worldmodel.errors import ConfigError
+
+    eps = load_episodes(str(reacher_data), 0.25)
+    gen = torch.Generator().manual_seed(0)
+    _, _, groups = _windows([eps, eps], 4000, 2, 2, gen, "cpu", dataset_shares([3, 1], 2))
+    assert abs((groups == 0).float().mean().item() - 0.75) < 0.03
+    _, _, groups = _windows([eps, eps], 64, 2, 2, gen, "cpu", dataset_shares([0, 2], 2))
+    assert (groups == 1).all()
+    _, _, groups = _windows([eps, eps], 4000, 2, 2, gen, "cpu")           # [] = by windows: equal datasets, half each
+    assert abs((groups == 0).float().mean().item() - 0.5) < 0.03
+    assert dataset_shares([], 2) is None
+    never = reacher_data.parent / "never"
+    for bad in ([1.0], [1.0, -1.0], [0.0, 0.0]):
+        with pytest.raises(ConfigError, match=r"dataset_weights=.*expected 2 weights >= 0"):
+            train(TrainJEPAConfig(data=[str(reacher_data), "data/other"], dataset_weights=bad, image_size=32,
+                                  steps=1, progress=False, out=str(never)))
+    assert not never.exists()                                          # refused before anything is written

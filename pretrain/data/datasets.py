@@ -25,6 +25,18 @@ def dataset_roots(value: Any, key: str = "data") -> list[str]:
     return [str(r) for r in roots]
 
 
+def dataset_shares(weights: Any, n_datasets: int, key: str = "dataset_weights", data_key: str = "data") -> list[float] | None:
+    """Each dataset's share of the windows drawn, from per-dataset weights (normalised), or None for
+    [] (each dataset in proportion to its windows)."""
+    w = [float(v) for v in weights]
+    if not w:
+        return None
+    if len(w) != n_datasets or any(v < 0 for v in w) or sum(w) <= 0:
+        raise ConfigError(f"{key}={w}, expected {n_datasets} weights >= 0 (one per dataset of {data_key}) "
+                          f"with a positive sum, or [] (each dataset in proportion to its windows)")
+    return [v / sum(w) for v in w]
+
+
 def check_same(datasets: list[Dataset], field: str, value_of) -> None:
     """Every dataset has the first one's `value_of(ds)`; else a DataError naming the dataset."""
     if not datasets:

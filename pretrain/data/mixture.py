@@ -102,14 +102,8 @@ class DataConfig:
 
     def dataset_shares(self) -> list[float] | None:
         """Each dataset's share of the episode windows drawn, or None: proportional to its windows."""
-        w = list(self.dataset_weights)
-        if not w:
-            return None
-        n = len(self.roots())
-        if len(w) != n or any(v < 0 for v in w) or sum(w) <= 0:
-            raise ValueError(f"data.dataset_weights={w}, expected {n} weights >= 0 (one per dataset of "
-                             f"data.dataset) with a positive sum, or [] (proportional to each dataset's windows)")
-        return [v / sum(w) for v in w]
+        from pretrain.data.datasets import dataset_shares
+        return dataset_shares(self.dataset_weights, len(self.roots()), "data.dataset_weights", "data.dataset")
 
 
 # ---------------------------------------------------------------- episode data in memory
