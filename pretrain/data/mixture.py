@@ -103,6 +103,8 @@ class DataConfig:
     def dataset_shares(self) -> list[float] | None:
         """Each dataset's share of the episode windows drawn, or None: proportional to its windows."""
         from pretrain.data.datasets import dataset_shares
+        if not self.dataset_weights:
+            return None
         return dataset_shares(self.dataset_weights, len(self.roots()), "data.dataset_weights", "data.dataset")
 
 
