@@ -54,6 +54,8 @@ class TrainJEPAConfig:
     history: int = 2                # frames the predictor reads
     pred_hidden: int = 512
     pred_layers: int = 2
+    head_norm: str = "batch"        # batch | layer | none: the encoder head's norm (layer: a frame's latent
+                                    # does not depend on its batch, nor on the other tasks in it)
     # loss
     rollout_steps: int = 2          # R: predictions unrolled on their own outputs in training
     regularizer: str = "vicreg"     # vicreg | sigreg (anti-collapse term on the embeddings)
@@ -185,7 +187,7 @@ def train(cfg: TrainJEPAConfig) -> dict:
     first = next(iter(datasets.values()))
     mcfg = JEPAConfig(cfg.image_size, cfg.input_size, tuple(cfg.channels), cfg.hidden, tuple(cfg.grid),
                       cfg.latent_dim, first.actions.shape[-1], scale, cfg.history, cfg.pred_hidden, cfg.pred_layers,
-                      reconstruct=cfg.recon_weight > 0)
+                      reconstruct=cfg.recon_weight > 0, head_norm=cfg.head_norm)
     if cfg.history < 2 and cfg.inverse_weight > 0:
         raise ValueError("inverse_weight > 0 reads (z[t-1], z[t], z[t+1]); it needs history >= 2 (or inverse_weight=0)")
     model = JEPA(mcfg).to(device)

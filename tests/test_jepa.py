@@ -210,3 +210,22 @@ def test_dataset_weights_set_each_datasets_share_of_a_batch(reacher_data):
             train(TrainJEPAConfig(data=[str(reacher_data), "data/other"], dataset_weights=bad, image_size=32,
                                   steps=1, progress=False, out=str(never)))
     assert not never.exists()                                          # refused before anything is written
+
+
+def test_head_norm_layer_keeps_a_frames_latent_independent_of_its_batch(tmp_path):
+    torch.manual_seed(0)
+    frames = torch.rand(6, 3, 32, 32)
+    others = torch.rand(6, 3, 32, 32) * 0.2                    # another "task": darker frames
+    for norm, independent in (("layer", True), ("none", True), ("batch", False)):
+        model = JEPA(JEPAConfig(image_size=32, input_size=16, channels=(8, 16), hidden=32, latent_dim=8,
+                                pred_hidden=32, head_norm=norm)).train()
+        alone = model.encode(frames[:, None])[:, 0]
+        mixed = model.encode(torch.cat([frames, others])[:, None])[:6, 0]
+        assert torch.allclose(alone, mixed, atol=1e-5) == independent, norm
+    layer = JEPA(JEPAConfig(image_size=32, input_size=16, channels=(8, 16), head_norm="layer"))
+    layer.save_pretrained(tmp_path / "l")
+    loaded = JEPA.from_pretrained(tmp_path / "l")
+    assert loaded.cfg.head_norm == "layer"
+    torch.testing.assert_close(loaded.encode(frames[:, None]), layer.eval().encode(frames[:, None]))
+    with pytest.raises(ValueError, match=r"head_norm='group', expected one of \('batch', 'layer', 'none'\)"):
+        JEPAConfig(head_norm="group")

@@ -63,6 +63,8 @@ class JEPAConfig:
     pred_hidden: int = 512               # predictor MLP width
     pred_layers: int = 2                 # predictor hidden layers
     reconstruct: bool = False            # a pixel decoder head (training only): the latent must keep the scene
+    head_norm: str = "batch"             # batch | layer | none: the norm in the encoder's MLP head. BatchNorm
+                                         # mixes the frames of a batch, of every task in a shared one (EXPERIMENTS 41)
 
     def __post_init__(self) -> None:
         self.channels = tuple(int(c) for c in self.channels)
@@ -80,6 +82,8 @@ class JEPAConfig:
             raise ValueError(f"history={self.history}, expected >= 1")
         if self.action_scale <= 0:
             raise ValueError(f"action_scale={self.action_scale}, expected > 0")
+        if self.head_norm not in HEAD_NORMS:
+            raise ValueError(f"head_norm={self.head_norm!r}, expected one of {HEAD_NORMS}")
         for name in ("hidden", "latent_dim", "action_dim", "pred_hidden", "pred_layers"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)}, expected >= 1")
@@ -99,6 +103,9 @@ class JEPAConfig:
         return d
 
 
+HEAD_NORMS = ("batch", "layer", "none")
+
+
 class ConvEncoder(nn.Module):
     """Frames (B, 3, H, W) in [0, 1] -> latents (B, N, C). Trainable (the JEPA's online encoder)."""
 
@@ -109,9 +116,11 @@ class ConvEncoder(nn.Module):
         self.conv = nn.Sequential(*[m for i in range(len(cfg.channels))
                                     for m in (nn.Conv2d(widths[i], widths[i + 1], 4, 2, 1), nn.GELU())])
         cells = (cfg.input_size // 2 ** len(cfg.channels)) ** 2
-        # BatchNorm in the head: measured to train faster than none here (shared/experiments/jepa_probe.py);
-        # frozen afterwards, it uses its running statistics (eval mode).
-        self.head = nn.Sequential(nn.Linear(cfg.channels[-1] * cells, cfg.hidden), nn.BatchNorm1d(cfg.hidden),
+        # BatchNorm in the head: measured to train faster than none on one task (shared/experiments/jepa_probe.py);
+        # frozen afterwards, it uses its running statistics (eval mode). LayerNorm normalises each frame on its
+        # own: over several tasks a frame's latent does not depend on which tasks share its batch.
+        norm = {"batch": nn.BatchNorm1d, "layer": nn.LayerNorm, "none": lambda n: nn.Identity()}[cfg.head_norm]
+        self.head = nn.Sequential(nn.Linear(cfg.channels[-1] * cells, cfg.hidden), norm(cfg.hidden),
                                   nn.GELU(), nn.Linear(cfg.hidden, cfg.size))
 
     def forward(self, images: Tensor) -> Tensor:
