@@ -60,6 +60,8 @@ class TrainJEPAConfig:
     rollout_steps: int = 2          # R: predictions unrolled on their own outputs in training
     regularizer: str = "vicreg"     # vicreg | sigreg (anti-collapse term on the embeddings)
     reg_weight: float = 1.0
+    pred_loss: str = "mse"          # mse | relative: the prediction error as a fraction of each task's latent
+                                    # variance (scale-free: a task cannot lower it by shrinking; EXPERIMENTS 41)
     inverse_weight: float = 1.0     # inverse-dynamics loss weight (0 = off)
     recon_weight: float = 0.0       # pixel-reconstruction loss weight (0 = off, no decoder); PushT: 1.0
     # optimisation
@@ -167,6 +169,9 @@ def evaluate(model, eps: EpisodeArrays, n_eval: int, device) -> dict:
 def train(cfg: TrainJEPAConfig) -> dict:
     from worldmodel.jepa import JEPA, JEPAConfig
 
+    from worldmodel.jepa import PRED_LOSSES
+    if cfg.pred_loss not in PRED_LOSSES:
+        raise ConfigError(f"pred_loss={cfg.pred_loss!r}, expected one of {PRED_LOSSES}")
     if cfg.recon_weight < 0:
         raise ConfigError(f"recon_weight={cfg.recon_weight}, expected >= 0 (0 = no reconstruction)")
     set_threads(cfg.threads)
@@ -235,7 +240,8 @@ def train(cfg: TrainJEPAConfig) -> dict:
         frames, actions, groups = _windows(list(datasets.values()), cfg.batch_size, cfg.history, cfg.rollout_steps,
                                            gen, device, shares)
         loss, parts = model.loss(frames, actions, cfg.regularizer, cfg.reg_weight, cfg.inverse_weight,
-                                  cfg.recon_weight, groups=groups if len(datasets) > 1 else None)
+                                  cfg.recon_weight, groups=groups if len(datasets) > 1 else None,
+                                  pred_loss=cfg.pred_loss)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

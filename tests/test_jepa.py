@@ -229,3 +229,24 @@ def test_head_norm_layer_keeps_a_frames_latent_independent_of_its_batch(tmp_path
     torch.testing.assert_close(loaded.encode(frames[:, None]), layer.eval().encode(frames[:, None]))
     with pytest.raises(ValueError, match=r"head_norm='group', expected one of \('batch', 'layer', 'none'\)"):
         JEPAConfig(head_norm="group")
+
+
+def test_relative_prediction_loss_is_scale_free_within_each_task():
+    from worldmodel.jepa import relative_error
+
+    torch.manual_seed(0)
+    pred, z = torch.randn(8, 2, 4), torch.randn(8, 4, 4)
+    groups = torch.tensor([0] * 4 + [1] * 4)
+    # a task that shrinks its latent (targets and predictions alike) gains nothing, unlike the MSE
+    small = torch.cat([torch.ones(4), torch.full((4,), 0.1)])[:, None, None]
+    torch.testing.assert_close(relative_error(pred * small, z * small, 2, groups), relative_error(pred, z, 2, groups))
+    assert (pred * small - (z * small)[:, 2:]).pow(2).mean() < (pred - z[:, 2:]).pow(2).mean()
+    # each task's error over its own variance, averaged over tasks
+    per = [((pred[s] - z[s, 2:]).pow(2).mean() / z[s].flatten(0, 1).var(0).mean()) for s in (slice(0, 4), slice(4, 8))]
+    torch.testing.assert_close(relative_error(pred, z, 2, groups), torch.stack(per).mean())
+    model = JEPA(JEPAConfig(image_size=32, input_size=16, channels=(8, 16), hidden=32, latent_dim=8, pred_hidden=32))
+    frames, actions = torch.rand(8, 4, 3, 32, 32), torch.rand(8, 2, 2)
+    loss, parts = model.loss(frames, actions, groups=groups, pred_loss="relative")
+    assert set(parts) >= {"pred", "pred_relative", "reg"} and torch.isfinite(loss)
+    with pytest.raises(ValueError, match=r"pred_loss='huber', expected one of \('mse', 'relative'\)"):
+        model.loss(frames, actions, pred_loss="huber")

@@ -204,6 +204,20 @@ def regularise(z: Tensor, regularizer: str = "vicreg", groups: Tensor | None = N
     return torch.stack([reg(z[groups == g].flatten(0, 1)) for g in groups.unique()]).mean()   # a few datasets
 
 
+PRED_LOSSES = ("mse", "relative")
+
+
+def relative_error(pred: Tensor, z: Tensor, h: int, groups: Tensor | None = None) -> Tensor:
+    """The prediction MSE as a fraction of the targets' variance, within each group (task) and averaged:
+    scale-free, so no task lowers it by shrinking its latent (the plain MSE rewards shrinking, which
+    only the regulariser resists). pred (B, R, D), z (B, h+R, D) -> scalar."""
+    err = (pred - z[:, h:]).pow(2).mean((1, 2))                       # (B,)
+    if groups is None:
+        return err.mean() / z.flatten(0, 1).var(0).mean().clamp_min(1e-6)
+    return torch.stack([err[groups == g].mean() / z[groups == g].flatten(0, 1).var(0).mean().clamp_min(1e-6)
+                        for g in groups.unique()]).mean()
+
+
 def sigreg(z: Tensor, projections: int = 256, knots: int = 17, generator: torch.Generator | None = None) -> Tensor:
     """SIGReg (LeJEPA): embeddings (M, D) pushed towards an isotropic standard Gaussian.
 
@@ -247,7 +261,7 @@ class JEPA(nn.Module):
 
     def loss(self, frames: Tensor, actions: Tensor, regularizer: str = "vicreg", reg_weight: float = 1.0,
              inverse_weight: float = 1.0, recon_weight: float = 0.0,
-             groups: Tensor | None = None) -> tuple[Tensor, dict[str, float]]:
+             groups: Tensor | None = None, pred_loss: str = "mse") -> tuple[Tensor, dict[str, float]]:
         """One training loss on windows: frames (B, h+R, 3, H, W) in [0, 1], raw actions (B, R, A)
         (actions[:, k] moves frame h-1+k to h+k) -> (loss, its parts).
 
@@ -266,13 +280,19 @@ class JEPA(nn.Module):
                              f"(B, h+R, 3, H, W) and (B, R, {self.cfg.action_dim}) with h={h}, R >= 1")
         if regularizer not in REGULARIZERS:
             raise ValueError(f"regularizer={regularizer!r}, expected one of {REGULARIZERS}")
+        if pred_loss not in PRED_LOSSES:
+            raise ValueError(f"pred_loss={pred_loss!r}, expected one of {PRED_LOSSES}")
         a = self.scale_actions(actions)
         z = self.encode(frames)                                          # (B, T, D)
         pred = self.predictor.unroll(z[:, :h], a)                        # (B, R, D)
         l_pred = F.mse_loss(pred, z[:, h:])
+        parts: dict[str, float] = {"pred": l_pred.item()}
+        if pred_loss == "relative":
+            l_pred = relative_error(pred, z, h, groups)
+            parts["pred_relative"] = l_pred.item()
         l_reg = regularise(z, regularizer, groups)
         loss = l_pred + reg_weight * l_reg
-        parts = {"pred": l_pred.item(), "reg": l_reg.item()}
+        parts["reg"] = l_reg.item()
         if inverse_weight > 0:
             if h < 2:
                 raise ValueError("the inverse-dynamics loss reads (z[t-1], z[t], z[t+1]); it needs history >= 2")
