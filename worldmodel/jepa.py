@@ -100,6 +100,8 @@ class JEPAConfig:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["channels"], d["grid"] = list(self.channels), list(self.grid)
+        if d["head_norm"] == "batch":   # the only head before the field existed: its configs, and the
+            del d["head_norm"]          # fingerprints hashed from them, stay as they were
         return d
 
 
