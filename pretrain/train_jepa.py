@@ -167,9 +167,8 @@ def evaluate(model, eps: EpisodeArrays, n_eval: int, device) -> dict:
 
 
 def train(cfg: TrainJEPAConfig) -> dict:
-    from worldmodel.jepa import JEPA, JEPAConfig
+    from worldmodel.jepa import JEPA, PRED_LOSSES, JEPAConfig
 
-    from worldmodel.jepa import PRED_LOSSES
     if cfg.pred_loss not in PRED_LOSSES:
         raise ConfigError(f"pred_loss={cfg.pred_loss!r}, expected one of {PRED_LOSSES}")
     if cfg.recon_weight < 0:

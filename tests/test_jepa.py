@@ -192,7 +192,8 @@ def test_the_regulariser_of_several_tasks_is_taken_within_each_task():
 
 
 def test_dataset_weights_set_each_datasets_share_of_a_batch(reacher_data):
-    from pretrain.train_jepa import TrainJEPAConfig, _windows, dataset_shares, train
+    from pretrain.data.datasets import dataset_shares
+    from pretrain.train_jepa import TrainJEPAConfig, _windows, train
     from worldmodel.errors import ConfigError
 
     eps = load_episodes(str(reacher_data), 0.25)

@@ -214,8 +214,8 @@ def relative_error(pred: Tensor, z: Tensor, h: int, groups: Tensor | None = None
     scale-free, so no task lowers it by shrinking its latent (the plain MSE rewards shrinking, which
     only the regulariser resists). pred (B, R, D), z (B, h+R, D) -> scalar."""
     err = (pred - z[:, h:]).pow(2).mean((1, 2))                       # (B,)
-    if groups is None:
-        return err.mean() / z.flatten(0, 1).var(0).mean().clamp_min(1e-6)
+    if groups is None:                                                # one task: one group
+        groups = torch.zeros(len(z), dtype=torch.long, device=z.device)
     return torch.stack([err[groups == g].mean() / z[groups == g].flatten(0, 1).var(0).mean().clamp_min(1e-6)
                         for g in groups.unique()]).mean()
 
