@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from worldmodel.device import set_threads
+from worldmodel.tasks import task_index
 
 # predict(z_hist (B, h, D), actions (B, H, A) raw) -> (B, H, D)
 Predict = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -282,7 +283,8 @@ def probe(cfg: ProbeLatentConfig) -> dict:
     res: dict = {"rep": cfg.rep, "data": cfg.data, "latent_size": z_tr.shape[-1],
                  "train_episodes": len(f_tr), "heldout_episodes": len(f_te)}
     if jepa is not None:
-        own = lambda zh, a: jepa.predictor.unroll(zh, jepa.scale_actions(a))  # noqa: E731
+        tid = task_index(jepa.extra, eps.task) if jepa.cfg.task_heads else None   # task-conditioned heads
+        own = lambda zh, a: jepa.predictor.unroll(zh, jepa.scale_actions(a), tid)  # noqa: E731
         res["own"] = score_latents(z_tr, z_te, a_te, s_tr, s_te, eps.task, own, jepa.cfg.history)
     if cfg.minutes > 0:
         mlp = fit_mlp_predictor(z_tr, a_tr, cfg.history, cfg.minutes, cfg.batch_size, cfg.lr, cfg.seed, scale)

@@ -56,6 +56,8 @@ class TrainJEPAConfig:
     pred_layers: int = 2
     head_norm: str = "batch"        # batch | layer | none: the encoder head's norm (layer: a frame's latent
                                     # does not depend on its batch, nor on the other tasks in it)
+    task_heads: bool = False        # several tasks: the predictor and inverse head read the task (one-hot);
+                                    # the encoder stays one shared map that never sees it (EXPERIMENTS 42)
     # loss
     rollout_steps: int = 2          # R: predictions unrolled on their own outputs in training
     regularizer: str = "vicreg"     # vicreg | sigreg (anti-collapse term on the embeddings)
@@ -147,8 +149,9 @@ def describe_scores(scores: dict) -> str:
 
 
 @torch.no_grad()
-def evaluate(model, eps: EpisodeArrays, n_eval: int, device) -> dict:
-    """The held-out proxy scores (pretrain.latent_probe) with the model's own predictor."""
+def evaluate(model, eps: EpisodeArrays, n_eval: int, device, task_id: int | None = None) -> dict:
+    """The held-out proxy scores (pretrain.latent_probe) with the model's own predictor (told `task_id`
+    where its heads read the task)."""
     model.eval()
     f_tr, _, s_tr = eps.split("train")
     f_te, a_te, s_te = eps.split("held")
@@ -158,7 +161,7 @@ def evaluate(model, eps: EpisodeArrays, n_eval: int, device) -> dict:
     z_te = encode_episodes(model.encoder, f_te, device=device)
     cpu = model.predictor.to("cpu")
     res = score_latents(z_tr, z_te, a_te, s_tr[:k], s_te, eps.task,
-                        lambda zh, a: cpu.unroll(zh, model.scale_actions(a)), model.cfg.history)
+                        lambda zh, a: cpu.unroll(zh, model.scale_actions(a), task_id), model.cfg.history)
     model.predictor.to(device)
     std = z_te.flatten(0, 1).std(0)
     res["latent_std_min"], res["latent_std_mean"] = round(float(std.min()), 4), round(float(std.mean()), 4)
@@ -189,9 +192,14 @@ def train(cfg: TrainJEPAConfig) -> dict:
     for eps in datasets.values():   # each task's actions reach the predictor as a fraction of its own bound
         eps.actions = model_actions(eps.actions, scales[eps.task], scale)
     first = next(iter(datasets.values()))
+    tasks = [eps.task for eps in datasets.values()]
+    if cfg.task_heads and len(set(tasks)) != len(tasks):
+        raise ConfigError(f"task_heads=true reads each dataset as one task, but data={cfg.data!r} repeats a task "
+                          f"({tasks}); expected one dataset per task")
     mcfg = JEPAConfig(cfg.image_size, cfg.input_size, tuple(cfg.channels), cfg.hidden, tuple(cfg.grid),
                       cfg.latent_dim, first.actions.shape[-1], scale, cfg.history, cfg.pred_hidden, cfg.pred_layers,
-                      reconstruct=cfg.recon_weight > 0, head_norm=cfg.head_norm)
+                      reconstruct=cfg.recon_weight > 0, head_norm=cfg.head_norm,
+                      task_heads=len(tasks) if cfg.task_heads else 0)
     if cfg.history < 2 and cfg.inverse_weight > 0:
         raise ValueError("inverse_weight > 0 reads (z[t-1], z[t], z[t+1]); it needs history >= 2 (or inverse_weight=0)")
     model = JEPA(mcfg).to(device)
@@ -208,7 +216,6 @@ def train(cfg: TrainJEPAConfig) -> dict:
     n_params = sum(p.numel() for p in model.encoder.parameters())
     n_train = sum(eps.n_train for eps in datasets.values())
     n_held = sum(len(eps.frames) for eps in datasets.values()) - n_train
-    tasks = [eps.task for eps in datasets.values()]
     print(f"train-encoder jepa: {n_train} train / {n_held} held-out episodes of "
           f"{cfg.data!r} ({', '.join(tasks)}); encoder {n_params / 1e6:.2f}M params -> {mcfg.tokens}x{mcfg.latent_dim} latent; "
           f"{cfg.regularizer} x{cfg.reg_weight}, inverse x{cfg.inverse_weight}, recon x{cfg.recon_weight}, R={cfg.rollout_steps}; device {device}",
@@ -223,7 +230,8 @@ def train(cfg: TrainJEPAConfig) -> dict:
     last: dict = {}
 
     def scores() -> dict:
-        per = {name: evaluate(model, eps, cfg.eval_episodes, device) for name, eps in datasets.items()}
+        per = {name: evaluate(model, eps, cfg.eval_episodes, device, i if mcfg.task_heads else None)
+               for i, (name, eps) in enumerate(datasets.items())}
         return {"step": step, "minutes": round(budget.elapsed() / 60, 2),
                 **(per[next(iter(per))] if len(per) == 1 else {"by_dataset": per})}
 
@@ -239,7 +247,7 @@ def train(cfg: TrainJEPAConfig) -> dict:
         frames, actions, groups = _windows(list(datasets.values()), cfg.batch_size, cfg.history, cfg.rollout_steps,
                                            gen, device, shares)
         loss, parts = model.loss(frames, actions, cfg.regularizer, cfg.reg_weight, cfg.inverse_weight,
-                                  cfg.recon_weight, groups=groups if len(datasets) > 1 else None,
+                                  cfg.recon_weight, groups=groups if len(datasets) > 1 or mcfg.task_heads else None,
                                   pred_loss=cfg.pred_loss)
         opt.zero_grad(set_to_none=True)
         loss.backward()

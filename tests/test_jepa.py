@@ -251,3 +251,57 @@ def test_relative_prediction_loss_is_scale_free_within_each_task():
     assert set(parts) >= {"pred", "pred_relative", "reg"} and torch.isfinite(loss)
     with pytest.raises(ValueError, match=r"pred_loss='huber', expected one of \('mse', 'relative'\)"):
         model.loss(frames, actions, pred_loss="huber")
+
+
+def test_task_heads_read_the_task_and_the_encoder_never_does(tmp_path):
+    torch.manual_seed(0)
+    cfg = JEPAConfig(image_size=32, input_size=16, channels=(8, 16), hidden=32, latent_dim=6, pred_hidden=32,
+                     action_scale=0.2, task_heads=2)
+    model = JEPA(cfg)
+    z, a = torch.randn(3, 2, 6), torch.rand(3, 4, 2)
+    one, other = model.predictor.unroll(z, a, 0), model.predictor.unroll(z, a, 1)
+    assert not torch.allclose(one, other)                               # the task changes the dynamics
+    mixed = model.predictor.unroll(z, a, torch.tensor([0, 1, 0]))       # per-window tasks, as in training
+    torch.testing.assert_close(mixed[1], other[1])
+    torch.testing.assert_close(mixed[2], one[2])
+    for bad, match in ((None, "pass its index"), (2, r"out of range: expected \[0, 2\)")):
+        with pytest.raises(ValueError, match=match):
+            model.predictor.unroll(z, a, bad)
+    # the loss reads each window's task from its group; the encoder's map does not depend on it
+    frames, acts = torch.rand(4, 4, 3, 32, 32), torch.rand(4, 2, 2) * 0.4 - 0.2
+    loss, _ = model.loss(frames, acts, groups=torch.tensor([0, 0, 1, 1]))
+    swapped, _ = model.loss(frames, acts, groups=torch.tensor([1, 1, 0, 0]))
+    assert torch.isfinite(loss) and not torch.allclose(loss, swapped)
+    model.save_pretrained(tmp_path / "j", extra={"tasks": ["reacher", "point_maze"],
+                                                 "action_scales": {"reacher": 0.2, "point_maze": 1.0}})
+    world = JEPAWorld.from_pretrained(tmp_path / "j")
+    assert world.cfg.task_heads == 2
+    ctx = torch.randn(3, 2, 1, 6)
+    with pytest.raises(ValueError, match="for_task"):
+        world.rollout(ctx, torch.zeros(3, 1, 2), a)
+    for tid, task in enumerate(["reacher", "point_maze"]):
+        w = world.for_task(task)
+        assert w.task_id == tid
+        scaled = w.model.scale_actions(w._model_actions(a))
+        torch.testing.assert_close(w.rollout(ctx, torch.zeros(3, 1, 2), a).flatten(2),
+                                   w.model.predictor.unroll(ctx.flatten(2), scaled, tid))
+    # a JEPA without task heads writes no such field: older configs and fingerprints stay as they were
+    assert "task_heads" not in JEPAConfig().to_dict() and JEPAConfig(task_heads=3).to_dict()["task_heads"] == 3
+    with pytest.raises(ValueError, match="task_heads=-1"):
+        JEPAConfig(task_heads=-1)
+
+
+def test_train_with_task_heads_gives_each_dataset_its_task(reacher_data, tmp_path):
+    from pretrain.train_jepa import TrainJEPAConfig, train
+    from worldmodel.errors import ConfigError
+
+    common = dict(image_size=32, input_size=16, channels=[8, 16], hidden=32, latent_dim=6, pred_hidden=32,
+                  batch_size=8, steps=2, eval_every=2, eval_episodes=2, holdout=0.25, max_minutes=0,
+                  progress=False, threads=1, task_heads=True)
+    out = tmp_path / "one"
+    summary = train(TrainJEPAConfig(data=str(reacher_data), out=str(out), **common))
+    assert JEPA.from_pretrained(out).cfg.task_heads == 1 and "probe_r2" in summary
+    import shutil
+    again = shutil.copytree(reacher_data, tmp_path / "reacher_again")   # two datasets of one task
+    with pytest.raises(ConfigError, match="repeats a task"):
+        train(TrainJEPAConfig(data=[str(reacher_data), str(again)], out=str(tmp_path / "two"), **common))

@@ -40,7 +40,7 @@ from torch import Tensor, nn
 from . import hub
 from .frames import frames_to_float
 from .defaults import fit_context, resolve_count
-from .tasks import model_actions, select_task, task_action_scale
+from .tasks import model_actions, select_task, task_action_scale, task_index
 
 REGULARIZERS = ("vicreg", "sigreg")
 
@@ -65,6 +65,8 @@ class JEPAConfig:
     reconstruct: bool = False            # a pixel decoder head (training only): the latent must keep the scene
     head_norm: str = "batch"             # batch | layer | none: the norm in the encoder's MLP head. BatchNorm
                                          # mixes the frames of a batch, of every task in a shared one (EXPERIMENTS 41)
+    task_heads: int = 0                  # > 0: the predictor and inverse head also read the task (a one-hot of this
+                                         # many tasks); the encoder stays one shared map that never sees it
 
     def __post_init__(self) -> None:
         self.channels = tuple(int(c) for c in self.channels)
@@ -82,6 +84,8 @@ class JEPAConfig:
             raise ValueError(f"history={self.history}, expected >= 1")
         if self.action_scale <= 0:
             raise ValueError(f"action_scale={self.action_scale}, expected > 0")
+        if self.task_heads < 0:
+            raise ValueError(f"task_heads={self.task_heads}, expected >= 0 (0: the heads do not read the task)")
         if self.head_norm not in HEAD_NORMS:
             raise ValueError(f"head_norm={self.head_norm!r}, expected one of {HEAD_NORMS}")
         for name in ("hidden", "latent_dim", "action_dim", "pred_hidden", "pred_layers"):
@@ -100,8 +104,9 @@ class JEPAConfig:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["channels"], d["grid"] = list(self.channels), list(self.grid)
-        if d["head_norm"] == "batch":   # the only head before the field existed: its configs, and the
-            del d["head_norm"]          # fingerprints hashed from them, stay as they were
+        for name, default in (("head_norm", "batch"), ("task_heads", 0)):   # fields added later: at their
+            if d[name] == default:      # defaults they are left out, so older configs and the fingerprints
+                del d[name]             # hashed from them stay as they were
         return d
 
 
@@ -165,22 +170,38 @@ def _mlp(d_in: int, hidden: int, layers: int, d_out: int) -> nn.Sequential:
     return nn.Sequential(*mods, nn.Linear(hidden, d_out))
 
 
+def task_onehot(task: Tensor | int | None, n_tasks: int, batch: int, device) -> Tensor:
+    """The task input of task-conditioned heads: (B, n_tasks) one-hot of `task` (an index, or (B,) indices);
+    (B, 0) when the heads read no task (n_tasks 0)."""
+    if n_tasks == 0:
+        return torch.zeros(batch, 0, device=device)
+    if task is None:
+        raise ValueError(f"this JEPA's heads read the task (task_heads={n_tasks}); pass its index in [0, {n_tasks})")
+    idx = torch.as_tensor(task, dtype=torch.long, device=device).expand(batch)
+    if int(idx.min()) < 0 or int(idx.max()) >= n_tasks:
+        raise ValueError(f"task index {idx.unique().tolist()} out of range: expected [0, {n_tasks})")
+    return F.one_hot(idx, n_tasks).float()
+
+
 class LatentPredictor(nn.Module):
-    """(z history (B, h, D), action (B, A) already scaled) -> z[t+1] (B, D) = z[t] + MLP(...)."""
+    """(z history (B, h, D), action (B, A) already scaled[, task]) -> z[t+1] (B, D) = z[t] + MLP(...).
+    With `n_tasks` > 0 the MLP also reads the task as a one-hot: one predictor holds each task's dynamics
+    without having to tell the tasks apart from the latent."""
 
-    def __init__(self, size: int, history: int, action_dim: int, hidden: int, layers: int):
+    def __init__(self, size: int, history: int, action_dim: int, hidden: int, layers: int, n_tasks: int = 0):
         super().__init__()
-        self.history = history
-        self.net = _mlp(history * size + action_dim, hidden, layers, size)
+        self.history, self.n_tasks = history, n_tasks
+        self.net = _mlp(history * size + action_dim + n_tasks, hidden, layers, size)
 
-    def forward(self, z_hist: Tensor, action: Tensor) -> Tensor:
-        return z_hist[:, -1] + self.net(torch.cat([z_hist.flatten(1), action], -1))
+    def forward(self, z_hist: Tensor, action: Tensor, task: Tensor | int | None = None) -> Tensor:
+        onehot = task_onehot(task, self.n_tasks, len(z_hist), z_hist.device)
+        return z_hist[:, -1] + self.net(torch.cat([z_hist.flatten(1), action, onehot], -1))
 
-    def unroll(self, z_hist: Tensor, actions: Tensor) -> Tensor:
+    def unroll(self, z_hist: Tensor, actions: Tensor, task: Tensor | int | None = None) -> Tensor:
         """Open loop: z history (B, h, D), actions (B, H, A) scaled -> predictions (B, H, D)."""
         out = []
         for k in range(actions.shape[1]):  # H is a handful of steps; each step needs the last
-            z_next = self(z_hist, actions[:, k])
+            z_next = self(z_hist, actions[:, k], task)
             out.append(z_next)
             z_hist = torch.cat([z_hist[:, 1:], z_next[:, None]], 1)
         return torch.stack(out, 1)
@@ -249,8 +270,9 @@ class JEPA(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.encoder = ConvEncoder(cfg)
-        self.predictor = LatentPredictor(cfg.size, cfg.history, cfg.action_dim, cfg.pred_hidden, cfg.pred_layers)
-        self.inverse = _mlp(3 * cfg.size, 256, 1, cfg.action_dim)
+        self.predictor = LatentPredictor(cfg.size, cfg.history, cfg.action_dim, cfg.pred_hidden, cfg.pred_layers,
+                                         cfg.task_heads)
+        self.inverse = _mlp(3 * cfg.size + cfg.task_heads, 256, 1, cfg.action_dim)
         self.decoder = ConvDecoder(cfg) if cfg.reconstruct else None
 
     def encode(self, frames: Tensor) -> Tensor:
@@ -268,7 +290,8 @@ class JEPA(nn.Module):
         (actions[:, k] moves frame h-1+k to h+k) -> (loss, its parts).
 
         `groups` (B,) (the dataset of each window, several tasks): the regulariser is taken within
-        each group and averaged, so each task's frames must spread on their own. Over the pooled
+        each group and averaged, so each task's frames must spread on their own. Task-conditioned heads
+        (`task_heads`) read `groups` as each window's task index. Over the pooled
         batch, the gaps between tasks alone would satisfy it and a task's own state could collapse
         (measured: a 4-task JEPA's reacher latent at min std 0.01, action gain 1.00).
 
@@ -286,7 +309,8 @@ class JEPA(nn.Module):
             raise ValueError(f"pred_loss={pred_loss!r}, expected one of {PRED_LOSSES}")
         a = self.scale_actions(actions)
         z = self.encode(frames)                                          # (B, T, D)
-        pred = self.predictor.unroll(z[:, :h], a)                        # (B, R, D)
+        task = groups if groups is not None else (0 if self.cfg.task_heads else None)
+        pred = self.predictor.unroll(z[:, :h], a, task)                  # (B, R, D)
         l_pred = F.mse_loss(pred, z[:, h:])
         parts: dict[str, float] = {"pred": l_pred.item()}
         if pred_loss == "relative":
@@ -298,7 +322,8 @@ class JEPA(nn.Module):
         if inverse_weight > 0:
             if h < 2:
                 raise ValueError("the inverse-dynamics loss reads (z[t-1], z[t], z[t+1]); it needs history >= 2")
-            l_inv = F.mse_loss(self.inverse(torch.cat([z[:, h - 2], z[:, h - 1], z[:, h]], -1)), a[:, 0])
+            onehot = task_onehot(task, self.cfg.task_heads, B, z.device)
+            l_inv = F.mse_loss(self.inverse(torch.cat([z[:, h - 2], z[:, h - 1], z[:, h], onehot], -1)), a[:, 0])
             loss = loss + inverse_weight * l_inv
             parts["inverse"] = l_inv.item()
         if recon_weight > 0:
@@ -343,6 +368,7 @@ class JEPAWorld:
         self.extras = dict(getattr(model, "extra", {}))
         self.n_calls = 0
         self.task: str | None = None   # the task it is run on: set by for_task
+        self.task_id: int | None = None  # its index, for task-conditioned heads (cfg.task_heads): set by for_task
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu") -> "JEPAWorld":
@@ -354,6 +380,7 @@ class JEPAWorld:
         world = copy.copy(self)   # shares the model
         world.task = select_task(self.extras, task or self.task)
         task_action_scale(self.extras, world.task, self.cfg.action_scale)   # a folder without its scale fails now
+        world.task_id = task_index(self.extras, world.task) if self.cfg.task_heads else None
         return world
 
     def _model_actions(self, actions: Tensor) -> Tensor:
@@ -425,6 +452,10 @@ class JEPAWorld:
                              f"{self.latent_shape[0]}, {self.latent_shape[1]})")
         if act.ndim != 3 or act.shape[0] != B or act.shape[2] != self.action_dim:
             raise ValueError(f"actions have shape {tuple(act.shape)}, expected (B, H, {self.action_dim})")
+        if self.cfg.task_heads and self.task_id is None:
+            raise ValueError("this JEPA's predictor reads the task (task_heads > 0); run it through "
+                             "for_task(<task>) first")
         self.n_calls += 1
-        z = self.model.predictor.unroll(ctx[:, -h:].flatten(2), self.model.scale_actions(self._model_actions(act)))
+        z = self.model.predictor.unroll(ctx[:, -h:].flatten(2), self.model.scale_actions(self._model_actions(act)),
+                                        self.task_id)
         return z.view(B, act.shape[1], *self.latent_shape)

@@ -40,6 +40,15 @@ def select_task(extras: dict[str, Any], task: str | None = None) -> str:
                      "(e.g. 'reacher') to choose the ground-truth task")
 
 
+def task_index(extras: dict[str, Any], task: str) -> int:
+    """`task`'s position among the tasks a model folder covers: the index its task-conditioned heads
+    read (`worldmodel.jepa.JEPAConfig.task_heads`). A task it does not cover is a ConfigError."""
+    covered = list(covered_tasks(extras))
+    if task not in covered:
+        raise ConfigError(f"task={task!r} is not one this model was trained on, {covered}; expected one of them")
+    return covered.index(task)
+
+
 def task_action_scale(extras: dict[str, Any], task: str, model_scale: float) -> float:
     """The action bound of `task` in a world-model folder: a model of several tasks records each task's in
     `action_scales` {task: scale}; a single-task model (or a folder without them) has its config's one,
