@@ -271,8 +271,9 @@ class Prefetcher:
         self.thread.join(timeout=10)
 
 
-def init_weights_from(model: nn.Module, path: str | Path) -> str:
-    """Fine-tuning: copy the weights of a Transfusion model folder into a freshly built `model`.
+def init_weights_from(model: nn.Module, path: str | Path, kind: str = "", program: str = "lw pretrain") -> str:
+    """Fine-tuning: copy the weights of a model folder of `kind` (default: a Transfusion's, written by
+    `program`) into a freshly built `model`.
 
     Every parameter and buffer must exist in both with the same shape (the same architecture);
     anything else is refused, naming the differences. Config fields that leave the shapes alone
@@ -280,7 +281,7 @@ def init_weights_from(model: nn.Module, path: str | Path) -> str:
     from worldmodel import hub
     from worldmodel.transfusion import KIND
 
-    hub.read_config(path, KIND)                     # a clear error for a folder of another kind
+    hub.read_config(path, kind or KIND)             # a clear error for a folder of another kind
     theirs = hub.load_state_dict(path)
     mine = model.state_dict()
     differences = {
@@ -292,7 +293,7 @@ def init_weights_from(model: nn.Module, path: str | Path) -> str:
                 for what, keys in differences.items() if keys]
     if problems:
         raise ConfigError(f"init_from={str(path)!r} is another architecture than this run's model: "
-                          + "; ".join(problems) + ". Expected a folder written by `lw pretrain` with the same model config")
+                          + "; ".join(problems) + f". Expected a folder written by `{program}` with the same model config")
     model.load_state_dict(theirs, strict=True)      # copies into this model's dtype and device
     return f"init_from: {len(theirs)} tensors from {str(path)!r} (fine-tuning; optimiser and schedule start at step 0)"
 
