@@ -58,8 +58,6 @@ class TrainJEPAConfig:
                                     # does not depend on its batch, nor on the other tasks in it)
     task_heads: bool = False        # several tasks: the predictor and inverse head read the task (one-hot);
                                     # the encoder stays one shared map that never sees it (EXPERIMENTS 42)
-    task_film: bool = False         # several tasks: the encoder reads the task too (per-task FiLM); every
-                                    # consumer of its latents must then name the task (EXPERIMENTS 42)
     # loss
     rollout_steps: int = 2          # R: predictions unrolled on their own outputs in training
     regularizer: str = "vicreg"     # vicreg | sigreg (anti-collapse term on the embeddings)
@@ -161,9 +159,8 @@ def evaluate(model, eps: EpisodeArrays, n_eval: int, device, task_id: int | None
     f_te, a_te, s_te = eps.split("held")
     f_te, a_te, s_te = f_te[:n_eval], a_te[:n_eval], s_te[:n_eval]
     k = min(len(f_tr), n_eval)
-    encoder = (lambda x: model.encoder(x, task_id)) if model.cfg.task_film else model.encoder
-    z_tr = encode_episodes(encoder, f_tr[:k], device=device)
-    z_te = encode_episodes(encoder, f_te, device=device)
+    z_tr = encode_episodes(model.encoder, f_tr[:k], device=device)
+    z_te = encode_episodes(model.encoder, f_te, device=device)
     cpu = model.predictor.to("cpu")
     res = score_latents(z_tr, z_te, a_te, s_tr[:k], s_te, eps.task,
                         lambda zh, a: cpu.unroll(zh, model.scale_actions(a), task_id), model.cfg.history)
@@ -198,13 +195,13 @@ def train(cfg: TrainJEPAConfig) -> dict:
         eps.actions = model_actions(eps.actions, scales[eps.task], scale)
     first = next(iter(datasets.values()))
     tasks = [eps.task for eps in datasets.values()]
-    if (cfg.task_heads or cfg.task_film) and len(set(tasks)) != len(tasks):
-        raise ConfigError(f"task_heads=true or task_film=true reads each dataset as one task, but data={cfg.data!r} repeats a task "
+    if cfg.task_heads and len(set(tasks)) != len(tasks):
+        raise ConfigError(f"task_heads=true reads each dataset as one task, but data={cfg.data!r} repeats a task "
                           f"({tasks}); expected one dataset per task")
     mcfg = JEPAConfig(cfg.image_size, cfg.input_size, tuple(cfg.channels), cfg.hidden, tuple(cfg.grid),
                       cfg.latent_dim, first.actions.shape[-1], scale, cfg.history, cfg.pred_hidden, cfg.pred_layers,
                       reconstruct=cfg.recon_weight > 0, head_norm=cfg.head_norm,
-                      task_heads=len(tasks) if cfg.task_heads else 0, task_film=len(tasks) if cfg.task_film else 0)
+                      task_heads=len(tasks) if cfg.task_heads else 0)
     if cfg.history < 2 and cfg.inverse_weight > 0:
         raise ValueError("inverse_weight > 0 reads (z[t-1], z[t], z[t+1]); it needs history >= 2 (or inverse_weight=0)")
     model = JEPA(mcfg).to(device)
@@ -238,7 +235,7 @@ def train(cfg: TrainJEPAConfig) -> dict:
     last: dict = {}
 
     def scores() -> dict:
-        per = {name: evaluate(model, eps, cfg.eval_episodes, device, i if mcfg.task_heads or mcfg.task_film else None)
+        per = {name: evaluate(model, eps, cfg.eval_episodes, device, i if mcfg.task_heads else None)
                for i, (name, eps) in enumerate(datasets.items())}
         return {"step": step, "minutes": round(budget.elapsed() / 60, 2),
                 **(per[next(iter(per))] if len(per) == 1 else {"by_dataset": per})}
@@ -255,7 +252,7 @@ def train(cfg: TrainJEPAConfig) -> dict:
         frames, actions, groups = _windows(list(datasets.values()), cfg.batch_size, cfg.history, cfg.rollout_steps,
                                            gen, device, shares)
         loss, parts = model.loss(frames, actions, cfg.regularizer, cfg.reg_weight, cfg.inverse_weight,
-                                  cfg.recon_weight, groups=groups if len(datasets) > 1 or mcfg.task_heads or mcfg.task_film else None,
+                                  cfg.recon_weight, groups=groups if len(datasets) > 1 or mcfg.task_heads else None,
                                   pred_loss=cfg.pred_loss)
         opt.zero_grad(set_to_none=True)
         loss.backward()

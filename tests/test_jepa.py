@@ -307,27 +307,6 @@ def test_train_with_task_heads_gives_each_dataset_its_task(reacher_data, tmp_pat
         train(TrainJEPAConfig(data=[str(reacher_data), str(again)], out=str(tmp_path / "two"), **common))
 
 
-def test_task_film_starts_as_the_shared_map_and_then_reads_each_frames_task():
-    torch.manual_seed(0)
-    cfg = JEPAConfig(image_size=32, input_size=16, channels=(8, 16), hidden=32, latent_dim=6, pred_hidden=32,
-                     task_film=2)
-    model, shared = JEPA(cfg).eval(), JEPA(JEPAConfig(**{**cfg.to_dict(), "task_film": 0})).eval()
-    shared.encoder.load_state_dict({k: v for k, v in model.encoder.state_dict().items() if not k.startswith("film")})
-    frames = torch.rand(3, 4, 3, 32, 32)
-    torch.testing.assert_close(model.encode(frames, 1), shared.encode(frames))     # zero-initialised FiLM
-    with torch.no_grad():
-        model.encoder.film.weight.normal_()
-    assert not torch.allclose(model.encode(frames, 0), model.encode(frames, 1))
-    per_window = model.encode(frames, torch.tensor([0, 1, 0]))                   # one task per window, every frame
-    torch.testing.assert_close(per_window[1], model.encode(frames[1], 1))
-    torch.testing.assert_close(per_window[2], model.encode(frames[2], 0))
-    with pytest.raises(ValueError, match="pass its index"):
-        model.encode(frames)
-    loss, _ = model.train().loss(frames, torch.rand(3, 2, 2), groups=torch.tensor([0, 1, 0]))
-    loss.backward()
-    assert model.encoder.film.weight.grad.abs().sum(1).gt(0).all()                # both tasks' rows learn
-
-
 def test_init_from_starts_a_run_from_another_jepas_weights(reacher_data, tmp_path):
     from pretrain.train_jepa import TrainJEPAConfig, train
     from worldmodel.errors import ConfigError

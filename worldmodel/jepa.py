@@ -67,8 +67,6 @@ class JEPAConfig:
                                          # mixes the frames of a batch, of every task in a shared one (EXPERIMENTS 41)
     task_heads: int = 0                  # > 0: the predictor and inverse head also read the task (a one-hot of this
                                          # many tasks); the encoder stays one shared map that never sees it
-    task_film: int = 0                   # > 0: the encoder reads the task too: a per-task scale and shift (FiLM) of
-                                         # every conv block and of the head's hidden layer, for this many tasks
 
     def __post_init__(self) -> None:
         self.channels = tuple(int(c) for c in self.channels)
@@ -86,8 +84,6 @@ class JEPAConfig:
             raise ValueError(f"history={self.history}, expected >= 1")
         if self.action_scale <= 0:
             raise ValueError(f"action_scale={self.action_scale}, expected > 0")
-        if self.task_film < 0:
-            raise ValueError(f"task_film={self.task_film}, expected >= 0 (0: the encoder does not read the task)")
         if self.task_heads < 0:
             raise ValueError(f"task_heads={self.task_heads}, expected >= 0 (0: the heads do not read the task)")
         if self.head_norm not in HEAD_NORMS:
@@ -108,7 +104,7 @@ class JEPAConfig:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["channels"], d["grid"] = list(self.channels), list(self.grid)
-        for name, default in (("head_norm", "batch"), ("task_heads", 0), ("task_film", 0)):   # fields added later: at their
+        for name, default in (("head_norm", "batch"), ("task_heads", 0)):   # fields added later: at their
             if d[name] == default:      # defaults they are left out, so older configs and the fingerprints
                 del d[name]             # hashed from them stay as they were
         return d
@@ -133,31 +129,15 @@ class ConvEncoder(nn.Module):
         norm = {"batch": nn.BatchNorm1d, "layer": nn.LayerNorm, "none": lambda n: nn.Identity()}[cfg.head_norm]
         self.head = nn.Sequential(nn.Linear(cfg.channels[-1] * cells, cfg.hidden), norm(cfg.hidden),
                                   nn.GELU(), nn.Linear(cfg.hidden, cfg.size))
-        # FiLM: each task's (scale - 1, shift) of every conv block's channels and of the head's hidden units,
-        # zero at init (the shared map); one table, sliced per layer
-        self.film_widths = (*cfg.channels, cfg.hidden)
-        self.film = nn.Embedding(cfg.task_film, 2 * sum(self.film_widths)) if cfg.task_film else None
-        if self.film is not None:
-            nn.init.zeros_(self.film.weight)
 
-    def forward(self, images: Tensor, task: Tensor | int | None = None) -> Tensor:
+    def forward(self, images: Tensor) -> Tensor:
         cfg = self.cfg
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"images have shape {tuple(images.shape)}, expected (B, 3, H, W)")
         x = images.float() - 0.5
         if x.shape[-1] != cfg.input_size or x.shape[-2] != cfg.input_size:
             x = F.adaptive_avg_pool2d(x, cfg.input_size)  # box filter: exact 2x2 means at 64 -> 32
-        if self.film is None:
-            z = self.head(self.conv(x).flatten(1))
-            return z.view(len(z), cfg.tokens, cfg.latent_dim)
-        film = task_onehot(task, cfg.task_film, len(x), x.device) @ self.film.weight    # (B, 2 * sum(widths))
-        films = film.split([w for w in self.film_widths for _ in (0, 1)], -1)          # scale, shift per layer
-        convs = list(self.conv)
-        for i in range(len(cfg.channels)):                                              # conv, GELU, FiLM
-            x = convs[2 * i + 1](convs[2 * i](x))
-            x = x * (1 + films[2 * i][:, :, None, None]) + films[2 * i + 1][:, :, None, None]
-        h = self.head[2](self.head[1](self.head[0](x.flatten(1))))                     # linear, norm, GELU
-        z = self.head[3](h * (1 + films[-2]) + films[-1])
+        z = self.head(self.conv(x).flatten(1))
         return z.view(len(z), cfg.tokens, cfg.latent_dim)
 
 
@@ -295,13 +275,10 @@ class JEPA(nn.Module):
         self.inverse = _mlp(3 * cfg.size + cfg.task_heads, 256, 1, cfg.action_dim)
         self.decoder = ConvDecoder(cfg) if cfg.reconstruct else None
 
-    def encode(self, frames: Tensor, task: Tensor | int | None = None) -> Tensor:
-        """(..., 3, H, W) in [0, 1] -> (..., D) latent vectors. `task` (an index, or one per leading row) for an
-        encoder that reads it (task_film)."""
+    def encode(self, frames: Tensor) -> Tensor:
+        """(..., 3, H, W) in [0, 1] -> (..., D) latent vectors."""
         lead = frames.shape[:-3]
-        if isinstance(task, Tensor) and task.ndim == 1 and len(lead) > 1:   # one task per window: every frame
-            task = task.view(-1, *[1] * (len(lead) - 1)).expand(lead).reshape(-1)
-        return self.encoder(frames.reshape(-1, *frames.shape[-3:]), task).reshape(*lead, self.cfg.size)
+        return self.encoder(frames.reshape(-1, *frames.shape[-3:])).reshape(*lead, self.cfg.size)
 
     def scale_actions(self, actions: Tensor) -> Tensor:
         return actions / self.cfg.action_scale
@@ -331,8 +308,8 @@ class JEPA(nn.Module):
         if pred_loss not in PRED_LOSSES:
             raise ValueError(f"pred_loss={pred_loss!r}, expected one of {PRED_LOSSES}")
         a = self.scale_actions(actions)
-        task = groups if groups is not None else (0 if self.cfg.task_heads or self.cfg.task_film else None)
-        z = self.encode(frames, task)                                    # (B, T, D)
+        z = self.encode(frames)                                          # (B, T, D)
+        task = groups if groups is not None else (0 if self.cfg.task_heads else None)
         pred = self.predictor.unroll(z[:, :h], a, task)                  # (B, R, D)
         l_pred = F.mse_loss(pred, z[:, h:])
         parts: dict[str, float] = {"pred": l_pred.item()}
