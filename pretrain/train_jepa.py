@@ -2,6 +2,7 @@
 
     lw train-encoder method=jepa data=data/reacher out=runs/jepa_reacher max_minutes=20
     lw train-encoder method=jepa data=[data/reacher,data/point_maze] out=runs/jepa_both   # one over two tasks
+    lw train-encoder method=jepa data=[...] init_from=runs/jepa_reacher out=runs/jepa_all  # from reacher's own
 
 Episodes are held in memory as uint8 frames; the last `holdout` fraction of each dataset's
 episodes is never trained on. With several datasets (one frame size, one action dim) the
@@ -12,9 +13,11 @@ and the actions between them, and trains encoder, predictor and inverse-dynamics
 together (`JEPA.loss`). Every `eval_every` steps the held-out proxy scores of
 `pretrain.latent_probe` (action gain at 1 and 5 steps, latent-cost Spearman, state probe
 R^2, per-dimension std) go to metrics.jsonl and the console, and the folder is saved
-atomically with the optimiser and RNG state (pretrain.safe_state: no pickle), so `resume=true` continues a
-killed run. The finished folder is what `lw train-rae encoder=jepa encoder_weights=...`
-freezes, and what the benchmark's `jepa` row plans with.
+atomically with the optimiser and RNG state (pretrain.safe_state: no pickle), so `resume=true`
+continues a killed run. `init_from` starts a new run from another JEPA folder's weights (same
+shapes; a fresh optimiser): a shared JEPA started from reacher's own keeps reacher's precision,
+which one trained from scratch never reaches (docs/EXPERIMENTS.md 42). The finished folder is what
+`lw train-rae encoder=jepa encoder_weights=...` freezes, and what the benchmark's `jepa` row plans with.
 """
 from __future__ import annotations
 
