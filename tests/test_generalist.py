@@ -131,9 +131,9 @@ def test_the_shared_jepa_takes_each_tasks_actions_as_a_fraction_of_its_bound(gen
     assert read_config(root / "jepa")["action_scales"] == {"reacher": 0.2, "point_maze": 1.0}
     fed, unroll = [], LatentPredictor.unroll
 
-    def spy(self, z, actions):
+    def spy(self, z, actions, task=None):
         fed.append(actions)
-        return unroll(self, z, actions)
+        return unroll(self, z, actions, task)
     monkeypatch.setattr(LatentPredictor, "unroll", spy)
     world = JEPAWorld.from_pretrained(root / "jepa")
     for task in TASKS:
