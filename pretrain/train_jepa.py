@@ -255,7 +255,7 @@ def train(cfg: TrainJEPAConfig) -> dict:
         frames, actions, groups = _windows(list(datasets.values()), cfg.batch_size, cfg.history, cfg.rollout_steps,
                                            gen, device, shares)
         loss, parts = model.loss(frames, actions, cfg.regularizer, cfg.reg_weight, cfg.inverse_weight,
-                                  cfg.recon_weight, groups=groups if len(datasets) > 1 or mcfg.task_heads else None,
+                                  cfg.recon_weight, groups=groups if len(datasets) > 1 else None,
                                   pred_loss=cfg.pred_loss)
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -194,14 +194,17 @@ class LatentPredictor(nn.Module):
         self.net = _mlp(history * size + action_dim + n_tasks, hidden, layers, size)
 
     def forward(self, z_hist: Tensor, action: Tensor, task: Tensor | int | None = None) -> Tensor:
-        onehot = task_onehot(task, self.n_tasks, len(z_hist), z_hist.device)
+        return self._step(z_hist, action, task_onehot(task, self.n_tasks, len(z_hist), z_hist.device))
+
+    def _step(self, z_hist: Tensor, action: Tensor, onehot: Tensor) -> Tensor:
         return z_hist[:, -1] + self.net(torch.cat([z_hist.flatten(1), action, onehot], -1))
 
     def unroll(self, z_hist: Tensor, actions: Tensor, task: Tensor | int | None = None) -> Tensor:
         """Open loop: z history (B, h, D), actions (B, H, A) scaled -> predictions (B, H, D)."""
+        onehot = task_onehot(task, self.n_tasks, len(z_hist), z_hist.device)   # checked once, not every step
         out = []
         for k in range(actions.shape[1]):  # H is a handful of steps; each step needs the last
-            z_next = self(z_hist, actions[:, k], task)
+            z_next = self._step(z_hist, actions[:, k], onehot)
             out.append(z_next)
             z_hist = torch.cat([z_hist[:, 1:], z_next[:, None]], 1)
         return torch.stack(out, 1)
