@@ -173,6 +173,9 @@ def test_generalist_small_matches_its_recipe_and_serves_each_task():
     world = load_shipped(GEN)
     jepa = JEPAWorld.from_pretrained(GEN / "jepa")
     assert jepa.extras["action_scales"] == GEN_SCALES
+    jepa_train = json.loads((GEN / "jepa" / "config.json").read_text())["train_config"]
+    jepa_cmd = f"out={jepa_train['out']} init_from={jepa_train['init_from']} steps={jepa_train['steps']} "
+    assert jepa_cmd in " ".join((GEN / "RECIPE.md").read_text().replace("\\\n", " ").split()) + " "  # the shared JEPA's own command
     for task, scale in GEN_SCALES.items():
         assert world.for_task(task).action_bounds[1].tolist() == pytest.approx([scale, scale])
     frames = torch.randint(0, 256, (4, 64, 64, 3), dtype=torch.uint8)
