@@ -161,21 +161,21 @@ def test_generalist_small_matches_its_recipe_and_serves_each_task():
 
     recipe = compose(TrainConfig, "pretrain", ["experiment=generalist_small_stage2"])
     meta = json.loads((GEN / "config.json").read_text())
+    recipe_md = (GEN / "RECIPE.md").read_text()
     want = json.loads(json.dumps({k: v for k, v in asdict(recipe.model).items() if k not in DATA_DERIVED}))
     loaded = ModelConfig.from_dict(meta["config"]).to_dict()
     assert {k: v for k, v in loaded.items() if k in want} == want
     assert meta["train_steps"] == recipe.steps and "task" not in meta
-    assert f"init_from={meta['init_from']}" in (GEN / "RECIPE.md").read_text()   # the stage-1 run it started from
+    assert f"init_from={meta['init_from']}" in recipe_md   # the stage-1 run it started from
     assert list(covered_tasks(meta)) == list(GEN_SCALES) and meta["action_scales"] == GEN_SCALES
     assert meta["config"]["action_scale"] == 1.0                  # the largest bound; each task a fraction of its own
-    assert all(f"lw pretrain experiment={e} " in (GEN / "RECIPE.md").read_text()
-               for e in ("generalist_small", "generalist_small_stage2"))
+    assert all(f"lw pretrain experiment={e} " in recipe_md for e in ("generalist_small", "generalist_small_stage2"))
     world = load_shipped(GEN)
     jepa = JEPAWorld.from_pretrained(GEN / "jepa")
     assert jepa.extras["action_scales"] == GEN_SCALES
     jepa_train = json.loads((GEN / "jepa" / "config.json").read_text())["train_config"]
     jepa_cmd = f"out={jepa_train['out']} init_from={jepa_train['init_from']} steps={jepa_train['steps']} "
-    assert jepa_cmd in " ".join((GEN / "RECIPE.md").read_text().replace("\\\n", " ").split()) + " "  # the shared JEPA's own command
+    assert jepa_cmd in " ".join(recipe_md.replace("\\\n", " ").split()) + " "  # the shared JEPA's own command, continuations joined
     for task, scale in GEN_SCALES.items():
         assert world.for_task(task).action_bounds[1].tolist() == pytest.approx([scale, scale])
     frames = torch.randint(0, 256, (4, 64, 64, 3), dtype=torch.uint8)
